@@ -1,0 +1,137 @@
+//! The `gateway` command line: `gateway serve` with flags and environment.
+
+use crate::config::{Config, Quota};
+use clap::{Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Presence and settings federation gateway.
+#[derive(Debug, Parser)]
+#[command(name = "gateway", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the HTTP API.
+    Serve(ServeArgs),
+}
+
+/// Flags of `gateway serve`; each also reads an environment variable.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on; port 0 picks a free port (printed on the first line).
+    #[arg(long, env = "GATEWAY_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Folder for the SQLite database, blobs and generated secrets.
+    #[arg(long, env = "GATEWAY_DATA_DIR", default_value = "./data")]
+    data_dir: PathBuf,
+    /// `sqlite://FILE` or `postgres://...`; default: the SQLite file in the data dir.
+    #[arg(long, env = "GATEWAY_DATABASE_URL")]
+    database_url: Option<String>,
+    /// Largest request body in bytes (larger ones get 413).
+    #[arg(long, env = "GATEWAY_MAX_BODY_BYTES", default_value_t = crate::config::DEFAULT_MAX_BODY_BYTES)]
+    max_body_bytes: usize,
+    /// Lifetime of a login session in seconds.
+    #[arg(long, env = "GATEWAY_SESSION_TTL_SECS", default_value_t = 86_400)]
+    session_ttl_secs: u64,
+    /// Requests per second per client IP on registration and login.
+    #[arg(long, env = "GATEWAY_ANON_RATE", default_value_t = 5)]
+    anon_rate: u32,
+    /// Burst per client IP on registration and login.
+    #[arg(long, env = "GATEWAY_ANON_BURST", default_value_t = 20)]
+    anon_burst: u32,
+    /// Requests per second per user on authenticated endpoints.
+    #[arg(long, env = "GATEWAY_USER_RATE", default_value_t = 50)]
+    user_rate: u32,
+    /// Burst per user on authenticated endpoints.
+    #[arg(long, env = "GATEWAY_USER_BURST", default_value_t = 200)]
+    user_burst: u32,
+}
+
+/// Entry point of the `gateway` binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("GATEWAY_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match cli.command {
+        Command::Serve(args) => runtime.block_on(serve(args)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let env = |name: &str| std::env::var(name).ok();
+    let mut config = Config::with_secrets(
+        args.data_dir.clone(),
+        env("GATEWAY_ADMIN_TOKEN"),
+        env("GATEWAY_MASTER_KEY"),
+    )
+    .context("preparing the data dir and secrets")?;
+    if let Some(url) = args.database_url {
+        config.database_url = url;
+    }
+    config.max_body_bytes = args.max_body_bytes;
+    config.session_ttl = std::time::Duration::from_secs(args.session_ttl_secs);
+    config.anonymous_quota = Quota {
+        per_second: args.anon_rate,
+        burst: args.anon_burst,
+    };
+    config.user_quota = Quota {
+        per_second: args.user_rate,
+        burst: args.user_burst,
+    };
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    // The first line of output is the bound address: scripts and tests read it.
+    println!("listening on http://{addr}");
+    tracing::info!(data_dir = %args.data_dir.display(), "gateway starting");
+    crate::run(config, listener, shutdown_signal()).await?;
+    tracing::info!("gateway stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

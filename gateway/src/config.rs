@@ -1,0 +1,84 @@
+//! Runtime configuration of one gateway process.
+
+use crate::secrets::{self, MasterKey, Secret, SecretError};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A governor quota: sustained rate plus burst.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quota {
+    /// Requests replenished per second.
+    pub per_second: u32,
+    /// Requests allowed at once.
+    pub burst: u32,
+}
+
+/// Everything `run()` needs. Build it with [`Config::new`] and adjust fields.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Folder for the SQLite database and generated secrets.
+    pub data_dir: PathBuf,
+    /// `sqlite://...` or `postgres://...`.
+    pub database_url: String,
+    /// Bearer token of the operator's admin endpoints.
+    pub admin_token: Secret<String>,
+    /// Key sealing IM credentials at rest.
+    pub master_key: MasterKey,
+    /// Largest request body accepted (bytes); above it: `413`.
+    pub max_body_bytes: usize,
+    /// Largest plugin upload accepted (bytes).
+    pub max_plugin_bytes: usize,
+    /// How long a login session lasts.
+    pub session_ttl: Duration,
+    /// Per client IP, on `POST /v1/users` and `POST /v1/sessions`.
+    pub anonymous_quota: Quota,
+    /// Per user (or the admin), on every authenticated endpoint.
+    pub user_quota: Quota,
+}
+
+/// Default body limit: 10 MiB.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
+/// Default plugin upload limit: 64 MiB (debug-built components are large).
+pub const DEFAULT_MAX_PLUGIN_BYTES: usize = 64 * 1024 * 1024;
+
+impl Config {
+    /// Defaults for `data_dir`: the SQLite file inside it and secrets read from
+    /// (or generated into) it.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Result<Self, SecretError> {
+        Self::with_secrets(data_dir.into(), None, None)
+    }
+
+    /// Like [`Config::new`], with secrets from the environment when given.
+    pub fn with_secrets(
+        data_dir: PathBuf,
+        admin_token: Option<String>,
+        master_key: Option<String>,
+    ) -> Result<Self, SecretError> {
+        std::fs::create_dir_all(&data_dir).map_err(|source| SecretError::Io {
+            path: data_dir.display().to_string(),
+            source,
+        })?;
+        Ok(Config {
+            database_url: default_database_url(&data_dir),
+            admin_token: secrets::admin_token(admin_token, &data_dir)?,
+            master_key: secrets::master_key(master_key, &data_dir)?,
+            data_dir,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            max_plugin_bytes: DEFAULT_MAX_PLUGIN_BYTES,
+            session_ttl: Duration::from_secs(24 * 3600),
+            anonymous_quota: Quota {
+                per_second: 5,
+                burst: 20,
+            },
+            user_quota: Quota {
+                per_second: 50,
+                burst: 200,
+            },
+        })
+    }
+}
+
+/// The embedded default: `<data_dir>/gateway.db`.
+pub fn default_database_url(data_dir: &Path) -> String {
+    format!("sqlite://{}", data_dir.join("gateway.db").display())
+}

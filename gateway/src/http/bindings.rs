@@ -1,0 +1,204 @@
+//! The user's application list (S3): `POST/GET /v1/bindings`,
+//! `DELETE /v1/bindings/{id}`.
+
+use super::error::{ApiError, ErrorBody};
+use super::extract::{ApiJson, AuthUser};
+use super::sessions::rfc3339;
+use super::{audit, AppState};
+use crate::secrets::Secret;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{delete, get};
+use axum::{Json, Router};
+use registry_db::{NewBinding, RegistryError, SealedCredentials};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use utoipa::ToSchema;
+
+/// Routes of this resource.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/bindings", get(list_bindings).post(create_binding))
+        .route("/v1/bindings/{id}", delete(delete_binding))
+}
+
+/// Longest account login accepted.
+const MAX_ACCOUNT_BYTES: usize = 320;
+/// Largest credentials object accepted (serialized).
+const MAX_CREDENTIALS_BYTES: usize = 16 * 1024;
+
+/// A binding request.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewBindingRequest {
+    /// A supported module id.
+    pub module: String,
+    /// The account login on that network, e.g. `@alice:example.org`.
+    pub account: String,
+    /// Credentials for that account, e.g. `{"password": "..."}`. Never returned.
+    #[schema(value_type = Object)]
+    pub credentials: Secret<Map<String, Value>>,
+}
+
+/// A binding as its owner sees it (never with credentials).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct BindingView {
+    /// Opaque id.
+    pub id: String,
+    /// Module id.
+    pub module: String,
+    /// Account login.
+    pub account: String,
+    /// RFC 3339.
+    pub created_at: String,
+    /// Settings the gateway last applied to this account (absent in the create answer).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    #[schema(value_type = Option<Object>)]
+    pub last_applied: Option<Option<Value>>,
+}
+
+/// The user's application list.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct BindingList {
+    /// Bindings, oldest first.
+    pub bindings: Vec<BindingView>,
+}
+
+fn view(b: registry_db::Binding, with_last_applied: bool) -> BindingView {
+    BindingView {
+        id: b.id,
+        module: b.module_id,
+        account: b.account,
+        created_at: rfc3339(b.created_at),
+        last_applied: with_last_applied.then_some(b.last_applied),
+    }
+}
+
+/// The context sealed credentials are bound to: a copy moved to another
+/// binding or user does not decrypt.
+pub fn credentials_context(binding_id: &str, user_id: &str) -> String {
+    format!("binding:{binding_id}:user:{user_id}")
+}
+
+async fn unsupported(state: &AppState, module: &str) -> ApiError {
+    let supported = match state.registry.list_modules(false).await {
+        Ok(list) if !list.is_empty() => list
+            .into_iter()
+            .map(|m| m.id)
+            .collect::<Vec<_>>()
+            .join(", "),
+        Ok(_) => "none yet".to_owned(),
+        Err(_) => "unknown (registry unavailable)".to_owned(),
+    };
+    ApiError::unprocessable(
+        "unsupported_module",
+        format!("module {module:?} is not supported; supported modules: {supported}"),
+    )
+}
+
+/// Binds an IM account to the user.
+#[utoipa::path(post, path = "/v1/bindings", tag = "bindings", security(("bearer" = [])),
+    request_body = NewBindingRequest, responses(
+        (status = 201, body = BindingView),
+        (status = 401, body = ErrorBody),
+        (status = 409, description = "already_bound", body = ErrorBody),
+        (status = 422, description = "unsupported_module, invalid_account, invalid_credentials", body = ErrorBody)))]
+pub async fn create_binding(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    ApiJson(body): ApiJson<NewBindingRequest>,
+) -> Result<(StatusCode, Json<BindingView>), ApiError> {
+    match state.registry.module(&body.module).await {
+        Ok(m) if m.enabled => {}
+        Ok(_) | Err(RegistryError::NotFound) => return Err(unsupported(&state, &body.module).await),
+        Err(e) => return Err(e.into()),
+    }
+    let account = body.account.trim();
+    if account.is_empty()
+        || account.len() > MAX_ACCOUNT_BYTES
+        || account.chars().any(char::is_control)
+    {
+        return Err(ApiError::unprocessable(
+            "invalid_account",
+            format!("the account is 1-{MAX_ACCOUNT_BYTES} bytes without control characters"),
+        ));
+    }
+    let plaintext = serde_json::to_vec(body.credentials.expose()).map_err(ApiError::internal)?;
+    if plaintext.len() > MAX_CREDENTIALS_BYTES {
+        return Err(ApiError::unprocessable(
+            "invalid_credentials",
+            format!("credentials are at most {MAX_CREDENTIALS_BYTES} bytes"),
+        ));
+    }
+    let id = uuid::Uuid::new_v4().to_string();
+    let sealed = state.config.master_key.seal(
+        &plaintext,
+        credentials_context(&id, &auth.user.id).as_bytes(),
+    );
+    let new = NewBinding {
+        id,
+        user_id: auth.user.id.clone(),
+        module_id: body.module.clone(),
+        account: account.to_owned(),
+        credentials: SealedCredentials(sealed),
+    };
+    let binding = match state.registry.create_binding(new, chrono::Utc::now()).await {
+        Ok(b) => b,
+        Err(RegistryError::Conflict { .. }) => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "already_bound",
+                format!("{} account {account:?} is already bound", body.module),
+            ))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    audit(
+        &state,
+        &format!("user:{}", auth.user.id),
+        "binding.create",
+        &binding.id,
+        serde_json::json!({"module": binding.module_id, "account": binding.account}),
+    )
+    .await;
+    Ok((StatusCode::CREATED, Json(view(binding, false))))
+}
+
+/// The user's bindings.
+#[utoipa::path(get, path = "/v1/bindings", tag = "bindings", security(("bearer" = [])),
+    responses((status = 200, body = BindingList), (status = 401, body = ErrorBody)))]
+pub async fn list_bindings(
+    State(state): State<AppState>,
+    auth: AuthUser,
+) -> Result<Json<BindingList>, ApiError> {
+    let bindings = state.registry.list_bindings(&auth.user.id).await?;
+    Ok(Json(BindingList {
+        bindings: bindings.into_iter().map(|b| view(b, true)).collect(),
+    }))
+}
+
+/// Unbinds an account.
+#[utoipa::path(delete, path = "/v1/bindings/{id}", tag = "bindings", security(("bearer" = [])),
+    params(("id" = String, Path, description = "binding id")),
+    responses((status = 204, description = "unbound"), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
+pub async fn delete_binding(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    match state.registry.delete_binding(&auth.user.id, &id).await {
+        Ok(()) => {}
+        Err(RegistryError::NotFound) => return Err(ApiError::not_found("binding")),
+        Err(e) => return Err(e.into()),
+    }
+    audit(
+        &state,
+        &format!("user:{}", auth.user.id),
+        "binding.delete",
+        &id,
+        serde_json::json!({}),
+    )
+    .await;
+    Ok(StatusCode::NO_CONTENT)
+}

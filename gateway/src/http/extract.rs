@@ -1,0 +1,128 @@
+//! Request extractors that answer with [`ApiError`] instead of axum's plain
+//! text rejections: JSON bodies, path parameters, bearer authentication.
+
+use super::error::ApiError;
+use super::AppState;
+use crate::secrets::{constant_time_eq, sha256_hex};
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
+use registry_db::{RegistryError, User};
+use serde::de::DeserializeOwned;
+
+/// A JSON body; malformed JSON `400`, wrong content type `415`, wrong types or
+/// missing fields `422 invalid_body`, too large `413`.
+pub struct ApiJson<T>(pub T);
+
+impl<T, S> FromRequest<S> for ApiJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(value)) => Ok(ApiJson(value)),
+            Err(rejection) => Err(json_rejection(rejection)),
+        }
+    }
+}
+
+fn json_rejection(rejection: JsonRejection) -> ApiError {
+    let status = rejection.status();
+    let code = match status {
+        StatusCode::BAD_REQUEST => "malformed_json",
+        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::UNPROCESSABLE_ENTITY => "invalid_body",
+        _ => "bad_request",
+    };
+    ApiError::new(status, code, rejection.body_text())
+}
+
+fn bearer(parts: &Parts) -> Result<&str, ApiError> {
+    let value = parts.headers.get(header::AUTHORIZATION).ok_or_else(|| {
+        ApiError::unauthorized("missing_token", "Authorization: Bearer <token> required")
+    })?;
+    value
+        .to_str()
+        .ok()
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| {
+            ApiError::unauthorized(
+                "invalid_token",
+                "the Authorization header is not a bearer token",
+            )
+        })
+}
+
+async fn session_user(state: &AppState, token: &str) -> Result<Option<User>, ApiError> {
+    match state
+        .registry
+        .session_user(&sha256_hex(token.as_bytes()), chrono::Utc::now())
+        .await
+    {
+        Ok(user) => Ok(Some(user)),
+        Err(RegistryError::NotFound) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The user a valid session token belongs to (rate limited per user).
+#[derive(Debug)]
+pub struct AuthUser {
+    /// The logged-in user.
+    pub user: User,
+    /// Hash of the session token used, to log that session out.
+    pub token_hash: String,
+}
+
+impl FromRequestParts<AppState> for AuthUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let token = bearer(parts)?;
+        let user = session_user(state, token).await?.ok_or_else(|| {
+            ApiError::unauthorized("invalid_token", "the session token is unknown or expired")
+        })?;
+        state.limits.check_user(&user.id)?;
+        Ok(AuthUser {
+            token_hash: sha256_hex(token.as_bytes()),
+            user,
+        })
+    }
+}
+
+/// Proof that the request carries the admin token.
+#[derive(Debug)]
+pub struct Admin;
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let token = bearer(parts)?;
+        if constant_time_eq(token, state.config.admin_token.expose()) {
+            state.limits.check_user("admin")?;
+            return Ok(Admin);
+        }
+        if session_user(state, token).await?.is_some() {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "this endpoint needs the admin token, not a user session",
+            ));
+        }
+        Err(ApiError::unauthorized(
+            "invalid_token",
+            "the admin token is wrong",
+        ))
+    }
+}

@@ -1,0 +1,199 @@
+//! The supported-module library (S2): `GET /v1/modules` for everyone,
+//! `POST/DELETE /v1/admin/modules` for operators.
+
+use super::error::{ApiError, ErrorBody};
+use super::extract::Admin;
+use super::{audit, AppState};
+use crate::modules::Manifest;
+use axum::extract::multipart::MultipartError;
+use axum::extract::{DefaultBodyLimit, Multipart, Path, State};
+use axum::http::StatusCode;
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use registry_db::{NewModule, RegistryError};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// Routes of this resource.
+pub fn router(max_plugin_bytes: usize) -> Router<AppState> {
+    Router::new()
+        .route("/v1/modules", get(list_modules))
+        .route(
+            "/v1/admin/modules",
+            post(upload_module).layer(DefaultBodyLimit::max(max_plugin_bytes)),
+        )
+        .route("/v1/admin/modules/{id}", delete(delete_module))
+}
+
+/// One supported module as clients see it (no grants, no config).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ModuleView {
+    /// Unique id.
+    pub id: String,
+    /// Human name.
+    pub name: String,
+    /// Increases with every upload under this id.
+    pub version: i64,
+    /// Settings the connector can set: `avatar`, `signature`, `mood`.
+    pub fields: Vec<String>,
+    /// The connector's limits (signature length, avatar size and formats...).
+    #[schema(value_type = Object)]
+    pub limits: serde_json::Value,
+    /// Hints for the monitor to notice the IM client on a device.
+    #[schema(value_type = Object)]
+    pub detect: serde_json::Value,
+}
+
+impl From<&registry_db::Module> for ModuleView {
+    fn from(m: &registry_db::Module) -> Self {
+        let described = |key: &str| m.description.as_ref().and_then(|d| d.get(key)).cloned();
+        ModuleView {
+            id: m.id.clone(),
+            name: m.name.clone(),
+            version: m.version,
+            fields: described("fields")
+                .and_then(|f| serde_json::from_value(f).ok())
+                .unwrap_or_default(),
+            limits: described("limits").unwrap_or_else(|| serde_json::json!({})),
+            detect: m
+                .manifest
+                .get("detect")
+                .cloned()
+                .unwrap_or_else(|| serde_json::json!({})),
+        }
+    }
+}
+
+/// The supported-module library.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ModuleList {
+    /// Supported modules, by id.
+    pub modules: Vec<ModuleView>,
+}
+
+/// Lists the supported modules.
+#[utoipa::path(get, path = "/v1/modules", tag = "modules", responses((status = 200, body = ModuleList)))]
+pub async fn list_modules(State(state): State<AppState>) -> Result<Json<ModuleList>, ApiError> {
+    let modules = state.registry.list_modules(false).await?;
+    Ok(Json(ModuleList {
+        modules: modules.iter().map(ModuleView::from).collect(),
+    }))
+}
+
+/// Multipart upload: a `manifest` JSON part and a `plugin` part (.wasm component).
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+pub struct ModuleUpload {
+    /// The manifest JSON.
+    manifest: Manifest,
+    /// The WebAssembly component.
+    #[schema(value_type = String, format = Binary)]
+    plugin: Vec<u8>,
+}
+
+fn multipart_error(e: MultipartError) -> ApiError {
+    let status = e.status();
+    let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
+        "payload_too_large"
+    } else {
+        "invalid_multipart"
+    };
+    ApiError::new(status, code, e.body_text())
+}
+
+/// Registers a module or replaces its connector (new version, no restart).
+#[utoipa::path(post, path = "/v1/admin/modules", tag = "admin",
+    security(("bearer" = [])),
+    request_body(content = ModuleUpload, content_type = "multipart/form-data"),
+    responses(
+        (status = 201, body = ModuleView),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 415, body = ErrorBody),
+        (status = 422, description = "invalid_manifest, invalid_plugin", body = ErrorBody)))]
+pub async fn upload_module(
+    State(state): State<AppState>,
+    _admin: Admin,
+    multipart: Result<Multipart, axum::extract::multipart::MultipartRejection>,
+) -> Result<(StatusCode, Json<ModuleView>), ApiError> {
+    let mut multipart = multipart.map_err(|rejection| {
+        ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!(
+                "expected multipart/form-data with parts 'manifest' and 'plugin': {}",
+                rejection.body_text()
+            ),
+        )
+    })?;
+    let (mut manifest_text, mut plugin) = (None, None);
+    while let Some(field) = multipart.next_field().await.map_err(multipart_error)? {
+        match field.name() {
+            Some("manifest") => manifest_text = Some(field.text().await.map_err(multipart_error)?),
+            Some("plugin") => plugin = Some(field.bytes().await.map_err(multipart_error)?.to_vec()),
+            other => {
+                return Err(ApiError::unprocessable(
+                    "invalid_multipart",
+                    format!("unexpected part {other:?}; expected 'manifest' and 'plugin'"),
+                ))
+            }
+        }
+    }
+    let manifest_text = manifest_text.ok_or_else(|| {
+        ApiError::unprocessable("invalid_manifest", "the 'manifest' part is missing")
+    })?;
+    let plugin = plugin
+        .ok_or_else(|| ApiError::unprocessable("invalid_plugin", "the 'plugin' part is missing"))?;
+    let manifest = Manifest::parse(&manifest_text)
+        .map_err(|e| ApiError::unprocessable("invalid_manifest", e.to_string()))?;
+
+    let host = state.host.clone();
+    let checked = tokio::task::spawn_blocking(move || host.validate(&plugin).map(|()| plugin))
+        .await
+        .map_err(ApiError::internal)?;
+    let plugin = checked.map_err(|e| ApiError::unprocessable("invalid_plugin", e.to_string()))?;
+
+    let digest = crate::secrets::sha256_hex(&plugin);
+    let new = NewModule {
+        id: manifest.id.clone(),
+        name: manifest.name.clone(),
+        plugin,
+        plugin_digest: digest.clone(),
+        manifest: manifest.to_stored(&state.config.master_key),
+        description: None,
+    };
+    let module = state
+        .registry
+        .upsert_module(new, chrono::Utc::now())
+        .await?;
+    audit(
+        &state,
+        "admin",
+        "module.upload",
+        &module.id,
+        serde_json::json!({"version": module.version, "plugin_sha256": digest}),
+    )
+    .await;
+    Ok((StatusCode::CREATED, Json(ModuleView::from(&module))))
+}
+
+/// Removes a module from the library; its bindings stay but receive nothing.
+#[utoipa::path(delete, path = "/v1/admin/modules/{id}", tag = "admin",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "module id")),
+    responses((status = 204, description = "removed"), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn delete_module(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    match state.registry.disable_module(&id, chrono::Utc::now()).await {
+        Ok(()) => {}
+        Err(RegistryError::NotFound) => {
+            return Err(ApiError::not_found(&format!("supported module {id:?}")))
+        }
+        Err(e) => return Err(e.into()),
+    }
+    audit(&state, "admin", "module.delete", &id, serde_json::json!({})).await;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,92 @@
+//! # gateway
+//!
+//! The presence and settings federation gateway: users bind IM accounts once,
+//! a monitor app reports a change made on one network, and the gateway pushes
+//! it to every other bound network through WebAssembly connector plugins.
+//!
+//! Along the data's way: [`config`] (what a process runs with), [`http`]
+//! (router, handlers, DTOs, the one error type), [`host`] (the wasmtime plugin
+//! host; knows nothing of HTTP), [`registry_db`] underneath for storage.
+//! [`run`] is the entry point used by `main` and by the tests.
+
+pub mod accounts;
+pub mod cli;
+pub mod config;
+pub mod host;
+pub mod http;
+pub mod metrics;
+pub mod modules;
+pub mod secrets;
+
+pub use config::{Config, Quota};
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Why the gateway could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The registry database could not be opened or migrated.
+    #[error("registry database: {0}")]
+    Registry(#[from] registry_db::RegistryError),
+    /// The plugin host could not be created.
+    #[error(transparent)]
+    Host(#[from] host::HostError),
+    /// A rate-limit quota in the configuration is zero.
+    #[error(transparent)]
+    Quota(#[from] http::limits::ZeroQuota),
+    /// Metrics could not be registered.
+    #[error(transparent)]
+    Metrics(#[from] metrics::MetricsError),
+    /// The HTTP server failed.
+    #[error("http server: {0}")]
+    Serve(#[from] std::io::Error),
+}
+
+/// Serves the gateway on `listener` until `shutdown` completes, then stops
+/// accepting, lets in-flight requests finish and returns.
+pub async fn run(
+    config: Config,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RunError> {
+    let registry = registry_db::Registry::connect(&config.database_url).await?;
+    let host = host::PluginHost::new()?;
+    let limits = http::limits::Limiters::new(config.anonymous_quota, config.user_quota)?;
+    let state = http::AppState::new(http::Shared {
+        registry: registry.clone(),
+        host,
+        config,
+        limits,
+        metrics: metrics::Metrics::new()?,
+    });
+    let janitor = tokio::spawn(janitor(state.clone()));
+    let app = http::router(state);
+    let served = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await;
+    janitor.abort();
+    registry.close().await;
+    served?;
+    Ok(())
+}
+
+/// Periodic housekeeping: expired sessions, idle rate-limit keys.
+async fn janitor(state: http::AppState) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tick.tick().await;
+        state.limits.shrink();
+        if let Err(e) = state
+            .registry
+            .purge_expired_sessions(chrono::Utc::now())
+            .await
+        {
+            tracing::warn!(error = %e, "expired sessions not purged");
+        }
+    }
+}

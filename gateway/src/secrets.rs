@@ -1,0 +1,257 @@
+//! Secrets the gateway holds: the admin token, the master key that seals IM
+//! credentials at rest (XChaCha20-Poly1305), and a redacting wrapper.
+
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use std::fmt;
+use std::path::Path;
+
+/// A value that must never be printed: `Debug` shows `<redacted>`.
+#[derive(Clone, serde::Deserialize)]
+#[serde(transparent)]
+pub struct Secret<T>(T);
+
+impl<T> Secret<T> {
+    /// Wraps a value.
+    pub fn new(value: T) -> Self {
+        Secret(value)
+    }
+    /// The value, for the one place that needs it.
+    pub fn expose(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T> fmt::Debug for Secret<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// Errors reading or creating secrets, or opening sealed data.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    /// A secret file could not be read or written.
+    #[error("secret file {path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The master key is not 32 bytes of hex or base64.
+    #[error("master key must be 32 bytes as 64 hex characters (or base64): {0}")]
+    BadMasterKey(String),
+    /// Sealed data did not decrypt: wrong key, wrong record or tampered bytes.
+    #[error("sealed data cannot be opened (wrong master key or tampered data)")]
+    Unseal,
+}
+
+/// The 256-bit key that encrypts stored IM credentials.
+#[derive(Clone)]
+pub struct MasterKey([u8; 32]);
+
+impl fmt::Debug for MasterKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("MasterKey(<redacted>)")
+    }
+}
+
+const NONCE_LEN: usize = 24;
+
+impl MasterKey {
+    /// A fresh random key.
+    pub fn generate() -> Self {
+        let mut key = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut key);
+        MasterKey(key)
+    }
+
+    /// Parses 64 hex characters or standard base64 of 32 bytes.
+    pub fn parse(text: &str) -> Result<Self, SecretError> {
+        use base64::Engine as _;
+        let text = text.trim();
+        let bytes = hex::decode(text)
+            .ok()
+            .or_else(|| base64::engine::general_purpose::STANDARD.decode(text).ok())
+            .ok_or_else(|| SecretError::BadMasterKey("neither hex nor base64".into()))?;
+        let key: [u8; 32] = bytes
+            .try_into()
+            .map_err(|b: Vec<u8>| SecretError::BadMasterKey(format!("{} bytes", b.len())))?;
+        Ok(MasterKey(key))
+    }
+
+    fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    /// Encrypts `plaintext`, binding it to `context` (e.g. the binding id) so a
+    /// sealed value copied onto another record does not open there.
+    pub fn seal(&self, plaintext: &[u8], context: &[u8]) -> Vec<u8> {
+        let cipher = XChaCha20Poly1305::new((&self.0).into());
+        let mut nonce = [0u8; NONCE_LEN];
+        rand::rngs::OsRng.fill_bytes(&mut nonce);
+        let payload = Payload {
+            msg: plaintext,
+            aad: context,
+        };
+        let mut out = nonce.to_vec();
+        // Encryption with a valid key and nonce length cannot fail.
+        if let Ok(ct) = cipher.encrypt(XNonce::from_slice(&nonce), payload) {
+            out.extend_from_slice(&ct);
+        }
+        out
+    }
+
+    /// Decrypts what [`MasterKey::seal`] produced for the same `context`.
+    pub fn open(&self, sealed: &[u8], context: &[u8]) -> Result<Vec<u8>, SecretError> {
+        if sealed.len() < NONCE_LEN {
+            return Err(SecretError::Unseal);
+        }
+        let (nonce, ct) = sealed.split_at(NONCE_LEN);
+        let cipher = XChaCha20Poly1305::new((&self.0).into());
+        cipher
+            .decrypt(
+                XNonce::from_slice(nonce),
+                Payload {
+                    msg: ct,
+                    aad: context,
+                },
+            )
+            .map_err(|_| SecretError::Unseal)
+    }
+}
+
+/// A fresh random token: 256 bits, base64url without padding.
+pub fn random_token() -> String {
+    use base64::Engine as _;
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Hex SHA-256, used to store tokens and to name plugin bytes.
+pub fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
+
+/// Compares two secrets without leaking where they differ.
+pub fn constant_time_eq(a: &str, b: &str) -> bool {
+    let (da, db) = (Sha256::digest(a.as_bytes()), Sha256::digest(b.as_bytes()));
+    da.iter()
+        .zip(db.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
+}
+
+/// Reads a secret from `file`, or writes `make()` there with mode 0600 first.
+fn load_or_create(file: &Path, make: impl FnOnce() -> String) -> Result<String, SecretError> {
+    let io = |source| SecretError::Io {
+        path: file.display().to_string(),
+        source,
+    };
+    match std::fs::read_to_string(file) {
+        Ok(text) => Ok(text.trim().to_owned()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let value = make();
+            write_private(file, &value).map_err(io)?;
+            Ok(value)
+        }
+        Err(e) => Err(io(e)),
+    }
+}
+
+fn write_private(file: &Path, value: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut f = options.open(file)?;
+    f.write_all(value.as_bytes())?;
+    f.write_all(b"\n")?;
+    f.sync_all()
+}
+
+/// The admin token: `from_env` if set, else `<data_dir>/admin-token`,
+/// generated on first start.
+pub fn admin_token(
+    from_env: Option<String>,
+    data_dir: &Path,
+) -> Result<Secret<String>, SecretError> {
+    match from_env.filter(|t| !t.trim().is_empty()) {
+        Some(t) => Ok(Secret::new(t.trim().to_owned())),
+        None => load_or_create(&data_dir.join("admin-token"), random_token).map(Secret::new),
+    }
+}
+
+/// The master key: `from_env` if set, else `<data_dir>/master-key`,
+/// generated on first start.
+pub fn master_key(from_env: Option<String>, data_dir: &Path) -> Result<MasterKey, SecretError> {
+    match from_env.filter(|t| !t.trim().is_empty()) {
+        Some(t) => MasterKey::parse(&t),
+        None => {
+            let text = load_or_create(&data_dir.join("master-key"), || {
+                MasterKey::generate().to_hex()
+            })?;
+            MasterKey::parse(&text)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sealed_credentials_open_only_with_the_same_key_and_context() {
+        let key = MasterKey::generate();
+        let sealed = key.seal(br#"{"password":"pw"}"#, b"binding-1");
+        assert!(!sealed.windows(2).any(|w| w == b"pw"), "plaintext visible");
+        assert_eq!(
+            key.open(&sealed, b"binding-1").unwrap(),
+            br#"{"password":"pw"}"#
+        );
+        assert!(key.open(&sealed, b"binding-2").is_err());
+        assert!(MasterKey::generate().open(&sealed, b"binding-1").is_err());
+        let mut tampered = sealed.clone();
+        let last = tampered.len() - 1;
+        tampered[last] ^= 1;
+        assert!(key.open(&tampered, b"binding-1").is_err());
+    }
+
+    #[test]
+    fn master_key_accepts_hex_and_base64_and_rejects_short_keys() {
+        let key = MasterKey::generate();
+        assert!(MasterKey::parse(&key.to_hex()).is_ok());
+        assert!(MasterKey::parse("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=").is_ok());
+        assert!(MasterKey::parse("abcd").is_err());
+        assert_eq!(format!("{key:?}"), "MasterKey(<redacted>)");
+    }
+
+    #[test]
+    fn generated_secrets_are_kept_with_private_permissions() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = admin_token(None, dir.path()).unwrap();
+        let again = admin_token(None, dir.path()).unwrap();
+        assert_eq!(first.expose(), again.expose());
+        assert!(first.expose().len() >= 43);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.path().join("admin-token"))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        let env = admin_token(Some("from-env".into()), dir.path()).unwrap();
+        assert_eq!(env.expose(), "from-env");
+        assert_eq!(format!("{env:?}"), "<redacted>");
+    }
+}

@@ -1,0 +1,182 @@
+//! # registry-db
+//!
+//! The gateway's registry: users, sessions, the supported-module library,
+//! bindings (each user's application list) and the audit log. This is the only
+//! crate of the workspace that speaks SQL. It runs on SQLite (the embedded
+//! default) and on PostgreSQL (several gateway processes sharing one database),
+//! with one migration set per backend and domain types in its public API.
+
+mod audit;
+mod bindings;
+mod error;
+mod modules;
+pub mod scratch;
+mod types;
+mod users;
+
+pub use error::{RegistryError, Result};
+pub use types::{
+    AuditEvent, Binding, Module, NewBinding, NewModule, SealedCredentials, User, UserCredentials,
+};
+
+use chrono::{DateTime, TimeZone, Utc};
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Executor};
+use std::time::Duration;
+
+/// Which database engine a registry runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// Embedded SQLite file (single process).
+    Sqlite,
+    /// PostgreSQL server (one or more processes).
+    Postgres,
+}
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
+
+/// Handle to the registry database. Cheap to clone (a pool inside).
+#[derive(Clone, Debug)]
+pub struct Registry {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+impl Registry {
+    /// Opens the database at `url` (`sqlite://PATH` or `postgres://...`),
+    /// creating a missing SQLite file, and applies pending migrations.
+    pub async fn connect(url: &str) -> Result<Self> {
+        sqlx::any::install_default_drivers();
+        let backend = backend_of(url)?;
+        let (url, max) = match backend {
+            Backend::Sqlite => (sqlite_url(url), 8),
+            Backend::Postgres => (url.to_owned(), 16),
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(max)
+            .acquire_timeout(Duration::from_secs(10))
+            .after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        // WAL lets readers run while one writer commits;
+                        // the busy timeout queues writers instead of failing.
+                        conn.execute("PRAGMA journal_mode = WAL").await?;
+                        conn.execute("PRAGMA busy_timeout = 10000").await?;
+                        conn.execute("PRAGMA foreign_keys = ON").await?;
+                        conn.execute("PRAGMA synchronous = NORMAL").await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(&url)
+            .await?;
+        let registry = Registry { pool, backend };
+        registry.migrate().await?;
+        Ok(registry)
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        match self.backend {
+            Backend::Sqlite => SQLITE_MIGRATIONS.run(&self.pool).await?,
+            Backend::Postgres => POSTGRES_MIGRATIONS.run(&self.pool).await?,
+        }
+        Ok(())
+    }
+
+    /// The engine behind this registry.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Checks that the database answers and every known migration is applied.
+    pub async fn ready(&self) -> Result<()> {
+        let migrator = match self.backend {
+            Backend::Sqlite => &SQLITE_MIGRATIONS,
+            Backend::Postgres => &POSTGRES_MIGRATIONS,
+        };
+        let applied: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE success = $1")
+                .bind(true)
+                .fetch_one(&self.pool)
+                .await?;
+        let known = migrator.iter().count() as i64;
+        if applied < known {
+            return Err(RegistryError::Migration(format!(
+                "{applied} of {known} migrations applied"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Closes every pooled connection.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+fn backend_of(url: &str) -> Result<Backend> {
+    if url.starts_with("sqlite:") {
+        Ok(Backend::Sqlite)
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Backend::Postgres)
+    } else {
+        Err(RegistryError::UnsupportedUrl(redact_url(url)))
+    }
+}
+
+/// Adds `mode=rwc` so a missing SQLite file is created.
+fn sqlite_url(url: &str) -> String {
+    if url.contains("mode=") {
+        url.to_owned()
+    } else if url.contains('?') {
+        format!("{url}&mode=rwc")
+    } else {
+        format!("{url}?mode=rwc")
+    }
+}
+
+/// Drops a password from a URL before it goes into an error message.
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.find('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://<redacted>{}", &url[..scheme], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+pub(crate) fn to_millis(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+pub(crate) fn from_millis(ms: i64) -> Result<DateTime<Utc>> {
+    Utc.timestamp_millis_opt(ms)
+        .single()
+        .ok_or_else(|| RegistryError::Corrupt(format!("timestamp {ms}")))
+}
+
+pub(crate) fn json_column(row: &AnyRow, column: &str) -> Result<Option<serde_json::Value>> {
+    use sqlx::Row;
+    let text: Option<String> = row.try_get(column)?;
+    Ok(match text {
+        Some(t) => Some(serde_json::from_str(&t)?),
+        None => None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_classified_and_redacted() {
+        assert_eq!(backend_of("sqlite://x.db").ok(), Some(Backend::Sqlite));
+        assert_eq!(backend_of("postgres://h/db").ok(), Some(Backend::Postgres));
+        match backend_of("mysql://u:secret@h/db") {
+            Err(RegistryError::UnsupportedUrl(u)) => assert!(!u.contains("secret")),
+            other => panic!("expected UnsupportedUrl, got {other:?}"),
+        }
+        assert_eq!(sqlite_url("sqlite://a.db"), "sqlite://a.db?mode=rwc");
+    }
+}
