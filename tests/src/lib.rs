@@ -1,1 +1,192 @@
-//! placeholder
+//! Helpers for the end-to-end tests: a gateway started through
+//! [`gateway::run`] on a free loopback port with its own temp data dir, an HTTP
+//! client, plugin fixtures and the PostgreSQL switch.
+#![allow(clippy::expect_used, clippy::unwrap_used, missing_docs)]
+
+use reqwest::{multipart, Client, Response, StatusCode};
+use serde_json::{json, Value};
+use tempfile::TempDir;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// The smallest valid WebAssembly component.
+pub const EMPTY_COMPONENT: &[u8] = b"\0asm\x0d\0\x01\0";
+/// The smallest valid core WebAssembly module (not a component).
+pub const CORE_MODULE: &[u8] = b"\0asm\x01\0\0\0";
+
+/// A running gateway.
+pub struct TestGateway {
+    pub base: String,
+    pub admin_token: String,
+    pub client: Client,
+    pub data_dir: TempDir,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<(), gateway::RunError>>,
+}
+
+impl TestGateway {
+    /// A gateway on SQLite with default settings.
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// A gateway whose config `adjust` may change first.
+    pub async fn start_with(adjust: impl FnOnce(&mut gateway::Config)) -> Self {
+        let data_dir = tempfile::tempdir().expect("temp dir");
+        let mut config = gateway::Config::new(data_dir.path()).expect("config");
+        adjust(&mut config);
+        let admin_token = config.admin_token.expose().clone();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(gateway::run(config, listener, async move {
+            let _ = stopped.await;
+        }));
+        let gw = TestGateway {
+            base,
+            admin_token,
+            client: Client::new(),
+            data_dir,
+            stop: Some(stop),
+            task,
+        };
+        gw.wait_ready().await;
+        gw
+    }
+
+    async fn wait_ready(&self) {
+        for _ in 0..200 {
+            if let Ok(r) = self.client.get(self.url("/readyz")).send().await {
+                if r.status() == StatusCode::OK {
+                    return;
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        panic!("gateway at {} never became ready", self.base);
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// Graceful stop; returns what `run()` returned.
+    pub async fn stop(mut self) -> Result<(), gateway::RunError> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        (&mut self.task).await.expect("gateway task")
+    }
+
+    pub async fn post_json(&self, path: &str, token: Option<&str>, body: &Value) -> Response {
+        let mut req = self.client.post(self.url(path)).json(body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req.send().await.expect("request")
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> Response {
+        let mut req = self.client.get(self.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req.send().await.expect("request")
+    }
+
+    pub async fn delete(&self, path: &str, token: Option<&str>) -> Response {
+        let mut req = self.client.delete(self.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req.send().await.expect("request")
+    }
+
+    /// Registers `name` with a fixed password and returns a session token.
+    pub async fn user_token(&self, name: &str) -> String {
+        let creds = json!({"username": name, "password": "correct horse battery"});
+        let r = self.post_json("/v1/users", None, &creds).await;
+        assert_eq!(r.status(), StatusCode::CREATED, "register {name}");
+        let r = self.post_json("/v1/sessions", None, &creds).await;
+        assert_eq!(r.status(), StatusCode::CREATED, "login {name}");
+        r.json::<Value>().await.expect("json")["token"]
+            .as_str()
+            .expect("token")
+            .to_owned()
+    }
+
+    /// Uploads a module as the admin.
+    pub async fn upload_module(&self, manifest: &Value, plugin: &[u8]) -> Response {
+        self.upload_module_as(&self.admin_token.clone(), manifest.to_string(), plugin)
+            .await
+    }
+
+    pub async fn upload_module_as(&self, token: &str, manifest: String, plugin: &[u8]) -> Response {
+        let form = multipart::Form::new().text("manifest", manifest).part(
+            "plugin",
+            multipart::Part::bytes(plugin.to_vec()).file_name("plugin.wasm"),
+        );
+        self.client
+            .post(self.url("/v1/admin/modules"))
+            .bearer_auth(token)
+            .multipart(form)
+            .send()
+            .await
+            .expect("upload")
+    }
+}
+
+/// A manifest for module `id` granted nothing in particular.
+pub fn manifest(id: &str) -> Value {
+    json!({
+        "id": id,
+        "name": format!("{id} network"),
+        "allowed_hosts": ["http://127.0.0.1:9"],
+        "rate_limit": {"per_second": 5, "burst": 10},
+        "config": {"secret": format!("{id}-module-secret")},
+        "detect": {"executables": [format!("{id}-client")]}
+    })
+}
+
+/// Asserts the documented error shape and returns (status, code, message).
+pub async fn expect_error(response: Response, status: StatusCode, code: &str) -> String {
+    let got = response.status();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let text = response.text().await.expect("body");
+    assert_eq!(got, status, "status for body {text}");
+    assert!(
+        content_type.starts_with("application/json"),
+        "error must be JSON, got {content_type:?}: {text}"
+    );
+    let body: Value = serde_json::from_str(&text).expect("error body is JSON");
+    assert_eq!(body["error"]["code"], code, "code in {text}");
+    let message = body["error"]["message"]
+        .as_str()
+        .expect("message")
+        .to_owned();
+    assert!(!message.is_empty(), "empty message in {text}");
+    message
+}
+
+/// The PostgreSQL server to test against, from `TEST_DATABASE_URL`. Outside CI
+/// its absence skips the PostgreSQL part (with a note); under `CI=true` it fails.
+pub fn postgres_admin_url() -> Option<String> {
+    match std::env::var("TEST_DATABASE_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "CI=true requires TEST_DATABASE_URL to point at a PostgreSQL server"
+            );
+            eprintln!("TEST_DATABASE_URL unset: PostgreSQL part skipped (outside CI only)");
+            None
+        }
+    }
+}

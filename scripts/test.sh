@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Runs every check of the project: formatting, clippy, and the whole test suite.
+# Under CI=true the PostgreSQL runs are mandatory (TEST_DATABASE_URL defaults to
+# the local server on 127.0.0.1:5432) and fail loudly when it cannot be used.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+rustup component add rustfmt clippy >/dev/null 2>&1 || true
+
+if [ "${CI:-}" = "true" ]; then
+  export TEST_DATABASE_URL="${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}"
+  if ! (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null && command -v pg_ctlcluster >/dev/null; then
+    echo "PostgreSQL not answering on 127.0.0.1:5432; trying to start the local cluster"
+    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start || true
+  fi
+fi
+if [ -n "${TEST_DATABASE_URL:-}" ]; then
+  echo "PostgreSQL tests: on (${TEST_DATABASE_URL%%@*}@...)"
+else
+  echo "PostgreSQL tests: off (set TEST_DATABASE_URL=postgres://USER@HOST:PORT/DB to run them)"
+fi
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+echo "== cargo test"
+cargo test --workspace
