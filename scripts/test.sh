@@ -6,6 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
+# Plugins are WebAssembly components built for wasm32-wasip2 by the tests.
+rustup target add wasm32-wasip2
 
 if [ "${CI:-}" = "true" ]; then
   export TEST_DATABASE_URL="${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}"

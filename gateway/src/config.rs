@@ -1,5 +1,6 @@
 //! Runtime configuration of one gateway process.
 
+use crate::host::HostLimits;
 use crate::secrets::{self, MasterKey, Secret, SecretError};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -34,6 +35,8 @@ pub struct Config {
     pub anonymous_quota: Quota,
     /// Per user (or the admin), on every authenticated endpoint.
     pub user_quota: Quota,
+    /// Deadline, memory cap and pool size of plugin calls.
+    pub host_limits: HostLimits,
 }
 
 /// Default body limit: 10 MiB.
@@ -74,6 +77,7 @@ impl Config {
                 per_second: 50,
                 burst: 200,
             },
+            host_limits: HostLimits::default(),
         })
     }
 }

@@ -12,6 +12,7 @@
 pub mod accounts;
 pub mod cli;
 pub mod config;
+pub mod connectors;
 pub mod host;
 pub mod http;
 pub mod metrics;
@@ -52,11 +53,12 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
     let registry = registry_db::Registry::connect(&config.database_url).await?;
-    let host = host::PluginHost::new()?;
+    let host = host::PluginHost::new(config.host_limits.clone())?;
+    let connectors = connectors::Connectors::new(host, registry.clone(), config.master_key.clone());
     let limits = http::limits::Limiters::new(config.anonymous_quota, config.user_quota)?;
     let state = http::AppState::new(http::Shared {
         registry: registry.clone(),
-        host,
+        connectors,
         config,
         limits,
         metrics: metrics::Metrics::new()?,

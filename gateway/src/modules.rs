@@ -1,5 +1,6 @@
 //! Module manifests: what an operator declares when registering a connector.
 
+use crate::host::Grants;
 use crate::secrets::MasterKey;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -141,8 +142,56 @@ impl Manifest {
     }
 
     fn seal_context(&self) -> String {
-        format!("module-config:{}", self.id)
+        seal_context(&self.id)
     }
+
+    /// The permissions and config a connector call of this module gets.
+    pub fn grants(&self) -> Grants {
+        Grants {
+            module_id: self.id.clone(),
+            allowed_origins: self
+                .allowed_hosts
+                .iter()
+                .filter_map(|o| parse_origin(o).ok())
+                .map(|(scheme, host, port)| format!("{scheme}://{host}:{port}"))
+                .collect(),
+            config_json: Value::Object(self.config.clone()).to_string(),
+        }
+    }
+}
+
+fn seal_context(id: &str) -> String {
+    format!("module-config:{id}")
+}
+
+/// Reads back what [`Manifest::to_stored`] wrote, opening the sealed config.
+pub fn stored_manifest(stored: &Value, key: &MasterKey) -> Result<Manifest, String> {
+    use base64::Engine as _;
+    let mut object = stored
+        .as_object()
+        .cloned()
+        .ok_or_else(|| "not a JSON object".to_owned())?;
+    let sealed = object
+        .remove("config_sealed")
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .ok_or_else(|| "no sealed config".to_owned())?;
+    let sealed = base64::engine::general_purpose::STANDARD
+        .decode(sealed)
+        .map_err(|e| e.to_string())?;
+    let id = object
+        .get("id")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let config = key
+        .open(&sealed, seal_context(&id).as_bytes())
+        .map_err(|e| e.to_string())?;
+    let config: Map<String, Value> = serde_json::from_slice(&config).map_err(|e| e.to_string())?;
+    object.insert("config".into(), Value::Object(config));
+    if object.get("rate_limit").is_some_and(Value::is_null) {
+        object.remove("rate_limit");
+    }
+    serde_json::from_value(Value::Object(object)).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

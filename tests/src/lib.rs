@@ -5,6 +5,9 @@
 
 use reqwest::{multipart, Client, Response, StatusCode};
 use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
 use tempfile::TempDir;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -13,6 +16,45 @@ use tokio::task::JoinHandle;
 pub const EMPTY_COMPONENT: &[u8] = b"\0asm\x0d\0\x01\0";
 /// The smallest valid core WebAssembly module (not a component).
 pub const CORE_MODULE: &[u8] = b"\0asm\x01\0\0\0";
+
+/// Builds the reference plugins (once per test process) and returns the
+/// `.wasm` component of `crate_name` (e.g. `webhook_connector`).
+pub fn plugin(crate_name: &str) -> Vec<u8> {
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let dir = BUILT
+        .get_or_init(|| {
+            let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins");
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let out = Command::new(cargo)
+                .args([
+                    "build",
+                    "--release",
+                    "--target",
+                    "wasm32-wasip2",
+                    "--manifest-path",
+                ])
+                .arg(root.join("Cargo.toml"))
+                .output()
+                .map_err(|e| format!("cannot run cargo: {e}"))?;
+            if !out.status.success() {
+                return Err(format!(
+                    "building the plugins failed (is the wasm32-wasip2 target installed? \
+                     `rustup target add wasm32-wasip2`):\n{}",
+                    String::from_utf8_lossy(&out.stderr)
+                ));
+            }
+            Ok(root.join("target/wasm32-wasip2/release"))
+        })
+        .as_ref()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let file = dir.join(format!("{crate_name}.wasm"));
+    std::fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()))
+}
+
+/// The reference webhook connector.
+pub fn webhook() -> Vec<u8> {
+    plugin("webhook_connector")
+}
 
 /// A running gateway.
 pub struct TestGateway {
@@ -138,14 +180,14 @@ impl TestGateway {
     }
 }
 
-/// A manifest for module `id` granted nothing in particular.
+/// A manifest for module `id` (the webhook connector's config shape).
 pub fn manifest(id: &str) -> Value {
     json!({
         "id": id,
         "name": format!("{id} network"),
         "allowed_hosts": ["http://127.0.0.1:9"],
         "rate_limit": {"per_second": 5, "burst": 10},
-        "config": {"secret": format!("{id}-module-secret")},
+        "config": {"url": "http://127.0.0.1:9/hook", "secret": format!("{id}-module-secret")},
         "detect": {"executables": [format!("{id}-client")]}
     })
 }

@@ -1,14 +1,14 @@
 //! The user's application list (S3): binding accounts of supported modules.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
-use e2e_tests::{expect_error, manifest, TestGateway, EMPTY_COMPONENT};
+use e2e_tests::{expect_error, manifest, webhook, TestGateway};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 async fn with_modules(ids: &[&str]) -> TestGateway {
     let gw = TestGateway::start().await;
     for id in ids {
-        let r = gw.upload_module(&manifest(id), EMPTY_COMPONENT).await;
+        let r = gw.upload_module(&manifest(id), &webhook()).await;
         assert_eq!(r.status(), StatusCode::CREATED);
     }
     gw
@@ -216,4 +216,32 @@ async fn credentials_are_encrypted_at_rest() {
             "credential found in clear in {file}"
         );
     }
+}
+
+#[tokio::test]
+async fn the_connector_checks_credentials_before_anything_is_stored() {
+    let gw = TestGateway::start().await;
+    // The webhook connector's verify() refuses a module config without a URL.
+    let mut broken = manifest("hook");
+    broken["config"] = json!({"secret": "s"});
+    assert_eq!(
+        gw.upload_module(&broken, &webhook()).await.status(),
+        StatusCode::CREATED
+    );
+    let token = gw.user_token("alice").await;
+    let body = json!({"module": "hook", "account": "alice", "credentials": {}});
+    let msg = expect_error(
+        gw.post_json("/v1/bindings", Some(&token), &body).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_credentials",
+    )
+    .await;
+    assert!(msg.contains("url"), "{msg}");
+    let list: Value = gw
+        .get("/v1/bindings", Some(&token))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["bindings"], json!([]));
 }

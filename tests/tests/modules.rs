@@ -2,7 +2,7 @@
 //! lists them, bad plugins and manifests are refused with the reason.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
-use e2e_tests::{expect_error, manifest, TestGateway, CORE_MODULE, EMPTY_COMPONENT};
+use e2e_tests::{expect_error, manifest, webhook, TestGateway, CORE_MODULE, EMPTY_COMPONENT};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -13,13 +13,13 @@ async fn an_operator_uploads_replaces_and_removes_a_module_without_restart() {
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(r.json::<Value>().await.unwrap(), json!({"modules": []}));
 
-    let r = gw.upload_module(&manifest("matrix"), EMPTY_COMPONENT).await;
+    let r = gw.upload_module(&manifest("matrix"), &webhook()).await;
     assert_eq!(r.status(), StatusCode::CREATED);
     let created: Value = r.json().await.unwrap();
     assert_eq!(created["id"], "matrix");
     assert_eq!(created["version"], 1);
 
-    let r = gw.upload_module(&manifest("matrix"), EMPTY_COMPONENT).await;
+    let r = gw.upload_module(&manifest("matrix"), &webhook()).await;
     assert_eq!(r.status(), StatusCode::CREATED);
     assert_eq!(r.json::<Value>().await.unwrap()["version"], 2);
 
@@ -29,6 +29,10 @@ async fn an_operator_uploads_replaces_and_removes_a_module_without_restart() {
     assert_eq!(modules[0]["name"], "matrix network");
     assert_eq!(modules[0]["version"], 2);
     assert_eq!(modules[0]["detect"]["executables"][0], "matrix-client");
+    // What the connector's describe() reported.
+    assert_eq!(modules[0]["fields"], json!(["avatar", "signature", "mood"]));
+    assert_eq!(modules[0]["limits"]["max_signature_chars"], 1000);
+    assert_eq!(modules[0]["limits"]["avatar"]["formats"][0], "image/png");
     let text = listed.to_string();
     assert!(
         !text.contains("module-secret") && !text.contains("allowed_hosts"),
@@ -55,9 +59,7 @@ async fn an_operator_uploads_replaces_and_removes_a_module_without_restart() {
 #[tokio::test]
 async fn module_secrets_are_not_stored_in_clear() {
     let gw = TestGateway::start().await;
-    let r = gw
-        .upload_module(&manifest("webhook"), EMPTY_COMPONENT)
-        .await;
+    let r = gw.upload_module(&manifest("webhook"), &webhook()).await;
     assert_eq!(r.status(), StatusCode::CREATED);
     let db = std::fs::read(gw.data_dir.path().join("gateway.db")).unwrap();
     let wal = std::fs::read(gw.data_dir.path().join("gateway.db-wal")).unwrap_or_default();
@@ -81,19 +83,15 @@ async fn admin_endpoints_need_the_admin_token() {
         .unwrap();
     expect_error(no_token, StatusCode::UNAUTHORIZED, "missing_token").await;
     expect_error(
-        gw.upload_module_as(&user, manifest("matrix").to_string(), EMPTY_COMPONENT)
+        gw.upload_module_as(&user, manifest("matrix").to_string(), &webhook())
             .await,
         StatusCode::FORBIDDEN,
         "forbidden",
     )
     .await;
     expect_error(
-        gw.upload_module_as(
-            "guessed-token",
-            manifest("matrix").to_string(),
-            EMPTY_COMPONENT,
-        )
-        .await,
+        gw.upload_module_as("guessed-token", manifest("matrix").to_string(), &webhook())
+            .await,
         StatusCode::UNAUTHORIZED,
         "invalid_token",
     )
@@ -126,6 +124,13 @@ async fn junk_and_core_modules_are_refused_with_the_reason() {
     )
     .await;
     assert!(core.contains("core WebAssembly module"), "{core}");
+    let bare = expect_error(
+        gw.upload_module(&manifest("matrix"), EMPTY_COMPONENT).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_plugin",
+    )
+    .await;
+    assert!(bare.contains("no gateway-abi section"), "{bare}");
     let broken = expect_error(
         gw.upload_module(&manifest("matrix"), b"\0asm\x0d\0\x01\0\x07\xff\xff")
             .await,
@@ -164,7 +169,7 @@ async fn bad_manifests_and_missing_parts_are_refused() {
     ];
     for (text, code) in cases {
         let msg = expect_error(
-            gw.upload_module_as(&admin, text.to_owned(), EMPTY_COMPONENT)
+            gw.upload_module_as(&admin, text.to_owned(), &webhook())
                 .await,
             StatusCode::UNPROCESSABLE_ENTITY,
             code,
@@ -198,7 +203,7 @@ async fn bad_manifests_and_missing_parts_are_refused() {
 #[tokio::test]
 async fn uploads_are_in_the_audit_log() {
     let gw = TestGateway::start().await;
-    gw.upload_module(&manifest("xmpp"), EMPTY_COMPONENT).await;
+    gw.upload_module(&manifest("xmpp"), &webhook()).await;
     gw.delete("/v1/admin/modules/xmpp", Some(&gw.admin_token))
         .await;
     let url = gateway::config::default_database_url(gw.data_dir.path());

@@ -3,7 +3,7 @@
 //! writes. Mandatory under `CI=true`.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
-use e2e_tests::{expect_error, manifest, postgres_admin_url, TestGateway, EMPTY_COMPONENT};
+use e2e_tests::{expect_error, manifest, postgres_admin_url, webhook, TestGateway};
 use registry_db::scratch::ScratchDatabase;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -31,7 +31,7 @@ async fn two_gateways_share_one_postgres_registry() {
     .await;
 
     assert_eq!(
-        a.upload_module(&manifest("matrix"), EMPTY_COMPONENT)
+        a.upload_module(&manifest("matrix"), &webhook())
             .await
             .status(),
         StatusCode::CREATED

@@ -1,11 +1,26 @@
-//! The plugin host: one wasmtime `Engine` shared by every plugin.
+//! The plugin host: one wasmtime `Engine` (pooling allocator, epoch
+//! interruption), an `InstancePre` per module version, a fresh `Store` per
+//! connector call with a deadline and a memory cap, and the imports a plugin
+//! is granted (outbound HTTP to granted origins, log, clock).
 //!
-//! This module knows nothing of HTTP (no axum here); the `http` layer calls it
-//! with bytes and gets typed results back.
+//! This module knows nothing of HTTP serving (no axum here): callers pass
+//! bytes, grants and settings and get typed results back.
 
+mod abi;
+mod bindings;
+mod outbound;
+pub mod types;
+
+pub use abi::SUPPORTED_ABI;
+pub use types::{CallError, Description, Field, Grants, Image, Limits, PushOutcome, Settings};
+
+use bindings::{Connector, ConnectorPre};
+use governor::DefaultDirectRateLimiter;
 use std::sync::Arc;
-use wasmtime::component::Component;
-use wasmtime::{Config, Engine};
+use std::time::{Duration, Instant};
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 /// Why an uploaded plugin was refused.
 #[derive(Debug, thiserror::Error)]
@@ -27,9 +42,18 @@ pub enum InvalidPlugin {
         /// Layer field (0 core, 1 component).
         layer: u16,
     },
+    /// Missing or unsupported ABI version.
+    #[error("{0}")]
+    Abi(String),
     /// The component does not compile.
     #[error("the component does not compile: {0}")]
     Compile(String),
+    /// The component is not a connector of this ABI (wrong world, unknown imports).
+    #[error("the component is not a gateway connector: {0}")]
+    World(String),
+    /// `describe()` failed.
+    #[error("describe() failed: {0}")]
+    Describe(CallError),
 }
 
 /// Errors creating the host.
@@ -37,77 +61,286 @@ pub enum InvalidPlugin {
 #[error("cannot configure the WebAssembly engine: {0}")]
 pub struct HostError(String);
 
-/// The shared engine and everything compiled with it.
+/// Limits applied to every plugin call.
+#[derive(Debug, Clone)]
+pub struct HostLimits {
+    /// Wall-clock budget of one call, network included.
+    pub call_timeout: Duration,
+    /// Linear memory cap per instance.
+    pub memory_bytes: usize,
+    /// Largest HTTP answer a plugin may receive.
+    pub max_response_bytes: usize,
+    /// Instances that may exist at once (pool size).
+    pub max_instances: u32,
+}
+
+impl Default for HostLimits {
+    fn default() -> Self {
+        HostLimits {
+            call_timeout: Duration::from_secs(5),
+            memory_bytes: 64 << 20,
+            max_response_bytes: 16 << 20,
+            max_instances: 256,
+        }
+    }
+}
+
+/// How often the engine's epoch advances; deadlines are counted in these.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// A compiled, linked connector ready to instantiate.
+#[derive(Clone)]
+pub struct LoadedPlugin {
+    pre: ConnectorPre<CallState>,
+    /// What the connector said about itself when loaded.
+    pub description: Description,
+}
+
+impl std::fmt::Debug for LoadedPlugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedPlugin")
+            .field("description", &self.description)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Per-call store data: WASI context, limits, grants, outbound client.
+pub struct CallState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    grants: Arc<Grants>,
+    outbound: Outbound,
+    deadline: Instant,
+    memory_cap: usize,
+    memory_exceeded: bool,
+    http_calls: u32,
+}
+
+#[derive(Clone)]
+struct Outbound {
+    client: reqwest::Client,
+    runtime: tokio::runtime::Handle,
+    max_response_bytes: usize,
+    limiter: Option<Arc<DefaultDirectRateLimiter>>,
+}
+
+impl WasiView for CallState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl wasmtime::ResourceLimiter for CallState {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.memory_cap {
+            self.memory_exceeded = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 1 << 20)
+    }
+}
+
+/// The shared engine, linker and outbound client.
 #[derive(Clone)]
 pub struct PluginHost {
-    engine: Arc<Engine>,
+    engine: Engine,
+    linker: Arc<Linker<CallState>>,
+    limits: HostLimits,
+    client: reqwest::Client,
 }
 
 impl std::fmt::Debug for PluginHost {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PluginHost").finish_non_exhaustive()
+        f.debug_struct("PluginHost")
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
     }
 }
 
 impl PluginHost {
-    /// Creates the engine.
-    pub fn new() -> Result<Self, HostError> {
+    /// Creates the engine (pooling allocator), the linker with the granted
+    /// imports, and the epoch ticker thread.
+    pub fn new(limits: HostLimits) -> Result<Self, HostError> {
+        let err = |e: wasmtime::Error| HostError(format!("{e:#}"));
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(limits.max_instances)
+            .total_core_instances(limits.max_instances * 2)
+            .total_memories(limits.max_instances * 2)
+            .total_tables(limits.max_instances * 2)
+            .max_memory_size(limits.memory_bytes);
         let mut config = Config::new();
-        config.wasm_component_model(true);
-        config.epoch_interruption(true);
-        let engine = Engine::new(&config).map_err(|e| HostError(e.to_string()))?;
+        config
+            .wasm_component_model(true)
+            .epoch_interruption(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&config).map_err(err)?;
+        let mut linker = Linker::<CallState>::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(err)?;
+        Connector::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |s| s)
+            .map_err(err)?;
+        let weak = engine.weak();
+        std::thread::Builder::new()
+            .name("wasm-epoch".into())
+            .spawn(move || {
+                while let Some(engine) = weak.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(EPOCH_TICK);
+                }
+            })
+            .map_err(|e| HostError(e.to_string()))?;
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .pool_max_idle_per_host(32)
+            .build()
+            .map_err(|e| HostError(e.to_string()))?;
         Ok(PluginHost {
-            engine: Arc::new(engine),
+            engine,
+            linker: Arc::new(linker),
+            limits,
+            client,
         })
     }
 
-    /// Checks that `bytes` are a WebAssembly component that compiles.
-    /// CPU-heavy: call it from a blocking thread.
-    pub fn validate(&self, bytes: &[u8]) -> Result<(), InvalidPlugin> {
-        check_header(bytes)?;
-        Component::from_binary(&self.engine, bytes)
-            .map(|_| ())
-            .map_err(|e| InvalidPlugin::Compile(format!("{e:#}")))
+    /// Checks, compiles and links `bytes`, then runs `describe()` once.
+    /// CPU-heavy: call it from a blocking thread inside a tokio runtime.
+    pub fn load(&self, bytes: &[u8], grants: Grants) -> Result<LoadedPlugin, InvalidPlugin> {
+        abi::check_header(bytes)?;
+        abi::abi_version(bytes)?;
+        let component = Component::from_binary(&self.engine, bytes)
+            .map_err(|e| InvalidPlugin::Compile(format!("{e:#}")))?;
+        let instance_pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| InvalidPlugin::World(format!("{e:#}")))?;
+        let pre =
+            ConnectorPre::new(instance_pre).map_err(|e| InvalidPlugin::World(format!("{e:#}")))?;
+        let description = self
+            .call_sync(&pre, Arc::new(grants), None, |c, s| {
+                c.call_describe(s).map(Ok)
+            })
+            .map_err(InvalidPlugin::Describe)?
+            .into();
+        Ok(LoadedPlugin { pre, description })
+    }
+
+    fn call_sync<T>(
+        &self,
+        pre: &ConnectorPre<CallState>,
+        grants: Arc<Grants>,
+        limiter: Option<Arc<DefaultDirectRateLimiter>>,
+        call: impl FnOnce(
+            &Connector,
+            &mut Store<CallState>,
+        ) -> wasmtime::Result<Result<T, bindings::wit::ConnectorError>>,
+    ) -> Result<T, CallError> {
+        let state = CallState {
+            wasi: WasiCtx::builder().build(),
+            table: ResourceTable::new(),
+            grants,
+            outbound: Outbound {
+                client: self.client.clone(),
+                runtime: tokio::runtime::Handle::try_current()
+                    .map_err(|e| CallError::Unavailable(e.to_string()))?,
+                max_response_bytes: self.limits.max_response_bytes,
+                limiter,
+            },
+            deadline: Instant::now() + self.limits.call_timeout,
+            memory_cap: self.limits.memory_bytes,
+            memory_exceeded: false,
+            http_calls: 0,
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| s);
+        let ticks = (self.limits.call_timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
+        store.set_epoch_deadline(ticks);
+        let outcome = pre
+            .instantiate(&mut store)
+            .and_then(|connector| call(&connector, &mut store));
+        match outcome {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => Err(e.into()),
+            Err(e) => Err(self.classify_trap(&e, store.data())),
+        }
+    }
+
+    fn classify_trap(&self, error: &wasmtime::Error, state: &CallState) -> CallError {
+        if state.memory_exceeded {
+            return CallError::MemoryLimit(self.limits.memory_bytes);
+        }
+        match error.downcast_ref::<wasmtime::Trap>() {
+            Some(wasmtime::Trap::Interrupt) => {
+                CallError::Timeout(self.limits.call_timeout.as_millis() as u64)
+            }
+            _ => CallError::Trap(format!("{error:#}").chars().take(500).collect()),
+        }
+    }
+
+    /// Runs `verify()` for an account. Blocking: call from a blocking thread.
+    pub fn verify(
+        &self,
+        plugin: &LoadedPlugin,
+        grants: Arc<Grants>,
+        login: &str,
+        credentials_json: &str,
+    ) -> Result<(), CallError> {
+        let account = account(&grants, login, credentials_json);
+        self.call_sync(&plugin.pre, grants, None, |c, s| c.call_verify(s, &account))
+    }
+
+    /// Runs `push()` for an account. Blocking: call from a blocking thread.
+    pub fn push(
+        &self,
+        plugin: &LoadedPlugin,
+        grants: Arc<Grants>,
+        limiter: Option<Arc<DefaultDirectRateLimiter>>,
+        login: &str,
+        credentials_json: &str,
+        settings: &Settings,
+    ) -> Result<PushOutcome, CallError> {
+        let account = account(&grants, login, credentials_json);
+        let settings = bindings::wit::Settings::from(settings);
+        self.call_sync(&plugin.pre, grants, limiter, |c, s| {
+            c.call_push(s, &account, &settings)
+        })
+        .map(Into::into)
+    }
+
+    /// Runs `fetch()` for an account. Blocking: call from a blocking thread.
+    pub fn fetch(
+        &self,
+        plugin: &LoadedPlugin,
+        grants: Arc<Grants>,
+        login: &str,
+        credentials_json: &str,
+    ) -> Result<Settings, CallError> {
+        let account = account(&grants, login, credentials_json);
+        self.call_sync(&plugin.pre, grants, None, |c, s| c.call_fetch(s, &account))
+            .map(Into::into)
     }
 }
 
-fn check_header(bytes: &[u8]) -> Result<(), InvalidPlugin> {
-    if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
-        return Err(InvalidPlugin::NotWasm);
-    }
-    let version = u16::from_le_bytes([bytes[4], bytes[5]]);
-    let layer = u16::from_le_bytes([bytes[6], bytes[7]]);
-    match (version, layer) {
-        (1, 0) => Err(InvalidPlugin::CoreModule),
-        (_, 1) => Ok(()),
-        _ => Err(InvalidPlugin::UnknownEncoding { version, layer }),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn headers_are_told_apart() {
-        assert!(matches!(
-            check_header(b"hello world"),
-            Err(InvalidPlugin::NotWasm)
-        ));
-        assert!(matches!(
-            check_header(b"\0asm\x01\0\0\0"),
-            Err(InvalidPlugin::CoreModule)
-        ));
-        assert!(check_header(b"\0asm\x0d\0\x01\0").is_ok());
-    }
-
-    #[test]
-    fn an_empty_component_compiles_and_a_truncated_one_does_not() {
-        let host = PluginHost::new().unwrap();
-        host.validate(b"\0asm\x0d\0\x01\0").unwrap();
-        assert!(matches!(
-            host.validate(b"\0asm\x0d\0\x01\0\x01\xff"),
-            Err(InvalidPlugin::Compile(_))
-        ));
+fn account(grants: &Grants, login: &str, credentials_json: &str) -> bindings::wit::Account {
+    bindings::wit::Account {
+        login: login.to_owned(),
+        credentials: credentials_json.to_owned(),
+        config: grants.config_json.clone(),
     }
 }

@@ -5,6 +5,8 @@ use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiJson, AuthUser};
 use super::sessions::rfc3339;
 use super::{audit, AppState};
+use crate::connectors::ConnectorsError;
+use crate::host::CallError;
 use crate::secrets::Secret;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -96,6 +98,38 @@ async fn unsupported(state: &AppState, module: &str) -> ApiError {
     )
 }
 
+/// Asks the module's connector whether the credentials work.
+async fn check_credentials(
+    state: &AppState,
+    module: &str,
+    account: &str,
+    credentials: &[u8],
+) -> Result<(), ApiError> {
+    let json = String::from_utf8_lossy(credentials).into_owned();
+    match state.connectors.verify(module, account, json).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(CallError::AuthFailed(why) | CallError::Rejected(why))) => {
+            Err(ApiError::unprocessable(
+                "invalid_credentials",
+                format!("the {module} server refused these credentials: {why}"),
+            ))
+        }
+        Ok(Err(CallError::RateLimited(secs))) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "module_unavailable",
+            format!("the {module} server asks to wait {secs} s before checking credentials"),
+        )),
+        Ok(Err(e)) => Err(ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "module_unavailable",
+            format!("could not check the credentials with {module}: {e}"),
+        )),
+        Err(ConnectorsError::Unsupported(_)) => Err(unsupported(state, module).await),
+        Err(ConnectorsError::Registry(e)) => Err(e.into()),
+        Err(e) => Err(ApiError::internal(e)),
+    }
+}
+
 /// Binds an IM account to the user.
 #[utoipa::path(post, path = "/v1/bindings", tag = "bindings", security(("bearer" = [])),
     request_body = NewBindingRequest, responses(
@@ -130,6 +164,7 @@ pub async fn create_binding(
             format!("credentials are at most {MAX_CREDENTIALS_BYTES} bytes"),
         ));
     }
+    check_credentials(&state, &body.module, account, &plaintext).await?;
     let id = uuid::Uuid::new_v4().to_string();
     let sealed = state.config.master_key.seal(
         &plaintext,

@@ -12,7 +12,7 @@ pub mod sessions;
 pub mod users;
 
 use crate::config::Config;
-use crate::host::PluginHost;
+use crate::connectors::Connectors;
 use crate::metrics::Metrics;
 use axum::extract::{MatchedPath, Request};
 use axum::middleware::{self, Next};
@@ -30,8 +30,8 @@ pub struct AppState(Arc<Shared>);
 pub struct Shared {
     /// The registry database.
     pub registry: Registry,
-    /// The plugin host.
-    pub host: PluginHost,
+    /// Loaded connector plugins.
+    pub connectors: Connectors,
     /// The process configuration.
     pub config: Config,
     /// Inbound rate limiters.

@@ -4,13 +4,14 @@
 use super::error::{ApiError, ErrorBody};
 use super::extract::Admin;
 use super::{audit, AppState};
+use crate::connectors::ConnectorsError;
 use crate::modules::Manifest;
 use axum::extract::multipart::MultipartError;
 use axum::extract::{DefaultBodyLimit, Multipart, Path, State};
 use axum::http::StatusCode;
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use registry_db::{NewModule, RegistryError};
+use registry_db::RegistryError;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -146,31 +147,20 @@ pub async fn upload_module(
     let manifest = Manifest::parse(&manifest_text)
         .map_err(|e| ApiError::unprocessable("invalid_manifest", e.to_string()))?;
 
-    let host = state.host.clone();
-    let checked = tokio::task::spawn_blocking(move || host.validate(&plugin).map(|()| plugin))
-        .await
-        .map_err(ApiError::internal)?;
-    let plugin = checked.map_err(|e| ApiError::unprocessable("invalid_plugin", e.to_string()))?;
-
-    let digest = crate::secrets::sha256_hex(&plugin);
-    let new = NewModule {
-        id: manifest.id.clone(),
-        name: manifest.name.clone(),
-        plugin,
-        plugin_digest: digest.clone(),
-        manifest: manifest.to_stored(&state.config.master_key),
-        description: None,
+    let module = match state.connectors.install(manifest, plugin).await {
+        Ok(module) => module,
+        Err(ConnectorsError::Invalid(e)) => {
+            return Err(ApiError::unprocessable("invalid_plugin", e.to_string()))
+        }
+        Err(ConnectorsError::Registry(e)) => return Err(e.into()),
+        Err(e) => return Err(ApiError::internal(e)),
     };
-    let module = state
-        .registry
-        .upsert_module(new, chrono::Utc::now())
-        .await?;
     audit(
         &state,
         "admin",
         "module.upload",
         &module.id,
-        serde_json::json!({"version": module.version, "plugin_sha256": digest}),
+        serde_json::json!({"version": module.version, "plugin_sha256": module.plugin_digest}),
     )
     .await;
     Ok((StatusCode::CREATED, Json(ModuleView::from(&module))))

@@ -1,0 +1,173 @@
+//! Loaded connectors: joins the registry (plugin bytes, manifests) and the
+//! plugin host (compiled plugins), with a cache of one `InstancePre` per
+//! module version. Neither HTTP nor SQL lives here.
+
+use crate::host::{self, CallError, Grants, InvalidPlugin, LoadedPlugin, PluginHost};
+use crate::modules::{self, Manifest};
+use crate::secrets::MasterKey;
+use registry_db::{Module, NewModule, Registry, RegistryError};
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+/// A connector ready to call: plugin plus the module's grants.
+#[derive(Debug, Clone)]
+pub struct Ready {
+    /// Module version the plugin belongs to.
+    pub version: i64,
+    /// The compiled plugin.
+    pub plugin: LoadedPlugin,
+    /// Origins and config of the module.
+    pub grants: Arc<Grants>,
+}
+
+/// Why a connector could not be installed or used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectorsError {
+    /// The plugin was refused.
+    #[error(transparent)]
+    Invalid(#[from] InvalidPlugin),
+    /// The module is not (or no longer) supported.
+    #[error("module {0:?} is not supported")]
+    Unsupported(String),
+    /// The registry failed.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// A stored manifest could not be read (wrong master key?).
+    #[error("stored manifest of {module}: {reason}")]
+    Manifest {
+        /// Module id.
+        module: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A blocking task failed.
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+/// The gateway's connectors.
+pub struct Connectors {
+    host: PluginHost,
+    registry: Registry,
+    master_key: MasterKey,
+    cache: RwLock<HashMap<String, Arc<Ready>>>,
+}
+
+impl Connectors {
+    /// Wraps the host and the registry.
+    pub fn new(host: PluginHost, registry: Registry, master_key: MasterKey) -> Self {
+        Connectors {
+            host,
+            registry,
+            master_key,
+            cache: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// Validates a plugin (compiles, links, `describe()`), stores it as the
+    /// module's new version and makes it live without a restart.
+    pub async fn install(
+        &self,
+        manifest: Manifest,
+        plugin: Vec<u8>,
+    ) -> Result<Module, ConnectorsError> {
+        let grants = manifest.grants();
+        let host = self.host.clone();
+        let (plugin, loaded) = tokio::task::spawn_blocking(move || {
+            host.load(&plugin, grants).map(|loaded| (plugin, loaded))
+        })
+        .await
+        .map_err(|e| ConnectorsError::Internal(e.to_string()))??;
+        let description = serde_json::to_value(&loaded.description)
+            .map_err(|e| ConnectorsError::Internal(e.to_string()))?;
+        let new = NewModule {
+            id: manifest.id.clone(),
+            name: manifest.name.clone(),
+            plugin_digest: crate::secrets::sha256_hex(&plugin),
+            plugin,
+            manifest: manifest.to_stored(&self.master_key),
+            description: Some(description),
+        };
+        let module = self.registry.upsert_module(new, chrono::Utc::now()).await?;
+        let ready = Ready {
+            version: module.version,
+            plugin: loaded,
+            grants: Arc::new(manifest.grants()),
+        };
+        self.remember(&module.id, ready);
+        Ok(module)
+    }
+
+    fn remember(&self, id: &str, ready: Ready) {
+        if let Ok(mut cache) = self.cache.write() {
+            cache.insert(id.to_owned(), Arc::new(ready));
+        }
+    }
+
+    /// The current connector of a supported module, compiled on first use
+    /// (another gateway process may have uploaded a newer version).
+    pub async fn get(&self, module_id: &str) -> Result<Arc<Ready>, ConnectorsError> {
+        let module = match self.registry.module(module_id).await {
+            Ok(m) if m.enabled => m,
+            Ok(_) | Err(RegistryError::NotFound) => {
+                return Err(ConnectorsError::Unsupported(module_id.to_owned()))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let cached = self
+            .cache
+            .read()
+            .ok()
+            .and_then(|c| c.get(module_id).cloned());
+        if let Some(ready) = cached.filter(|r| r.version == module.version) {
+            return Ok(ready);
+        }
+        let manifest =
+            modules::stored_manifest(&module.manifest, &self.master_key).map_err(|reason| {
+                ConnectorsError::Manifest {
+                    module: module_id.to_owned(),
+                    reason,
+                }
+            })?;
+        let (version, bytes) = self.registry.module_plugin(module_id).await?;
+        let host = self.host.clone();
+        let grants = manifest.grants();
+        let loaded = tokio::task::spawn_blocking(move || host.load(&bytes, grants))
+            .await
+            .map_err(|e| ConnectorsError::Internal(e.to_string()))??;
+        let ready = Ready {
+            version,
+            plugin: loaded,
+            grants: Arc::new(manifest.grants()),
+        };
+        self.remember(module_id, ready.clone());
+        Ok(Arc::new(ready))
+    }
+
+    /// Checks an account's credentials with the module's connector.
+    pub async fn verify(
+        &self,
+        module_id: &str,
+        login: &str,
+        credentials_json: String,
+    ) -> Result<Result<(), CallError>, ConnectorsError> {
+        let ready = self.get(module_id).await?;
+        let host = self.host.clone();
+        let login = login.to_owned();
+        tokio::task::spawn_blocking(move || {
+            host.verify(
+                &ready.plugin,
+                ready.grants.clone(),
+                &login,
+                &credentials_json,
+            )
+        })
+        .await
+        .map_err(|e| ConnectorsError::Internal(e.to_string()))
+    }
+
+    /// The host, for calls that need it directly.
+    pub fn host(&self) -> &host::PluginHost {
+        &self.host
+    }
+}

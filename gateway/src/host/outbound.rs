@@ -1,0 +1,160 @@
+//! The host side of the plugin imports: outbound HTTP limited to granted
+//! origins, logging, clock.
+
+use super::bindings::gateway::connector::{clock, http, log, types as wit_types};
+use super::CallState;
+use std::time::{Duration, Instant};
+
+/// Redirects followed (each re-checked against the grant).
+const MAX_REDIRECTS: usize = 5;
+
+/// `scheme://host:port` of a URL, lowercase, with the scheme's default port.
+pub fn origin_of(url: &reqwest::Url) -> Option<String> {
+    let host = url.host_str()?;
+    let port = url.port_or_known_default()?;
+    Some(format!(
+        "{}://{}:{}",
+        url.scheme(),
+        host.to_ascii_lowercase(),
+        port
+    ))
+}
+
+impl CallState {
+    fn check_granted(&self, url: &reqwest::Url) -> Result<(), http::HttpError> {
+        let origin = origin_of(url)
+            .ok_or_else(|| http::HttpError::Denied(format!("{url} has no host or port")))?;
+        if self.grants.allowed_origins.iter().any(|o| o == &origin) {
+            Ok(())
+        } else {
+            Err(http::HttpError::Denied(format!(
+                "{origin} is not granted to module {}",
+                self.grants.module_id
+            )))
+        }
+    }
+
+    fn remaining(&self) -> Result<Duration, http::HttpError> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            Err(http::HttpError::Timeout)
+        } else {
+            Ok(left)
+        }
+    }
+
+    fn send_checked(&mut self, request: http::Request) -> Result<http::Response, http::HttpError> {
+        let method = reqwest::Method::from_bytes(request.method.as_bytes())
+            .map_err(|_| http::HttpError::Failed(format!("bad method {:?}", request.method)))?;
+        let mut url = reqwest::Url::parse(&request.url)
+            .map_err(|e| http::HttpError::Failed(format!("bad URL {:?}: {e}", request.url)))?;
+        if let Some(limiter) = &self.outbound.limiter {
+            if let Err(not_until) = limiter.check() {
+                use governor::clock::Clock;
+                let wait = not_until.wait_time_from(governor::clock::DefaultClock::default().now());
+                return Err(http::HttpError::RateLimited(wait.as_secs().max(1) as u32));
+            }
+        }
+        let mut method = method;
+        let mut body = request.body;
+        for _ in 0..=MAX_REDIRECTS {
+            self.check_granted(&url)?;
+            let timeout = self.remaining()?;
+            let mut builder = self
+                .outbound
+                .client
+                .request(method.clone(), url.clone())
+                .timeout(timeout)
+                .body(body.clone());
+            for h in &request.headers {
+                builder = builder.header(h.name.as_str(), h.value.as_str());
+            }
+            let cap = self.outbound.max_response_bytes;
+            let answer = self.outbound.runtime.block_on(async move {
+                let mut response = builder.send().await?;
+                let status = response.status().as_u16();
+                let headers: Vec<http::Header> = response
+                    .headers()
+                    .iter()
+                    .map(|(k, v)| http::Header {
+                        name: k.as_str().to_owned(),
+                        value: String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    })
+                    .collect();
+                let mut data = Vec::new();
+                while let Some(chunk) = response.chunk().await? {
+                    if data.len() + chunk.len() > cap {
+                        return Ok(Err(http::HttpError::TooLarge));
+                    }
+                    data.extend_from_slice(&chunk);
+                }
+                Ok::<_, reqwest::Error>(Ok(http::Response {
+                    status,
+                    headers,
+                    body: data,
+                }))
+            });
+            let response = match answer {
+                Ok(result) => result?,
+                Err(e) if e.is_timeout() => return Err(http::HttpError::Timeout),
+                Err(e) => return Err(http::HttpError::Failed(format!("{e}"))),
+            };
+            if (300..400).contains(&response.status) && response.status != 304 {
+                let location = response
+                    .headers
+                    .iter()
+                    .find(|h| h.name.eq_ignore_ascii_case("location"))
+                    .map(|h| h.value.clone());
+                if let Some(location) = location {
+                    url = url.join(&location).map_err(|e| {
+                        http::HttpError::Failed(format!("bad redirect {location:?}: {e}"))
+                    })?;
+                    if response.status == 303
+                        || (response.status != 307
+                            && response.status != 308
+                            && method == reqwest::Method::POST)
+                    {
+                        method = reqwest::Method::GET;
+                        body = Vec::new();
+                    }
+                    continue;
+                }
+            }
+            return Ok(response);
+        }
+        Err(http::HttpError::Failed(format!(
+            "more than {MAX_REDIRECTS} redirects"
+        )))
+    }
+}
+
+impl http::Host for CallState {
+    fn send(&mut self, request: http::Request) -> Result<http::Response, http::HttpError> {
+        self.http_calls += 1;
+        self.send_checked(request)
+    }
+}
+
+impl log::Host for CallState {
+    fn write(&mut self, level: log::Level, message: String) {
+        let module = self.grants.module_id.as_str();
+        let message: String = message.chars().take(2000).collect();
+        match level {
+            log::Level::Debug => tracing::debug!(module, "{message}"),
+            log::Level::Info => tracing::info!(module, "{message}"),
+            log::Level::Warn => tracing::warn!(module, "{message}"),
+            log::Level::Error => tracing::error!(module, "{message}"),
+        }
+    }
+}
+
+impl clock::Host for CallState {
+    fn now_ms(&mut self) -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0)
+    }
+}
+
+impl wit_types::Host for CallState {}

@@ -1,0 +1,169 @@
+//! Webhook connector: for any network reachable through a bot or bridge.
+//!
+//! Module config `{"url", "secret"}`. A push POSTs
+//! `{"account", "settings": {"signature"?, "mood"?, "avatar"?: {"content_type", "data" (base64)}}}`
+//! with header `X-Signature-256: sha256=<hex HMAC-SHA256 of the body>`;
+//! any 2xx means applied.
+
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use plugin_sdk::{
+    http, Account, AvatarLimits, Connector, ConnectorError, Description, Field, Limits,
+    PushOutcome, Settings,
+};
+use serde_json::{json, Map, Value};
+
+struct Webhook;
+
+struct Config {
+    url: String,
+    secret: String,
+}
+
+fn config(account: &Account) -> Result<Config, ConnectorError> {
+    let value: Value = serde_json::from_str(&account.config)
+        .map_err(|e| ConnectorError::Rejected(format!("module config is not JSON: {e}")))?;
+    let text = |key: &str| {
+        value
+            .get(key)
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .ok_or_else(|| ConnectorError::Rejected(format!("module config needs \"{key}\"")))
+    };
+    Ok(Config {
+        url: text("url")?,
+        secret: text("secret")?,
+    })
+}
+
+/// `sha256=<hex>` of the body under the shared secret.
+pub fn signature(secret: &str, body: &[u8]) -> String {
+    let mut mac = match Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()) {
+        Ok(mac) => mac,
+        Err(_) => return String::new(),
+    };
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// The JSON body of a push.
+pub fn body(account: &str, settings: &Settings) -> Vec<u8> {
+    let mut fields = Map::new();
+    if let Some(s) = &settings.signature {
+        fields.insert("signature".into(), json!(s));
+    }
+    if let Some(m) = &settings.mood {
+        fields.insert("mood".into(), json!(m));
+    }
+    if let Some(a) = &settings.avatar {
+        fields.insert(
+            "avatar".into(),
+            json!({
+                "content_type": a.content_type,
+                "data": base64::engine::general_purpose::STANDARD.encode(&a.data),
+            }),
+        );
+    }
+    json!({"account": account, "settings": fields})
+        .to_string()
+        .into_bytes()
+}
+
+/// Maps an HTTP answer to the connector's typed outcome.
+pub fn classify(status: u16, retry_after: Option<&str>, text: &str) -> Result<(), ConnectorError> {
+    let snippet: String = text.chars().take(200).collect();
+    match status {
+        200..=299 => Ok(()),
+        401 | 403 => Err(ConnectorError::AuthFailed(format!("HTTP {status}: {snippet}"))),
+        429 => Err(ConnectorError::RateLimited(
+            retry_after.and_then(|v| v.trim().parse().ok()).unwrap_or(1),
+        )),
+        408 | 500..=599 => Err(ConnectorError::Transient(format!("HTTP {status}: {snippet}"))),
+        _ => Err(ConnectorError::Rejected(format!("HTTP {status}: {snippet}"))),
+    }
+}
+
+fn http_error(e: http::HttpError) -> ConnectorError {
+    match e {
+        http::HttpError::RateLimited(secs) => ConnectorError::RateLimited(secs),
+        http::HttpError::Denied(why) => ConnectorError::Rejected(format!("host not granted: {why}")),
+        http::HttpError::Timeout => ConnectorError::Transient("webhook timed out".into()),
+        http::HttpError::TooLarge => ConnectorError::Transient("webhook answer too large".into()),
+        http::HttpError::Failed(why) => ConnectorError::Transient(why),
+    }
+}
+
+impl Connector for Webhook {
+    fn describe() -> Description {
+        Description {
+            fields: vec![Field::Avatar, Field::Signature, Field::Mood],
+            limits: Limits {
+                max_signature_chars: Some(1000),
+                max_mood_chars: Some(100),
+                avatar: Some(AvatarLimits {
+                    max_pixels: 1024,
+                    max_bytes: 1024 * 1024,
+                    formats: vec!["image/png".into(), "image/jpeg".into()],
+                }),
+            },
+            moods: Vec::new(),
+        }
+    }
+
+    fn verify(account: &Account) -> Result<(), ConnectorError> {
+        config(account).map(|_| ())
+    }
+
+    fn push(account: &Account, settings: &Settings) -> Result<PushOutcome, ConnectorError> {
+        let config = config(account)?;
+        let payload = body(&account.login, settings);
+        let request = http::request("POST", &config.url)
+            .header("x-signature-256", &signature(&config.secret, &payload))
+            .json(payload);
+        let response = http::send(&request).map_err(http_error)?;
+        classify(
+            response.status,
+            response.header("retry-after"),
+            &String::from_utf8_lossy(&response.body),
+        )?;
+        let mut applied = Vec::new();
+        if settings.avatar.is_some() {
+            applied.push(Field::Avatar);
+        }
+        if settings.signature.is_some() {
+            applied.push(Field::Signature);
+        }
+        if settings.mood.is_some() {
+            applied.push(Field::Mood);
+        }
+        Ok(PushOutcome {
+            applied,
+            truncated: Vec::new(),
+        })
+    }
+}
+
+plugin_sdk::export_connector!(Webhook);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signature_matches_a_known_hmac() {
+        // HMAC-SHA256("key", "The quick brown fox jumps over the lazy dog")
+        assert_eq!(
+            signature("key", b"The quick brown fox jumps over the lazy dog"),
+            "sha256=f7bc83f430538424b13298e6aa6fb143ef4d59a14946175997479dbc2d1a3cd8"
+        );
+    }
+
+    #[test]
+    fn statuses_map_to_typed_errors() {
+        assert!(classify(204, None, "").is_ok());
+        assert!(matches!(classify(429, Some("7"), ""), Err(ConnectorError::RateLimited(7))));
+        assert!(matches!(classify(503, None, ""), Err(ConnectorError::Transient(_))));
+        assert!(matches!(classify(401, None, ""), Err(ConnectorError::AuthFailed(_))));
+        assert!(matches!(classify(400, None, ""), Err(ConnectorError::Rejected(_))));
+    }
+}
