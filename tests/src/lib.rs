@@ -17,38 +17,50 @@ pub const EMPTY_COMPONENT: &[u8] = b"\0asm\x0d\0\x01\0";
 /// The smallest valid core WebAssembly module (not a component).
 pub const CORE_MODULE: &[u8] = b"\0asm\x01\0\0\0";
 
+fn build_wasm(workspace: &str) -> Result<PathBuf, String> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join(workspace);
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "--manifest-path",
+        ])
+        .arg(root.join("Cargo.toml"))
+        .output()
+        .map_err(|e| format!("cannot run cargo: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "building {workspace} failed (is the wasm32-wasip2 target installed? \
+             `rustup target add wasm32-wasip2`):\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(root.join("target/wasm32-wasip2/release"))
+}
+
+fn read_wasm(dir: &Result<PathBuf, String>, crate_name: &str) -> Vec<u8> {
+    let dir = dir.as_ref().unwrap_or_else(|e| panic!("{e}"));
+    let file = dir.join(format!("{crate_name}.wasm"));
+    std::fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()))
+}
+
 /// Builds the reference plugins (once per test process) and returns the
 /// `.wasm` component of `crate_name` (e.g. `webhook_connector`).
 pub fn plugin(crate_name: &str) -> Vec<u8> {
     static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    let dir = BUILT
-        .get_or_init(|| {
-            let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins");
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let out = Command::new(cargo)
-                .args([
-                    "build",
-                    "--release",
-                    "--target",
-                    "wasm32-wasip2",
-                    "--manifest-path",
-                ])
-                .arg(root.join("Cargo.toml"))
-                .output()
-                .map_err(|e| format!("cannot run cargo: {e}"))?;
-            if !out.status.success() {
-                return Err(format!(
-                    "building the plugins failed (is the wasm32-wasip2 target installed? \
-                     `rustup target add wasm32-wasip2`):\n{}",
-                    String::from_utf8_lossy(&out.stderr)
-                ));
-            }
-            Ok(root.join("target/wasm32-wasip2/release"))
-        })
-        .as_ref()
-        .unwrap_or_else(|e| panic!("{e}"));
-    let file = dir.join(format!("{crate_name}.wasm"));
-    std::fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()))
+    read_wasm(BUILT.get_or_init(|| build_wasm("../plugins")), crate_name)
+}
+
+/// The misbehaving fixture connector from `tests/fixtures/hostile`.
+pub fn hostile() -> Vec<u8> {
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    read_wasm(
+        BUILT.get_or_init(|| build_wasm("fixtures")),
+        "hostile_connector",
+    )
 }
 
 /// The reference webhook connector.

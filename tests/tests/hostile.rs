@@ -1,0 +1,193 @@
+//! Isolation: a hostile plugin (endless loop, memory bomb, panic, call to a
+//! host it was not granted, a 100 MiB answer from a granted host) ends in a
+//! typed error within its limits, and the gateway keeps serving meanwhile.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use e2e_tests::{expect_error, hostile, TestGateway};
+use gateway::host::{CallError, Grants, HostLimits, PluginHost};
+use reqwest::StatusCode;
+use serde_json::json;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn limits() -> HostLimits {
+    HostLimits {
+        call_timeout: Duration::from_secs(1),
+        memory_bytes: 32 << 20,
+        max_response_bytes: 1 << 20,
+        max_instances: 16,
+    }
+}
+
+/// Runs `verify` of the hostile plugin with `login` on a blocking thread.
+async fn verify(
+    host: &PluginHost,
+    origins: Vec<String>,
+    login: &str,
+) -> (Result<(), CallError>, Duration) {
+    let host = host.clone();
+    let login = login.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let grants = Grants {
+            module_id: "hostile".into(),
+            allowed_origins: origins.clone(),
+            config_json: "{}".into(),
+        };
+        let plugin = host
+            .load(&hostile(), grants.clone())
+            .expect("hostile plugin loads");
+        let started = Instant::now();
+        let result = host.verify(&plugin, Arc::new(grants), &login, "{}");
+        (result, started.elapsed())
+    })
+    .await
+    .unwrap()
+}
+
+/// A loopback server answering every request with `body_len` bytes.
+async fn serve_bytes(body_len: usize) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = sock.read(&mut buf).await;
+                let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {body_len}\r\n\r\n");
+                if sock.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                let chunk = vec![b'x'; 64 * 1024];
+                let mut left = body_len;
+                while left > 0 {
+                    let n = left.min(chunk.len());
+                    if sock.write_all(&chunk[..n]).await.is_err() {
+                        return;
+                    }
+                    left -= n;
+                }
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endless_loop_is_stopped_at_the_deadline() {
+    let host = PluginHost::new(limits()).unwrap();
+    let (result, took) = verify(&host, vec![], "loop").await;
+    assert_eq!(result, Err(CallError::Timeout(1000)));
+    assert!(took < Duration::from_secs(3), "stopped after {took:?}");
+    // The same plugin still works for the next call: nothing leaked.
+    assert_eq!(verify(&host, vec![], "fine").await.0, Ok(()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_memory_bomb_hits_the_memory_cap() {
+    let host = PluginHost::new(limits()).unwrap();
+    let (result, _) = verify(&host, vec![], "bomb").await;
+    assert_eq!(result, Err(CallError::MemoryLimit(32 << 20)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_is_a_typed_trap() {
+    let host = PluginHost::new(limits()).unwrap();
+    match verify(&host, vec![], "panic").await.0 {
+        Err(CallError::Trap(message)) => assert!(!message.is_empty()),
+        other => panic!("expected a trap, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_to_hosts_not_granted_are_denied_and_granted_ones_work() {
+    let host = PluginHost::new(limits()).unwrap();
+    let small = serve_bytes(5).await;
+    let granted = vec![small.clone()];
+    let (denied, _) = verify(&host, granted.clone(), "fetch:http://127.0.0.1:9/secret").await;
+    match denied {
+        Err(CallError::Rejected(m)) => {
+            assert!(m.contains("Denied") && m.contains("not granted"), "{m}")
+        }
+        other => panic!("expected a denial, got {other:?}"),
+    }
+    let (ok, _) = verify(&host, granted, &format!("fetch:{small}/x")).await;
+    assert_eq!(
+        ok,
+        Err(CallError::Rejected("status 200 with 5 bytes".into()))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_100_mib_answer_from_a_granted_host_is_cut_off() {
+    let host = PluginHost::new(limits()).unwrap();
+    let big = serve_bytes(100 << 20).await;
+    let (result, took) = verify(&host, vec![big.clone()], &format!("fetch:{big}/huge")).await;
+    match result {
+        Err(CallError::Rejected(m)) => assert!(m.contains("TooLarge"), "{m}"),
+        other => panic!("expected TooLarge, got {other:?}"),
+    }
+    assert!(took < Duration::from_secs(3), "took {took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_keeps_serving_while_a_plugin_spins() {
+    let gw = TestGateway::start_with(|c| c.host_limits = limits()).await;
+    let manifest = json!({"id": "hostile", "name": "Hostile"});
+    assert_eq!(
+        gw.upload_module(&manifest, &hostile()).await.status(),
+        StatusCode::CREATED
+    );
+    let token = gw.user_token("victim").await;
+    let spin = {
+        let client = gw.client.clone();
+        let url = gw.url("/v1/bindings");
+        let token = token.clone();
+        tokio::spawn(async move {
+            client
+                .post(url)
+                .bearer_auth(token)
+                .json(&json!({"module": "hostile", "account": "loop", "credentials": {}}))
+                .send()
+                .await
+                .unwrap()
+        })
+    };
+    // While the plugin spins, other requests are answered promptly.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for _ in 0..5 {
+        let started = Instant::now();
+        assert_eq!(gw.get("/v1/modules", None).await.status(), StatusCode::OK);
+        assert!(started.elapsed() < Duration::from_millis(500));
+    }
+    let msg = expect_error(
+        spin.await.unwrap(),
+        StatusCode::BAD_GATEWAY,
+        "module_unavailable",
+    )
+    .await;
+    assert!(msg.contains("deadline"), "{msg}");
+    let msg = expect_error(
+        gw.post_json(
+            "/v1/bindings",
+            Some(&token),
+            &json!({"module": "hostile", "account": "bomb", "credentials": {}}),
+        )
+        .await,
+        StatusCode::BAD_GATEWAY,
+        "module_unavailable",
+    )
+    .await;
+    assert!(msg.contains("memory"), "{msg}");
+    // A well-behaved account of the same module binds fine afterwards.
+    assert_eq!(
+        gw.post_json(
+            "/v1/bindings",
+            Some(&token),
+            &json!({"module": "hostile", "account": "fine", "credentials": {}}),
+        )
+        .await
+        .status(),
+        StatusCode::CREATED
+    );
+}
