@@ -9,6 +9,9 @@ rustup component add rustfmt clippy >/dev/null 2>&1 || true
 # Plugins are WebAssembly components built for wasm32-wasip2 by the tests.
 rustup target add wasm32-wasip2
 
+# The real IM servers of the end-to-end tests (Synapse, ejabberd).
+./scripts/test-servers.sh
+
 if [ "${CI:-}" = "true" ]; then
   export TEST_DATABASE_URL="${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}"
   if ! (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null && command -v pg_ctlcluster >/dev/null; then

@@ -130,6 +130,17 @@ pub mod http {
             with
         }
 
+        /// Adds `Authorization: Basic` for a user and password.
+        pub fn basic_auth(self, user: &str, password: &str) -> Self {
+            let token = crate::base64(format!("{user}:{password}").as_bytes());
+            self.header("authorization", &format!("Basic {token}"))
+        }
+
+        /// Adds `Authorization: Bearer`.
+        pub fn bearer(self, token: &str) -> Self {
+            self.header("authorization", &format!("Bearer {token}"))
+        }
+
         /// Sets a raw body with its content type.
         pub fn body(self, content_type: &str, body: Vec<u8>) -> Self {
             let mut with = self.header("content-type", content_type);
@@ -138,7 +149,55 @@ pub mod http {
         }
     }
 
+    impl From<HttpError> for crate::ConnectorError {
+        fn from(e: HttpError) -> Self {
+            use crate::ConnectorError as E;
+            match e {
+                HttpError::RateLimited(secs) => E::RateLimited(secs),
+                HttpError::Denied(why) => E::Rejected(format!("host not granted: {why}")),
+                HttpError::Timeout => E::Transient("the server did not answer in time".into()),
+                HttpError::TooLarge => E::Transient("the server's answer was too large".into()),
+                HttpError::Failed(why) => E::Transient(why),
+            }
+        }
+    }
+
+    /// Percent-encodes a path segment (RFC 3986 unreserved characters stay).
+    pub fn encode_segment(segment: &str) -> String {
+        let mut out = String::with_capacity(segment.len());
+        for b in segment.bytes() {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                out.push(b as char);
+            } else {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        }
+        out
+    }
+
     impl Response {
+        /// `Ok` for 2xx; otherwise the usual meaning of the status as a typed
+        /// error: 401/403 auth-failed, 429 rate-limited (Retry-After seconds),
+        /// 408/5xx transient, other 4xx rejected.
+        pub fn error_for_status(&self) -> Result<(), crate::ConnectorError> {
+            use crate::ConnectorError as E;
+            let text: String = String::from_utf8_lossy(&self.body)
+                .chars()
+                .take(300)
+                .collect();
+            match self.status {
+                200..=299 => Ok(()),
+                401 | 403 => Err(E::AuthFailed(format!("HTTP {}: {text}", self.status))),
+                429 => Err(E::RateLimited(
+                    self.header("retry-after")
+                        .and_then(|v| v.trim().parse().ok())
+                        .unwrap_or(1),
+                )),
+                408 | 500..=599 => Err(E::Transient(format!("HTTP {}: {text}", self.status))),
+                _ => Err(E::Rejected(format!("HTTP {}: {text}", self.status))),
+            }
+        }
+
         /// The first header of that name (case-insensitive).
         pub fn header(&self, name: &str) -> Option<&str> {
             self.headers
@@ -181,6 +240,28 @@ pub fn now_ms() -> u64 {
     __private::gateway::connector::clock::now_ms()
 }
 
+/// Standard base64 with padding (for basic auth and binary fields).
+pub fn base64(data: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i)) as usize & 63] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
 /// Shortens `text` to at most `max` characters; true if it had to.
 pub fn truncate_chars(text: &str, max: u32) -> (String, bool) {
     let max = max as usize;
@@ -193,6 +274,18 @@ pub fn truncate_chars(text: &str, max: u32) -> (String, bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn base64_and_segments_encode_like_the_standards() {
+        assert_eq!(base64(b""), "");
+        assert_eq!(base64(b"f"), "Zg==");
+        assert_eq!(base64(b"fo"), "Zm8=");
+        assert_eq!(base64(b"foobar"), "Zm9vYmFy");
+        assert_eq!(
+            http::encode_segment("@alice:localhost"),
+            "%40alice%3Alocalhost"
+        );
+    }
 
     #[test]
     fn truncation_counts_characters_not_bytes() {

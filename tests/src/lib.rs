@@ -3,21 +3,33 @@
 //! client, plugin fixtures and the PostgreSQL switch.
 #![allow(clippy::expect_used, clippy::unwrap_used, missing_docs)]
 
+pub mod ejabberd;
+pub mod synapse;
+
 use reqwest::{multipart, Client, Response, StatusCode};
 use serde_json::{json, Value};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use tempfile::TempDir;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 /// The smallest valid WebAssembly component.
 pub const EMPTY_COMPONENT: &[u8] = b"\0asm\x0d\0\x01\0";
+/// A 1x1 PNG image.
+pub const TINY_PNG: &[u8] = &[
+    0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x48, 0x44, 0x52,
+    0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x01, 0x08, 0x06, 0x00, 0x00, 0x00, 0x1f, 0x15, 0xc4,
+    0x89, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x44, 0x41, 0x54, 0x78, 0x9c, 0x63, 0xf8, 0xcf, 0xc0, 0xf0,
+    0x1f, 0x00, 0x05, 0x00, 0x01, 0xff, 0x89, 0x99, 0x3d, 0x1d, 0x00, 0x00, 0x00, 0x00, 0x49, 0x45,
+    0x4e, 0x44, 0xae, 0x42, 0x60, 0x82,
+];
 /// The smallest valid core WebAssembly module (not a component).
 pub const CORE_MODULE: &[u8] = b"\0asm\x01\0\0\0";
 
-fn build_wasm(workspace: &str) -> Result<PathBuf, String> {
+fn build_wasm(workspace: &str, package: &str) -> Result<PathBuf, String> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join(workspace);
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let out = Command::new(cargo)
@@ -26,14 +38,16 @@ fn build_wasm(workspace: &str) -> Result<PathBuf, String> {
             "--release",
             "--target",
             "wasm32-wasip2",
-            "--manifest-path",
+            "-p",
+            package,
         ])
+        .arg("--manifest-path")
         .arg(root.join("Cargo.toml"))
         .output()
         .map_err(|e| format!("cannot run cargo: {e}"))?;
     if !out.status.success() {
         return Err(format!(
-            "building {workspace} failed (is the wasm32-wasip2 target installed? \
+            "building {package} in {workspace} failed (is the wasm32-wasip2 target installed? \
              `rustup target add wasm32-wasip2`):\n{}",
             String::from_utf8_lossy(&out.stderr)
         ));
@@ -50,15 +64,19 @@ fn read_wasm(dir: &Result<PathBuf, String>, crate_name: &str) -> Vec<u8> {
 /// Builds the reference plugins (once per test process) and returns the
 /// `.wasm` component of `crate_name` (e.g. `webhook_connector`).
 pub fn plugin(crate_name: &str) -> Vec<u8> {
-    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    read_wasm(BUILT.get_or_init(|| build_wasm("../plugins")), crate_name)
+    static BUILT: Mutex<BTreeMap<String, Result<PathBuf, String>>> = Mutex::new(BTreeMap::new());
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = built
+        .entry(crate_name.to_owned())
+        .or_insert_with(|| build_wasm("../plugins", &crate_name.replace('_', "-")));
+    read_wasm(dir, crate_name)
 }
 
 /// The misbehaving fixture connector from `tests/fixtures/hostile`.
 pub fn hostile() -> Vec<u8> {
     static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     read_wasm(
-        BUILT.get_or_init(|| build_wasm("fixtures")),
+        BUILT.get_or_init(|| build_wasm("fixtures", "hostile-connector")),
         "hostile_connector",
     )
 }

@@ -10,7 +10,7 @@ wasmtime::component::bindgen!({
     world: "connector",
 });
 
-pub use gateway::connector::types as wit;
+pub use self::gateway::connector::types as wit;
 
 impl From<wit::Field> for types::Field {
     fn from(f: wit::Field) -> Self {

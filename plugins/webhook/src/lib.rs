@@ -69,30 +69,6 @@ pub fn body(account: &str, settings: &Settings) -> Vec<u8> {
         .into_bytes()
 }
 
-/// Maps an HTTP answer to the connector's typed outcome.
-pub fn classify(status: u16, retry_after: Option<&str>, text: &str) -> Result<(), ConnectorError> {
-    let snippet: String = text.chars().take(200).collect();
-    match status {
-        200..=299 => Ok(()),
-        401 | 403 => Err(ConnectorError::AuthFailed(format!("HTTP {status}: {snippet}"))),
-        429 => Err(ConnectorError::RateLimited(
-            retry_after.and_then(|v| v.trim().parse().ok()).unwrap_or(1),
-        )),
-        408 | 500..=599 => Err(ConnectorError::Transient(format!("HTTP {status}: {snippet}"))),
-        _ => Err(ConnectorError::Rejected(format!("HTTP {status}: {snippet}"))),
-    }
-}
-
-fn http_error(e: http::HttpError) -> ConnectorError {
-    match e {
-        http::HttpError::RateLimited(secs) => ConnectorError::RateLimited(secs),
-        http::HttpError::Denied(why) => ConnectorError::Rejected(format!("host not granted: {why}")),
-        http::HttpError::Timeout => ConnectorError::Transient("webhook timed out".into()),
-        http::HttpError::TooLarge => ConnectorError::Transient("webhook answer too large".into()),
-        http::HttpError::Failed(why) => ConnectorError::Transient(why),
-    }
-}
-
 impl Connector for Webhook {
     fn describe() -> Description {
         Description {
@@ -120,12 +96,7 @@ impl Connector for Webhook {
         let request = http::request("POST", &config.url)
             .header("x-signature-256", &signature(&config.secret, &payload))
             .json(payload);
-        let response = http::send(&request).map_err(http_error)?;
-        classify(
-            response.status,
-            response.header("retry-after"),
-            &String::from_utf8_lossy(&response.body),
-        )?;
+        http::send(&request)?.error_for_status()?;
         let mut applied = Vec::new();
         if settings.avatar.is_some() {
             applied.push(Field::Avatar);
@@ -156,14 +127,5 @@ mod tests {
             signature("key", b"The quick brown fox jumps over the lazy dog"),
             "sha256=f7bc83f430538424b13298e6aa6fb143ef4d59a14946175997479dbc2d1a3cd8"
         );
-    }
-
-    #[test]
-    fn statuses_map_to_typed_errors() {
-        assert!(classify(204, None, "").is_ok());
-        assert!(matches!(classify(429, Some("7"), ""), Err(ConnectorError::RateLimited(7))));
-        assert!(matches!(classify(503, None, ""), Err(ConnectorError::Transient(_))));
-        assert!(matches!(classify(401, None, ""), Err(ConnectorError::AuthFailed(_))));
-        assert!(matches!(classify(400, None, ""), Err(ConnectorError::Rejected(_))));
     }
 }

@@ -1,0 +1,2 @@
+//! XMPP connector (ejabberd HTTP API). To be written.
+plugin_sdk::export_connector!(Xmpp);

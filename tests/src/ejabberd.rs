@@ -1,0 +1,1 @@
+//! A real ejabberd on loopback for the XMPP connector tests.

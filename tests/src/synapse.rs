@@ -1,0 +1,177 @@
+//! A real Synapse (Matrix homeserver) on loopback for the connector tests:
+//! installed by `scripts/test-servers.sh` into `target/test-servers`, started
+//! here with its own config, SQLite database and a free port.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tempfile::TempDir;
+
+/// A running Synapse; stopped on drop.
+pub struct Synapse {
+    /// Base URL, e.g. `http://127.0.0.1:43123`.
+    pub base: String,
+    /// The origin to grant the connector (same as `base`).
+    pub origin: String,
+    python: PathBuf,
+    config: PathBuf,
+    child: Child,
+    _dir: TempDir,
+}
+
+/// Where `scripts/test-servers.sh` puts the Synapse virtualenv.
+fn venv_python() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-servers/synapse-venv/bin/python")
+}
+
+/// Settings applied on top of Synapse's generated config: loopback listener,
+/// rate limits raised for tests, no federation key servers.
+const OVERRIDES: &str = r#"
+import sys, yaml
+path, port = sys.argv[1], int(sys.argv[2])
+with open(path) as f:
+    cfg = yaml.safe_load(f)
+cfg["listeners"] = [{"port": port, "bind_addresses": ["127.0.0.1"], "type": "http",
+                     "tls": False, "x_forwarded": False,
+                     "resources": [{"names": ["client"], "compress": False}]}]
+fast = {"per_second": 1000, "burst_count": 1000}
+for key in ["rc_message", "rc_registration", "rc_joins", "rc_3pid_validation",
+            "rc_invites", "rc_admin_redaction", "rc_media_create", "rc_presence"]:
+    cfg[key] = fast if key not in ("rc_joins", "rc_invites", "rc_presence") else (
+        {"local": fast, "remote": fast} if key == "rc_joins" else
+        {"per_room": fast, "per_user": fast, "per_issuer": fast} if key == "rc_invites" else
+        {"per_user": fast})
+cfg["rc_login"] = {"address": fast, "account": fast, "failed_attempts": fast}
+cfg["trusted_key_servers"] = []
+cfg["suppress_key_server_warning"] = True
+cfg["report_stats"] = False
+cfg["presence"] = {"enabled": True}
+with open(path, "w") as f:
+    yaml.safe_dump(cfg, f)
+"#;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+fn run(cmd: &mut Command, what: &str) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Synapse {
+    /// Starts a homeserver named `localhost`. Without the virtualenv: `None`
+    /// with a note, or a panic under `CI=true`.
+    pub async fn start() -> Option<Synapse> {
+        let python = venv_python();
+        if !python.exists() {
+            let msg = format!(
+                "Synapse is not installed ({} missing): run scripts/test-servers.sh",
+                python.display()
+            );
+            assert!(std::env::var("CI").as_deref() != Ok("true"), "{msg}");
+            eprintln!("{msg}; Matrix tests skipped (outside CI only)");
+            return None;
+        }
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = dir.path().join("homeserver.yaml");
+        run(
+            Command::new(&python)
+                .current_dir(dir.path())
+                .args(["-m", "synapse.app.homeserver", "--server-name", "localhost"])
+                .arg("--config-path")
+                .arg(&config)
+                .args(["--generate-config", "--report-stats=no"]),
+            "generating the Synapse config",
+        );
+        let port = free_port();
+        run(
+            Command::new(&python)
+                .args(["-c", OVERRIDES])
+                .arg(&config)
+                .arg(port.to_string()),
+            "adjusting the Synapse config",
+        );
+        let log = std::fs::File::create(dir.path().join("stdout.log")).expect("log file");
+        let child = Command::new(&python)
+            .current_dir(dir.path())
+            .args(["-m", "synapse.app.homeserver", "-c"])
+            .arg(&config)
+            .stdout(Stdio::from(log.try_clone().expect("log")))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("start Synapse");
+        let base = format!("http://127.0.0.1:{port}");
+        let mut synapse = Synapse {
+            origin: base.clone(),
+            base,
+            python,
+            config,
+            child,
+            _dir: dir,
+        };
+        synapse.wait_ready().await;
+        Some(synapse)
+    }
+
+    async fn wait_ready(&mut self) {
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(90);
+        let url = format!("{}/_matrix/client/versions", self.base);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                let log = std::fs::read_to_string(self._dir.path().join("stdout.log"))
+                    .unwrap_or_default();
+                panic!("Synapse exited with {status}:\n{log}");
+            }
+            if let Ok(r) = client.get(&url).send().await {
+                if r.status().is_success() {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        panic!("Synapse did not answer on {} within 90 s", self.base);
+    }
+
+    /// Creates a local user; returns the Matrix user id.
+    pub fn register(&self, user: &str, password: &str) -> String {
+        run(
+            Command::new(&self.python)
+                .args(["-m", "synapse._scripts.register_new_matrix_user", "-c"])
+                .arg(&self.config)
+                .args(["-u", user, "-p", password, "--no-admin", &self.base]),
+            "registering a Matrix user",
+        );
+        format!("@{user}:localhost")
+    }
+
+    /// Logs in as a user and returns an access token (for independent reads).
+    pub async fn login(&self, user: &str, password: &str) -> String {
+        let r = reqwest::Client::new()
+            .post(format!("{}/_matrix/client/v3/login", self.base))
+            .json(&serde_json::json!({"type": "m.login.password",
+                "identifier": {"type": "m.id.user", "user": user}, "password": password}))
+            .send()
+            .await
+            .expect("login");
+        assert!(r.status().is_success(), "login as {user}: {}", r.status());
+        let body: serde_json::Value = r.json().await.expect("json");
+        body["access_token"].as_str().expect("token").to_owned()
+    }
+}
+
+impl Drop for Synapse {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
