@@ -1,6 +1,11 @@
 #!/usr/bin/env bash
 # Runs the gateway on its embedded default: SQLite in ./data, 127.0.0.1:8080.
+# Also builds the bundled reference connectors (Matrix, XMPP, webhook) into
+# plugins/target/wasm32-wasip2/release/*.wasm for the operator to upload.
 # Extra arguments go to `gateway serve` (see `--help`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+rustup target add wasm32-wasip2 >/dev/null 2>&1 || rustup target add wasm32-wasip2
+cargo build --quiet --release --target wasm32-wasip2 --manifest-path plugins/Cargo.toml
+echo "reference connectors: $(ls plugins/target/wasm32-wasip2/release/*.wasm | tr '\n' ' ')" >&2
 exec cargo run --release -p gateway -- serve "$@"

@@ -27,7 +27,12 @@ fi
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
+cargo fmt --manifest-path plugins/Cargo.toml --all -- --check
+cargo fmt --manifest-path tests/fixtures/Cargo.toml --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
+cargo clippy --manifest-path plugins/Cargo.toml --target wasm32-wasip2 -- -D warnings
+echo "== cargo test (reference plugins, natively)"
+cargo test --manifest-path plugins/Cargo.toml
 echo "== cargo test"
 cargo test --workspace

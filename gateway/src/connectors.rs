@@ -5,8 +5,10 @@
 use crate::host::{self, CallError, Grants, InvalidPlugin, LoadedPlugin, PluginHost};
 use crate::modules::{self, Manifest};
 use crate::secrets::MasterKey;
+use governor::DefaultDirectRateLimiter;
 use registry_db::{Module, NewModule, Registry, RegistryError};
 use std::collections::HashMap;
+use std::num::NonZeroU32;
 use std::sync::{Arc, RwLock};
 
 /// A connector ready to call: plugin plus the module's grants.
@@ -18,6 +20,27 @@ pub struct Ready {
     pub plugin: LoadedPlugin,
     /// Origins and config of the module.
     pub grants: Arc<Grants>,
+    /// The module's outbound rate limit (manifest `rate_limit`), shared by
+    /// every call of this module in this process.
+    pub limiter: Option<Arc<DefaultDirectRateLimiter>>,
+}
+
+impl Ready {
+    fn new(version: i64, plugin: LoadedPlugin, manifest: &Manifest) -> Self {
+        let limiter = manifest.rate_limit.and_then(|limit| {
+            let rate = NonZeroU32::new(limit.per_second)?;
+            let burst = NonZeroU32::new(limit.burst)?;
+            Some(Arc::new(governor::RateLimiter::direct(
+                governor::Quota::per_second(rate).allow_burst(burst),
+            )))
+        });
+        Ready {
+            version,
+            plugin,
+            grants: Arc::new(manifest.grants()),
+            limiter,
+        }
+    }
 }
 
 /// Why a connector could not be installed or used.
@@ -89,16 +112,12 @@ impl Connectors {
             description: Some(description),
         };
         let module = self.registry.upsert_module(new, chrono::Utc::now()).await?;
-        let ready = Ready {
-            version: module.version,
-            plugin: loaded,
-            grants: Arc::new(manifest.grants()),
-        };
-        self.remember(&module.id, ready);
+        self.remember(&module.id, Ready::new(module.version, loaded, &manifest));
         Ok(module)
     }
 
     fn remember(&self, id: &str, ready: Ready) {
+        // Replaces the previous version: calls already running keep theirs.
         if let Ok(mut cache) = self.cache.write() {
             cache.insert(id.to_owned(), Arc::new(ready));
         }
@@ -135,13 +154,11 @@ impl Connectors {
         let loaded = tokio::task::spawn_blocking(move || host.load(&bytes, grants))
             .await
             .map_err(|e| ConnectorsError::Internal(e.to_string()))??;
-        let ready = Ready {
-            version,
-            plugin: loaded,
-            grants: Arc::new(manifest.grants()),
-        };
-        self.remember(module_id, ready.clone());
-        Ok(Arc::new(ready))
+        let ready = Arc::new(Ready::new(version, loaded, &manifest));
+        if let Ok(mut cache) = self.cache.write() {
+            cache.insert(module_id.to_owned(), ready.clone());
+        }
+        Ok(ready)
     }
 
     /// Checks an account's credentials with the module's connector.
@@ -158,6 +175,7 @@ impl Connectors {
             host.verify(
                 &ready.plugin,
                 ready.grants.clone(),
+                ready.limiter.clone(),
                 &login,
                 &credentials_json,
             )

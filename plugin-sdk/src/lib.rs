@@ -7,7 +7,8 @@
 //! with [`http`], log with [`log`]. The WIT contract is `wit/v1/connector.wit`
 //! (frozen once released; v2 will go beside it). The SDK writes the ABI version
 //! into the `gateway-abi` custom section, which the gateway reads before it
-//! instantiates a plugin. See the README for a complete worked example.
+//! instantiates a plugin. The README (plugin-sdk/README.md) has a complete
+//! worked example.
 //!
 //! This crate depends on no gateway crate: no tokio, axum or sqlx.
 

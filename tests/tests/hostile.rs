@@ -38,7 +38,7 @@ async fn verify(
             .load(&hostile(), grants.clone())
             .expect("hostile plugin loads");
         let started = Instant::now();
-        let result = host.verify(&plugin, Arc::new(grants), &login, "{}");
+        let result = host.verify(&plugin, Arc::new(grants), None, &login, "{}");
         (result, started.elapsed())
     })
     .await
@@ -190,4 +190,37 @@ async fn the_gateway_keeps_serving_while_a_plugin_spins() {
         .status(),
         StatusCode::CREATED
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbound_calls_beyond_the_module_rate_limit_are_refused() {
+    use governor::{Quota, RateLimiter};
+    use std::num::NonZeroU32;
+    let host = PluginHost::new(limits()).unwrap();
+    let server = serve_bytes(2).await;
+    let limiter = Arc::new(RateLimiter::direct(
+        Quota::per_second(NonZeroU32::new(1).unwrap()).allow_burst(NonZeroU32::new(2).unwrap()),
+    ));
+    let login = format!("fetch:{server}/x");
+    let answers = tokio::task::spawn_blocking(move || {
+        let grants = Grants {
+            module_id: "hostile".into(),
+            allowed_origins: vec![server],
+            config_json: "{}".into(),
+        };
+        let plugin = host.load(&hostile(), grants.clone()).unwrap();
+        let grants = Arc::new(grants);
+        (0..3)
+            .map(|_| host.verify(&plugin, grants.clone(), Some(limiter.clone()), &login, "{}"))
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+    let served = Err(CallError::Rejected("status 200 with 2 bytes".into()));
+    assert_eq!(answers[0], served);
+    assert_eq!(answers[1], served);
+    match &answers[2] {
+        Err(CallError::Rejected(m)) => assert!(m.contains("RateLimited(1)"), "{m}"),
+        other => panic!("expected the third call to be rate limited, got {other:?}"),
+    }
 }

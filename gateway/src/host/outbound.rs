@@ -2,6 +2,7 @@
 //! origins, logging, clock.
 
 use super::bindings::gateway::connector::{clock, http, log, types as wit_types};
+use super::types::HttpRequest;
 use super::CallState;
 use std::time::{Duration, Instant};
 
@@ -55,6 +56,32 @@ impl CallState {
                 return Err(http::HttpError::RateLimited(wait.as_secs().max(1) as u32));
             }
         }
+        if let Some(answer) = &self.outbound.in_process {
+            self.check_granted(&url)?;
+            let response = answer(&HttpRequest {
+                method: request.method,
+                url: request.url,
+                headers: request
+                    .headers
+                    .into_iter()
+                    .map(|h| (h.name, h.value))
+                    .collect(),
+                body: request.body,
+            });
+            return Ok(http::Response {
+                status: response.status,
+                headers: response
+                    .headers
+                    .into_iter()
+                    .map(|(name, value)| http::Header { name, value })
+                    .collect(),
+                body: response.body,
+            });
+        }
+        let runtime =
+            self.outbound.runtime.clone().ok_or_else(|| {
+                http::HttpError::Failed("no async runtime for outbound HTTP".into())
+            })?;
         let mut method = method;
         let mut body = request.body;
         for _ in 0..=MAX_REDIRECTS {
@@ -70,7 +97,7 @@ impl CallState {
                 builder = builder.header(h.name.as_str(), h.value.as_str());
             }
             let cap = self.outbound.max_response_bytes;
-            let answer = self.outbound.runtime.block_on(async move {
+            let answer = runtime.block_on(async move {
                 let mut response = builder.send().await?;
                 let status = response.status().as_u16();
                 let headers: Vec<http::Header> = response
@@ -130,7 +157,6 @@ impl CallState {
 
 impl http::Host for CallState {
     fn send(&mut self, request: http::Request) -> Result<http::Response, http::HttpError> {
-        self.http_calls += 1;
         self.send_checked(request)
     }
 }

@@ -50,9 +50,9 @@ fn check(response: &Response) -> Result<(), ConnectorError> {
     let code = field(&body, "errcode").unwrap_or_default();
     let error = field(&body, "error").unwrap_or_default();
     match (response.status, code) {
-        (_, "M_FORBIDDEN" | "M_UNKNOWN_TOKEN" | "M_MISSING_TOKEN" | "M_USER_DEACTIVATED") => Err(
-            ConnectorError::AuthFailed(format!("{code}: {error}")),
-        ),
+        (_, "M_FORBIDDEN" | "M_UNKNOWN_TOKEN" | "M_MISSING_TOKEN" | "M_USER_DEACTIVATED") => {
+            Err(ConnectorError::AuthFailed(format!("{code}: {error}")))
+        }
         (429, _) => {
             let ms = body.get("retry_after_ms").and_then(Value::as_u64);
             match ms {
@@ -144,8 +144,11 @@ impl Session {
         body: Value,
         confirmed: impl Fn(&Value) -> bool,
     ) -> Result<(), ConnectorError> {
-        let response =
-            http::send(&http::request("PUT", url).bearer(&self.token).json(body.to_string()))?;
+        let response = http::send(
+            &http::request("PUT", url)
+                .bearer(&self.token)
+                .json(body.to_string()),
+        )?;
         match check(&response) {
             Ok(()) => Ok(()),
             Err(e @ (ConnectorError::RateLimited(_) | ConnectorError::Transient(_))) => {
@@ -188,9 +191,13 @@ impl Session {
             .ok_or_else(|| ConnectorError::Transient(format!("not an mxc URI: {mxc}")))?;
         // Authenticated media first (Matrix 1.11), then the legacy endpoint.
         let mut last = None;
-        for prefix in ["/_matrix/client/v1/media/download/", "/_matrix/media/v3/download/"] {
-            let response =
-                http::send(&http::request("GET", &self.url(&format!("{prefix}{path}"))).bearer(&self.token))?;
+        for prefix in [
+            "/_matrix/client/v1/media/download/",
+            "/_matrix/media/v3/download/",
+        ] {
+            let response = http::send(
+                &http::request("GET", &self.url(&format!("{prefix}{path}"))).bearer(&self.token),
+            )?;
             if response.is_success() {
                 return Ok(Image {
                     content_type: response
@@ -203,7 +210,9 @@ impl Session {
             last = Some(response);
         }
         match last {
-            Some(r) => Err(check(&r).err().unwrap_or(ConnectorError::Transient("download failed".into()))),
+            Some(r) => Err(check(&r)
+                .err()
+                .unwrap_or(ConnectorError::Transient("download failed".into()))),
             None => Err(ConnectorError::Transient("download failed".into())),
         }
     }

@@ -1,0 +1,175 @@
+//! Plugin call overhead, excluding the network: instantiate the webhook
+//! connector from its `InstancePre` and `push` into it, with its HTTP import
+//! answered in-process; the same connector logic compiled natively for the
+//! ratio; and committed memory per instance with 100 calls in flight.
+//!
+//! Run: `cargo bench -p gateway --bench host_call` (builds the plugin first).
+#![allow(clippy::expect_used, clippy::unwrap_used, missing_docs)]
+
+use gateway::host::{Grants, HostLimits, HttpRequest, HttpResponse, PluginHost, Settings};
+use std::path::Path;
+use std::process::Command;
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+const CALLS: usize = 10_000;
+const IN_FLIGHT: usize = 100;
+
+fn webhook_wasm() -> Vec<u8> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins");
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "-p",
+            "webhook-connector",
+            "--manifest-path",
+        ])
+        .arg(root.join("Cargo.toml"))
+        .status()
+        .expect("cargo");
+    assert!(status.success(), "building the webhook plugin failed");
+    std::fs::read(root.join("target/wasm32-wasip2/release/webhook_connector.wasm")).expect("wasm")
+}
+
+fn ok_response(_: &HttpRequest) -> HttpResponse {
+    HttpResponse {
+        status: 200,
+        headers: vec![("content-type".into(), "text/plain".into())],
+        body: b"ok".to_vec(),
+    }
+}
+
+fn percentiles(mut samples: Vec<Duration>) -> (Duration, Duration, Duration) {
+    samples.sort();
+    let at = |q: f64| samples[((samples.len() as f64 * q) as usize).min(samples.len() - 1)];
+    let mean = samples.iter().sum::<Duration>() / samples.len() as u32;
+    (at(0.50), at(0.99), mean)
+}
+
+fn rss_bytes() -> usize {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<usize>().ok())
+        .map(|kb| kb * 1024)
+        .unwrap_or(0)
+}
+
+fn main() {
+    let wasm = webhook_wasm();
+    let grants = Grants {
+        module_id: "webhook".into(),
+        allowed_origins: vec!["http://127.0.0.1:9".into()],
+        config_json: r#"{"url":"http://127.0.0.1:9/hook","secret":"bench-secret"}"#.into(),
+    };
+    let settings = Settings {
+        avatar: None,
+        signature: Some("Benchmarking the plugin host ✓".into()),
+        mood: Some("focused".into()),
+    };
+    let creds = r#"{"token":"unused"}"#;
+    let host = PluginHost::new(HostLimits {
+        max_instances: 256,
+        ..HostLimits::default()
+    })
+    .expect("host")
+    .with_in_process_http(Arc::new(ok_response));
+    let plugin = host.load(&wasm, grants.clone()).expect("load");
+    let grants = Arc::new(grants);
+
+    // Warm-up, then the measured calls.
+    for _ in 0..500 {
+        host.push(&plugin, grants.clone(), None, "alice", creds, &settings)
+            .expect("push");
+    }
+    let mut wasm_samples = Vec::with_capacity(CALLS);
+    for _ in 0..CALLS {
+        let started = Instant::now();
+        let outcome = host.push(&plugin, grants.clone(), None, "alice", creds, &settings);
+        wasm_samples.push(started.elapsed());
+        assert!(outcome.is_ok());
+    }
+    let (w50, w99, wmean) = percentiles(wasm_samples);
+
+    // The same connector logic compiled natively.
+    let native_settings = plugin_sdk::Settings {
+        avatar: None,
+        signature: settings.signature.clone(),
+        mood: settings.mood.clone(),
+    };
+    let mut native_samples = Vec::with_capacity(CALLS);
+    for i in 0..CALLS + 500 {
+        let started = Instant::now();
+        let config: serde_json::Value = serde_json::from_str(&grants.config_json).expect("config");
+        let secret = config["secret"].as_str().expect("secret");
+        let body = webhook_connector::body("alice", &native_settings);
+        let signature = webhook_connector::signature(secret, &body);
+        let response = ok_response(&HttpRequest {
+            method: "POST".into(),
+            url: config["url"].as_str().expect("url").into(),
+            headers: vec![("x-signature-256".into(), signature)],
+            body,
+        });
+        assert_eq!(response.status, 200);
+        if i >= 500 {
+            native_samples.push(started.elapsed());
+        }
+    }
+    let (n50, n99, nmean) = percentiles(native_samples);
+
+    println!("host call overhead, webhook push, HTTP answered in-process, {CALLS} calls:");
+    println!("  wasm   p50 {w50:>10.2?}  p99 {w99:>10.2?}  mean {wmean:>10.2?}");
+    println!("  native p50 {n50:>10.2?}  p99 {n99:>10.2?}  mean {nmean:>10.2?}");
+    println!(
+        "  ratio wasm/native: p50 {:.1}x, mean {:.1}x",
+        w50.as_secs_f64() / n50.as_secs_f64(),
+        wmean.as_secs_f64() / nmean.as_secs_f64()
+    );
+
+    // Memory: IN_FLIGHT calls parked inside their HTTP import at once.
+    let entered = Arc::new(Barrier::new(IN_FLIGHT + 1));
+    let release = Arc::new(Barrier::new(IN_FLIGHT + 1));
+    let parked = {
+        let (entered, release) = (entered.clone(), release.clone());
+        host.clone()
+            .with_in_process_http(Arc::new(move |r: &HttpRequest| {
+                entered.wait();
+                release.wait();
+                ok_response(r)
+            }))
+    };
+    let plugin = parked.load(&wasm, (*grants).clone()).expect("load");
+    let before = rss_bytes();
+    let threads: Vec<_> = (0..IN_FLIGHT)
+        .map(|_| {
+            let (host, plugin, grants, settings) = (
+                parked.clone(),
+                plugin.clone(),
+                grants.clone(),
+                settings.clone(),
+            );
+            std::thread::spawn(move || {
+                host.push(&plugin, grants, None, "alice", creds, &settings)
+                    .expect("push")
+            })
+        })
+        .collect();
+    entered.wait();
+    let during = rss_bytes();
+    release.wait();
+    for t in threads {
+        t.join().expect("thread");
+    }
+    let per = during.saturating_sub(before) as f64 / IN_FLIGHT as f64;
+    println!(
+        "committed memory with {IN_FLIGHT} instances in flight: RSS {:.1} MiB -> {:.1} MiB, \
+         {:.2} MiB per instance (thread stacks included)",
+        before as f64 / 1048576.0,
+        during as f64 / 1048576.0,
+        per / 1048576.0
+    );
+}
