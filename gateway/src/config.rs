@@ -57,10 +57,21 @@ impl Config {
         admin_token: Option<String>,
         master_key: Option<String>,
     ) -> Result<Self, SecretError> {
-        std::fs::create_dir_all(&data_dir).map_err(|source| SecretError::Io {
+        let io = |source| SecretError::Io {
             path: data_dir.display().to_string(),
             source,
-        })?;
+        };
+        if !data_dir.exists() {
+            std::fs::create_dir_all(&data_dir).map_err(io)?;
+            // The database holds password hashes and sealed credentials:
+            // only the gateway's user may read the folder.
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o700))
+                    .map_err(io)?;
+            }
+        }
         Ok(Config {
             database_url: default_database_url(&data_dir),
             admin_token: secrets::admin_token(admin_token, &data_dir)?,

@@ -45,6 +45,12 @@ async fn serve_prints_its_address_and_stops_cleanly_on_sigterm() {
     // The generated admin token works and its file is private.
     let token = std::fs::read_to_string(data.join("admin-token")).unwrap();
     #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&data).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700, "a new data dir is private");
+    }
+    #[cfg(unix)]
     for file in ["admin-token", "master-key"] {
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(data.join(file))
