@@ -2,7 +2,7 @@
 //! plugin host (compiled plugins), with a cache of one `InstancePre` per
 //! module version. Neither HTTP nor SQL lives here.
 
-use crate::host::{self, CallError, Grants, InvalidPlugin, LoadedPlugin, PluginHost};
+use crate::host::{CallError, Grants, InvalidPlugin, LoadedPlugin, PluginHost};
 use crate::modules::{self, Manifest};
 use crate::secrets::MasterKey;
 use governor::DefaultDirectRateLimiter;
@@ -182,10 +182,5 @@ impl Connectors {
         })
         .await
         .map_err(|e| ConnectorsError::Internal(e.to_string()))
-    }
-
-    /// The host, for calls that need it directly.
-    pub fn host(&self) -> &host::PluginHost {
-        &self.host
     }
 }

@@ -168,6 +168,13 @@ impl TestGateway {
         req.send().await.expect("request")
     }
 
+    /// GET that must answer 200 with JSON; returns the JSON.
+    pub async fn get_json(&self, path: &str, token: Option<&str>) -> Value {
+        let r = self.get(path, token).await;
+        assert_eq!(r.status(), StatusCode::OK, "GET {path}");
+        r.json().await.expect("JSON body")
+    }
+
     pub async fn delete(&self, path: &str, token: Option<&str>) -> Response {
         let mut req = self.client.delete(self.url(path));
         if let Some(t) = token {

@@ -55,12 +55,7 @@ async fn a_user_binds_lists_and_unbinds_accounts() {
 
     // Another user sees none of them and cannot delete them.
     let bob = gw.user_token("bob").await;
-    let theirs: Value = gw
-        .get("/v1/bindings", Some(&bob))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let theirs: Value = gw.get_json("/v1/bindings", Some(&bob)).await;
     assert_eq!(theirs["bindings"], json!([]));
     let path = format!("/v1/bindings/{}", created["id"].as_str().unwrap());
     expect_error(
@@ -80,12 +75,7 @@ async fn a_user_binds_lists_and_unbinds_accounts() {
         "not_found",
     )
     .await;
-    let list: Value = gw
-        .get("/v1/bindings", Some(&token))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let list: Value = gw.get_json("/v1/bindings", Some(&token)).await;
     assert_eq!(list["bindings"].as_array().unwrap().len(), 1);
 }
 
@@ -127,12 +117,7 @@ async fn a_removed_module_refuses_new_bindings_but_keeps_old_ones() {
     )
     .await;
     assert!(msg.contains("none yet"), "{msg}");
-    let list: Value = gw
-        .get("/v1/bindings", Some(&token))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let list: Value = gw.get_json("/v1/bindings", Some(&token)).await;
     assert_eq!(list["bindings"].as_array().unwrap().len(), 1);
 }
 
@@ -182,12 +167,7 @@ async fn bad_binding_requests_get_clear_errors() {
         "missing_token",
     )
     .await;
-    let list: Value = gw
-        .get("/v1/bindings", Some(&token))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let list: Value = gw.get_json("/v1/bindings", Some(&token)).await;
     assert_eq!(
         list["bindings"],
         json!([]),
@@ -237,11 +217,6 @@ async fn the_connector_checks_credentials_before_anything_is_stored() {
     )
     .await;
     assert!(msg.contains("url"), "{msg}");
-    let list: Value = gw
-        .get("/v1/bindings", Some(&token))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let list: Value = gw.get_json("/v1/bindings", Some(&token)).await;
     assert_eq!(list["bindings"], json!([]));
 }

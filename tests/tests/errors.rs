@@ -171,7 +171,7 @@ async fn health_readiness_metrics_and_openapi_answer() {
         ),
         "{text}"
     );
-    let doc: Value = gw.get("/v1/openapi.json", None).await.json().await.unwrap();
+    let doc: Value = gw.get_json("/v1/openapi.json", None).await;
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
     for path in [
         "/v1/users",

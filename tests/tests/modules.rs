@@ -23,7 +23,7 @@ async fn an_operator_uploads_replaces_and_removes_a_module_without_restart() {
     assert_eq!(r.status(), StatusCode::CREATED);
     assert_eq!(r.json::<Value>().await.unwrap()["version"], 2);
 
-    let listed: Value = gw.get("/v1/modules", None).await.json().await.unwrap();
+    let listed: Value = gw.get_json("/v1/modules", None).await;
     let modules = listed["modules"].as_array().unwrap();
     assert_eq!(modules.len(), 1);
     assert_eq!(modules[0]["name"], "matrix network");
@@ -45,7 +45,7 @@ async fn an_operator_uploads_replaces_and_removes_a_module_without_restart() {
             .status(),
         StatusCode::NO_CONTENT
     );
-    let listed: Value = gw.get("/v1/modules", None).await.json().await.unwrap();
+    let listed: Value = gw.get_json("/v1/modules", None).await;
     assert_eq!(listed["modules"], json!([]));
     expect_error(
         gw.delete("/v1/admin/modules/matrix", Some(&gw.admin_token))
@@ -102,7 +102,7 @@ async fn admin_endpoints_need_the_admin_token() {
         "forbidden",
     )
     .await;
-    let listed: Value = gw.get("/v1/modules", None).await.json().await.unwrap();
+    let listed: Value = gw.get_json("/v1/modules", None).await;
     assert_eq!(listed["modules"], json!([]), "nothing was stored");
 }
 
@@ -139,7 +139,7 @@ async fn junk_and_core_modules_are_refused_with_the_reason() {
     )
     .await;
     assert!(broken.contains("does not compile"), "{broken}");
-    let listed: Value = gw.get("/v1/modules", None).await.json().await.unwrap();
+    let listed: Value = gw.get_json("/v1/modules", None).await;
     assert_eq!(listed["modules"], json!([]), "no refused upload was stored");
 }
 

@@ -52,14 +52,9 @@ async fn two_gateways_share_one_postgres_registry() {
         "already_bound",
     )
     .await;
-    let listed: Value = a
-        .get("/v1/bindings", Some(&token))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let listed: Value = a.get_json("/v1/bindings", Some(&token)).await;
     assert_eq!(listed["bindings"].as_array().unwrap().len(), 1);
-    let modules: Value = b.get("/v1/modules", None).await.json().await.unwrap();
+    let modules: Value = b.get_json("/v1/modules", None).await;
     assert_eq!(modules["modules"][0]["id"], "matrix");
     expect_error(
         b.post_json(

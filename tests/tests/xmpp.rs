@@ -127,7 +127,7 @@ async fn the_xmpp_module_is_listed_with_what_a_vcard_can_carry() {
         .await;
     assert_eq!(uploaded.status(), StatusCode::CREATED);
 
-    let listed: Value = gw.get("/v1/modules", None).await.json().await.unwrap();
+    let listed: Value = gw.get_json("/v1/modules", None).await;
     let xmpp = listed["modules"]
         .as_array()
         .unwrap()
