@@ -6,6 +6,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rustup target add wasm32-wasip2 >/dev/null 2>&1 || rustup target add wasm32-wasip2
-cargo build --quiet --release --target wasm32-wasip2 --manifest-path plugins/Cargo.toml
+(cd plugins && cargo build --quiet --release --target wasm32-wasip2)
 echo "reference connectors: $(ls plugins/target/wasm32-wasip2/release/*.wasm | tr '\n' ' ')" >&2
 exec cargo run --release -p gateway -- serve "$@"

@@ -17,7 +17,9 @@ const IN_FLIGHT: usize = 100;
 
 fn webhook_wasm() -> Vec<u8> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins");
+    // Inside the plugins workspace, so its .cargo/config.toml applies.
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .current_dir(&root)
         .args([
             "build",
             "--release",

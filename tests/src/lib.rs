@@ -32,7 +32,9 @@ pub const CORE_MODULE: &[u8] = b"\0asm\x01\0\0\0";
 fn build_wasm(workspace: &str, package: &str) -> Result<PathBuf, String> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join(workspace);
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    // Run inside the workspace so its .cargo/config.toml (stack size) applies.
     let out = Command::new(cargo)
+        .current_dir(&root)
         .args([
             "build",
             "--release",

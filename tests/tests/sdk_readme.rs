@@ -28,6 +28,7 @@ async fn the_readme_example_builds_and_loads() {
         &sdk.canonicalize().unwrap().display().to_string(),
     );
     let code = block(&readme, "`src/lib.rs`:", "rust,ignore");
+    let cargo_config = block(&readme, "`.cargo/config.toml`", "toml");
 
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("src")).unwrap();
@@ -38,6 +39,8 @@ async fn the_readme_example_builds_and_loads() {
     )
     .unwrap();
     std::fs::write(dir.path().join("src/lib.rs"), code).unwrap();
+    std::fs::create_dir_all(dir.path().join(".cargo")).unwrap();
+    std::fs::write(dir.path().join(".cargo/config.toml"), cargo_config).unwrap();
     let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/target");
     let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .args(["build", "--release", "--target", "wasm32-wasip2"])
