@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 use tempfile::TempDir;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -29,12 +29,26 @@ pub const TINY_PNG: &[u8] = &[
 /// The smallest valid core WebAssembly module (not a component).
 pub const CORE_MODULE: &[u8] = b"\0asm\x01\0\0\0";
 
-fn build_wasm(workspace: &str, package: &str) -> Result<PathBuf, String> {
+/// Builds `crate_name` of the wasm32-wasip2 workspace at `workspace` (once per
+/// test process) and returns its `.wasm` component.
+fn wasm(workspace: &str, crate_name: &str) -> Vec<u8> {
+    static BUILT: Mutex<BTreeMap<String, Result<PathBuf, String>>> = Mutex::new(BTreeMap::new());
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join(workspace);
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = built
+        .entry(crate_name.to_owned())
+        .or_insert_with(|| build_wasm(&root, &crate_name.replace('_', "-")))
+        .as_ref()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let file = dir.join(format!("{crate_name}.wasm"));
+    std::fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()))
+}
+
+fn build_wasm(root: &Path, package: &str) -> Result<PathBuf, String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     // Run inside the workspace so its .cargo/config.toml (stack size) applies.
     let out = Command::new(cargo)
-        .current_dir(&root)
+        .current_dir(root)
         .args([
             "build",
             "--release",
@@ -43,44 +57,27 @@ fn build_wasm(workspace: &str, package: &str) -> Result<PathBuf, String> {
             "-p",
             package,
         ])
-        .arg("--manifest-path")
-        .arg(root.join("Cargo.toml"))
         .output()
         .map_err(|e| format!("cannot run cargo: {e}"))?;
     if !out.status.success() {
         return Err(format!(
-            "building {package} in {workspace} failed (is the wasm32-wasip2 target installed? \
+            "building {package} in {} failed (is the wasm32-wasip2 target installed? \
              `rustup target add wasm32-wasip2`):\n{}",
+            root.display(),
             String::from_utf8_lossy(&out.stderr)
         ));
     }
     Ok(root.join("target/wasm32-wasip2/release"))
 }
 
-fn read_wasm(dir: &Result<PathBuf, String>, crate_name: &str) -> Vec<u8> {
-    let dir = dir.as_ref().unwrap_or_else(|e| panic!("{e}"));
-    let file = dir.join(format!("{crate_name}.wasm"));
-    std::fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()))
-}
-
-/// Builds the reference plugins (once per test process) and returns the
-/// `.wasm` component of `crate_name` (e.g. `webhook_connector`).
+/// A reference plugin from `plugins/`, e.g. `webhook_connector`.
 pub fn plugin(crate_name: &str) -> Vec<u8> {
-    static BUILT: Mutex<BTreeMap<String, Result<PathBuf, String>>> = Mutex::new(BTreeMap::new());
-    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = built
-        .entry(crate_name.to_owned())
-        .or_insert_with(|| build_wasm("../plugins", &crate_name.replace('_', "-")));
-    read_wasm(dir, crate_name)
+    wasm("../plugins", crate_name)
 }
 
 /// The misbehaving fixture connector from `tests/fixtures/hostile`.
 pub fn hostile() -> Vec<u8> {
-    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    read_wasm(
-        BUILT.get_or_init(|| build_wasm("fixtures", "hostile-connector")),
-        "hostile_connector",
-    )
+    wasm("fixtures", "hostile_connector")
 }
 
 /// The reference webhook connector.

@@ -118,27 +118,15 @@ async fn a_push_lands_on_synapse_and_reads_back_identical() {
     let token = synapse.login("carol", "carol-password").await;
     let client = reqwest::Client::new();
     let enc = user_id.replace('@', "%40").replace(':', "%3A");
-    let presence: Value = client
-        .get(format!(
-            "{}/_matrix/client/v3/presence/{enc}/status",
-            synapse.base
-        ))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let read = |path: String| {
+        let request = client
+            .get(format!("{}{path}", synapse.base))
+            .bearer_auth(&token);
+        async move { request.send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    let presence = read(format!("/_matrix/client/v3/presence/{enc}/status")).await;
     assert_eq!(presence["status_msg"], signature);
-    let profile: Value = client
-        .get(format!("{}/_matrix/client/v3/profile/{enc}", synapse.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let profile = read(format!("/_matrix/client/v3/profile/{enc}")).await;
     let mxc = profile["avatar_url"]
         .as_str()
         .expect("avatar set")
