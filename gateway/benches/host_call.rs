@@ -13,6 +13,14 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 const CALLS: usize = 10_000;
+
+/// `BENCH_CALLS` overrides [`CALLS`] (e.g. many more under a profiler).
+fn calls() -> usize {
+    std::env::var("BENCH_CALLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(CALLS)
+}
 const IN_FLIGHT: usize = 100;
 
 fn webhook_wasm() -> Vec<u8> {
@@ -88,8 +96,8 @@ fn main() {
         host.push(&plugin, grants.clone(), None, "alice", creds, &settings)
             .expect("push");
     }
-    let mut wasm_samples = Vec::with_capacity(CALLS);
-    for _ in 0..CALLS {
+    let mut wasm_samples = Vec::with_capacity(calls());
+    for _ in 0..calls() {
         let started = Instant::now();
         let outcome = host.push(&plugin, grants.clone(), None, "alice", creds, &settings);
         wasm_samples.push(started.elapsed());
@@ -123,7 +131,10 @@ fn main() {
     }
     let (n50, n99, nmean) = percentiles(native_samples);
 
-    println!("host call overhead, webhook push, HTTP answered in-process, {CALLS} calls:");
+    println!(
+        "host call overhead, webhook push, HTTP answered in-process, {} calls:",
+        calls()
+    );
     println!("  wasm   p50 {w50:>10.2?}  p99 {w99:>10.2?}  mean {wmean:>10.2?}");
     println!("  native p50 {n50:>10.2?}  p99 {n99:>10.2?}  mean {nmean:>10.2?}");
     println!(

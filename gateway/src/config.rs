@@ -37,6 +37,46 @@ pub struct Config {
     pub user_quota: Quota,
     /// Deadline, memory cap and pool size of plugin calls.
     pub host_limits: HostLimits,
+    /// How deliveries are claimed, retried and given up.
+    pub delivery: DeliveryConfig,
+}
+
+/// Delivery workers' settings.
+#[derive(Debug, Clone)]
+pub struct DeliveryConfig {
+    /// Deliveries pushed at once by this process.
+    pub concurrency: usize,
+    /// How long a claim holds before another process may take the delivery
+    /// (must exceed the plugin call deadline).
+    pub lease: Duration,
+    /// How often the queue is checked when nothing wakes the workers (other
+    /// processes' changes, scheduled retries).
+    pub poll_interval: Duration,
+    /// First retry delay; doubles per attempt, with jitter.
+    pub backoff_base: Duration,
+    /// Longest retry delay.
+    pub backoff_max: Duration,
+    /// Attempts before a delivery becomes a dead letter.
+    pub max_attempts: u32,
+    /// Age after which a failing delivery becomes a dead letter.
+    pub max_age: Duration,
+    /// Largest avatar upload accepted by `POST /v1/media` (bytes).
+    pub max_media_bytes: usize,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        DeliveryConfig {
+            concurrency: 32,
+            lease: Duration::from_secs(60),
+            poll_interval: Duration::from_millis(250),
+            backoff_base: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(300),
+            max_attempts: 10,
+            max_age: Duration::from_secs(24 * 3600),
+            max_media_bytes: 8 * 1024 * 1024,
+        }
+    }
 }
 
 /// Default body limit: 10 MiB.
@@ -89,6 +129,7 @@ impl Config {
                 burst: 200,
             },
             host_limits: HostLimits::default(),
+            delivery: DeliveryConfig::default(),
         })
     }
 }

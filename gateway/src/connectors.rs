@@ -2,7 +2,9 @@
 //! plugin host (compiled plugins), with a cache of one `InstancePre` per
 //! module version. Neither HTTP nor SQL lives here.
 
-use crate::host::{CallError, Grants, InvalidPlugin, LoadedPlugin, PluginHost};
+use crate::host::{
+    CallError, Grants, InvalidPlugin, LoadedPlugin, PluginHost, PushOutcome, Settings,
+};
 use crate::modules::{self, Manifest};
 use crate::secrets::MasterKey;
 use governor::DefaultDirectRateLimiter;
@@ -178,6 +180,29 @@ impl Connectors {
                 ready.limiter.clone(),
                 &login,
                 &credentials_json,
+            )
+        })
+        .await
+        .map_err(|e| ConnectorsError::Internal(e.to_string()))
+    }
+
+    /// Pushes settings to an account through a connector from [`Connectors::get`].
+    pub async fn push(
+        &self,
+        ready: Arc<Ready>,
+        login: String,
+        credentials_json: String,
+        settings: Settings,
+    ) -> Result<Result<PushOutcome, CallError>, ConnectorsError> {
+        let host = self.host.clone();
+        tokio::task::spawn_blocking(move || {
+            host.push(
+                &ready.plugin,
+                ready.grants.clone(),
+                ready.limiter.clone(),
+                &login,
+                &credentials_json,
+                &settings,
             )
         })
         .await

@@ -13,8 +13,10 @@ pub mod accounts;
 pub mod cli;
 pub mod config;
 pub mod connectors;
+pub mod federation;
 pub mod host;
 pub mod http;
+pub mod media;
 pub mod metrics;
 pub mod modules;
 pub mod secrets;
@@ -23,6 +25,7 @@ pub use config::{Config, Quota};
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Why the gateway could not start or stopped with an error.
@@ -54,23 +57,43 @@ pub async fn run(
 ) -> Result<(), RunError> {
     let registry = registry_db::Registry::connect(&config.database_url).await?;
     let host = host::PluginHost::new(config.host_limits.clone())?;
-    let connectors = connectors::Connectors::new(host, registry.clone(), config.master_key.clone());
+    let connectors = Arc::new(connectors::Connectors::new(
+        host,
+        registry.clone(),
+        config.master_key.clone(),
+    ));
     let limits = http::limits::Limiters::new(config.anonymous_quota, config.user_quota)?;
+    let metrics = metrics::Metrics::new()?;
+    let federation = Arc::new(federation::Federation::new(
+        registry.clone(),
+        connectors.clone(),
+        config.master_key.clone(),
+        config.delivery.clone(),
+        metrics.clone(),
+    ));
     let state = http::AppState::new(http::Shared {
         registry: registry.clone(),
         connectors,
+        federation: federation.clone(),
         config,
         limits,
-        metrics: metrics::Metrics::new()?,
+        metrics,
     });
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let workers = tokio::spawn(federation::worker::run(federation, stopped));
     let janitor = tokio::spawn(janitor(state.clone()));
     let app = http::router(state);
     let served = axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(shutdown)
+    .with_graceful_shutdown(async move {
+        shutdown.await;
+        // Stop claiming at once; pushes in flight finish below.
+        let _ = stop.send(true);
+    })
     .await;
+    let _ = workers.await;
     janitor.abort();
     registry.close().await;
     served?;

@@ -2,7 +2,7 @@
 //! gateways in one test process do not mix their counts).
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
 };
 
 /// The instance's metrics.
@@ -13,6 +13,14 @@ pub struct Metrics {
     pub http_requests: IntCounterVec,
     /// HTTP latency by route.
     pub http_latency: HistogramVec,
+    /// Change reports by first status (`pending`, `suppressed`, `delivered`).
+    pub changes: IntCounterVec,
+    /// Delivery attempts by module and outcome.
+    pub deliveries: IntCounterVec,
+    /// Seconds from a change's commit to its delivery, by module.
+    pub delivery_latency: HistogramVec,
+    /// Deliveries not yet final (all processes sharing the database).
+    pub queue_depth: IntGauge,
 }
 
 /// Errors registering metrics (a programming error: duplicate names).
@@ -32,12 +40,40 @@ impl Metrics {
             HistogramOpts::new("gateway_http_request_duration_seconds", "HTTP latency"),
             &["route"],
         )?;
+        let changes = IntCounterVec::new(
+            Opts::new("gateway_changes_total", "Change reports recorded"),
+            &["status"],
+        )?;
+        let deliveries = IntCounterVec::new(
+            Opts::new("gateway_deliveries_total", "Delivery attempts by outcome"),
+            &["module", "outcome"],
+        )?;
+        let delivery_latency = HistogramVec::new(
+            HistogramOpts::new(
+                "gateway_delivery_latency_seconds",
+                "From a change's commit to its delivery",
+            )
+            .buckets(vec![
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+            ]),
+            &["module"],
+        )?;
+        let queue_depth =
+            IntGauge::new("gateway_delivery_queue_depth", "Deliveries not yet final")?;
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(http_latency.clone()))?;
+        registry.register(Box::new(changes.clone()))?;
+        registry.register(Box::new(deliveries.clone()))?;
+        registry.register(Box::new(delivery_latency.clone()))?;
+        registry.register(Box::new(queue_depth.clone()))?;
         Ok(Metrics {
             registry,
             http_requests,
             http_latency,
+            changes,
+            deliveries,
+            delivery_latency,
+            queue_depth,
         })
     }
 

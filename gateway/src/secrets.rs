@@ -132,6 +132,12 @@ pub fn random_token() -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
+/// The context sealed IM credentials are bound to: a copy moved to another
+/// binding or user does not decrypt.
+pub fn credentials_context(binding_id: &str, user_id: &str) -> String {
+    format!("binding:{binding_id}:user:{user_id}")
+}
+
 /// Hex SHA-256, used to store tokens and to name plugin bytes.
 pub fn sha256_hex(data: &[u8]) -> String {
     hex::encode(Sha256::digest(data))

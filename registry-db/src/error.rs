@@ -13,6 +13,9 @@ pub enum RegistryError {
         /// The constraint's name from the migrations.
         constraint: String,
     },
+    /// The row is not in a state that allows the operation.
+    #[error("{0}")]
+    State(String),
     /// A stored value could not be read back (corrupt JSON, unknown enum text).
     #[error("corrupt stored value: {0}")]
     Corrupt(String),
@@ -39,6 +42,13 @@ const SQLITE_UNIQUE: &[(&str, &str)] = &[
         "bindings.user_id, bindings.module_id, bindings.account",
         "bindings_user_module_account_key",
     ),
+    (
+        "idempotency_keys.user_id, idempotency_keys.key",
+        "idempotency_keys_pkey",
+    ),
+    ("changes.id", "changes_id_key"),
+    ("deliveries.id", "deliveries_id_key"),
+    ("media.id", "media_pkey"),
 ];
 
 impl From<sqlx::Error> for RegistryError {

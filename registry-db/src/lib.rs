@@ -8,13 +8,22 @@
 
 mod audit;
 mod bindings;
+mod changes;
+mod deliveries;
 mod error;
+mod federation_types;
+mod media;
 mod modules;
 pub mod scratch;
 mod types;
 mod users;
 
+pub use changes::change_status;
 pub use error::{RegistryError, Result};
+pub use federation_types::{
+    AttemptOutcome, AttemptRecorded, Change, ChangeRecorded, Delivery, DeliveryStatus, Media,
+    NewChange, NewDelivery, SettingsMap, StoredAnswer,
+};
 pub use types::{
     AuditEvent, Binding, Module, NewBinding, NewModule, SealedCredentials, User, UserCredentials,
 };
@@ -82,6 +91,24 @@ impl Registry {
             Backend::Postgres => POSTGRES_MIGRATIONS.run(&self.pool).await?,
         }
         Ok(())
+    }
+
+    /// A transaction that will write. SQLite takes the write lock up front,
+    /// so a transaction that reads first cannot fail to upgrade later.
+    pub(crate) async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
+        Ok(match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        })
+    }
+
+    /// Row locking for a read-then-write inside a transaction (SQLite's
+    /// write transaction already excludes other writers).
+    pub(crate) fn lock_rows(&self) -> &'static str {
+        match self.backend {
+            Backend::Sqlite => "",
+            Backend::Postgres => "FOR UPDATE",
+        }
     }
 
     /// The engine behind this registry.

@@ -4,6 +4,7 @@
 #![allow(clippy::expect_used, clippy::unwrap_used, missing_docs)]
 
 pub mod ejabberd;
+pub mod mock;
 pub mod synapse;
 
 use reqwest::{multipart, Client, Response, StatusCode};

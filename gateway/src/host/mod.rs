@@ -13,8 +13,8 @@ pub mod types;
 
 pub use abi::SUPPORTED_ABI;
 pub use types::{
-    CallError, Description, Field, Grants, HttpRequest, HttpResponse, Image, Limits, PushOutcome,
-    Settings,
+    AvatarLimits, CallError, Description, Field, Grants, HttpRequest, HttpResponse, Image, Limits,
+    PushOutcome, Settings,
 };
 
 use bindings::{Connector, ConnectorPre};

@@ -49,11 +49,19 @@ impl CallState {
             .map_err(|_| http::HttpError::Failed(format!("bad method {:?}", request.method)))?;
         let mut url = reqwest::Url::parse(&request.url)
             .map_err(|e| http::HttpError::Failed(format!("bad URL {:?}: {e}", request.url)))?;
-        if let Some(limiter) = &self.outbound.limiter {
-            if let Err(not_until) = limiter.check() {
+        if let Some(limiter) = self.outbound.limiter.clone() {
+            while let Err(not_until) = limiter.check() {
                 use governor::clock::Clock;
                 let wait = not_until.wait_time_from(governor::clock::DefaultClock::default().now());
-                return Err(http::HttpError::RateLimited(wait.as_secs().max(1) as u32));
+                // A short wait is served here, within the call's deadline; a
+                // long one goes back to the caller (a delivery pauses the module).
+                if wait > self.remaining()? / 2 {
+                    let secs = wait.as_millis().div_ceil(1000).max(1);
+                    return Err(http::HttpError::RateLimited(
+                        u32::try_from(secs).unwrap_or(u32::MAX),
+                    ));
+                }
+                std::thread::sleep(wait);
             }
         }
         if let Some(answer) = &self.outbound.in_process {

@@ -76,12 +76,6 @@ fn view(b: registry_db::Binding, with_last_applied: bool) -> BindingView {
     }
 }
 
-/// The context sealed credentials are bound to: a copy moved to another
-/// binding or user does not decrypt.
-pub fn credentials_context(binding_id: &str, user_id: &str) -> String {
-    format!("binding:{binding_id}:user:{user_id}")
-}
-
 async fn unsupported(state: &AppState, module: &str) -> ApiError {
     let supported = match state.registry.list_modules(false).await {
         Ok(list) if !list.is_empty() => list
@@ -168,7 +162,7 @@ pub async fn create_binding(
     let id = uuid::Uuid::new_v4().to_string();
     let sealed = state.config.master_key.seal(
         &plaintext,
-        credentials_context(&id, &auth.user.id).as_bytes(),
+        crate::secrets::credentials_context(&id, &auth.user.id).as_bytes(),
     );
     let new = NewBinding {
         id,

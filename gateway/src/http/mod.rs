@@ -2,10 +2,13 @@
 //! error type. It never touches wasmtime or SQL directly.
 
 pub mod bindings;
+pub mod changes;
+pub mod deliveries;
 pub mod error;
 pub mod extract;
 pub mod health;
 pub mod limits;
+pub mod media;
 pub mod modules;
 pub mod openapi;
 pub mod sessions;
@@ -13,6 +16,7 @@ pub mod users;
 
 use crate::config::Config;
 use crate::connectors::Connectors;
+use crate::federation::Federation;
 use crate::metrics::Metrics;
 use axum::extract::{MatchedPath, Request};
 use axum::middleware::{self, Next};
@@ -31,7 +35,9 @@ pub struct Shared {
     /// The registry database.
     pub registry: Registry,
     /// Loaded connector plugins.
-    pub connectors: Connectors,
+    pub connectors: Arc<Connectors>,
+    /// Change reports and their delivery.
+    pub federation: Arc<Federation>,
     /// The process configuration.
     pub config: Config,
     /// Inbound rate limiters.
@@ -109,6 +115,9 @@ pub fn router(state: AppState) -> Router {
         .merge(sessions::router())
         .merge(modules::router(state.config.max_plugin_bytes))
         .merge(bindings::router())
+        .merge(changes::router())
+        .merge(deliveries::router())
+        .merge(media::router(state.config.delivery.max_media_bytes))
         .merge(openapi::router())
         .layer(axum::extract::DefaultBodyLimit::max(
             state.config.max_body_bytes,

@@ -1,7 +1,7 @@
 //! `GET /v1/openapi.json`: the OpenAPI document, generated from the handlers'
 //! annotations and the DTO types.
 
-use super::{bindings, error, health, modules, sessions, users};
+use super::{bindings, changes, deliveries, error, health, media, modules, sessions, users};
 use axum::routing::get;
 use axum::{Json, Router};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -16,6 +16,10 @@ use utoipa::{Modify, OpenApi};
         sessions::create_session, sessions::delete_session,
         modules::list_modules, modules::upload_module, modules::delete_module,
         bindings::create_binding, bindings::list_bindings, bindings::delete_binding,
+        media::upload,
+        changes::create_change, changes::list_changes, changes::get_change,
+        changes::change_events, changes::profile,
+        deliveries::dead_letters, deliveries::redrive,
     ),
     components(schemas(error::ErrorBody, crate::modules::Manifest, crate::modules::RateLimit)),
     modifiers(&BearerAuth)

@@ -1,0 +1,49 @@
+//! What a value becomes on a network: trimmed and cut to the connector's
+//! limits. Echo suppression compares reports with these forms, because the
+//! monitor reads back what the network stores, not what was sent.
+
+use crate::host::Description;
+
+/// The stored form of an avatar in `last_applied`: the digest of the bytes
+/// the network received.
+pub fn avatar_key(sha256_hex: &str) -> String {
+    format!("sha256:{sha256_hex}")
+}
+
+/// `value` trimmed and cut to `max_chars` characters; true when cut.
+pub fn text(value: &str, max_chars: Option<u32>) -> (String, bool) {
+    let trimmed = value.trim();
+    match max_chars {
+        Some(max) if trimmed.chars().count() > max as usize => {
+            let cut: String = trimmed.chars().take(max as usize).collect();
+            (cut.trim_end().to_owned(), true)
+        }
+        _ => (trimmed.to_owned(), false),
+    }
+}
+
+/// A signature as the network described by `description` stores it.
+pub fn signature(value: &str, description: Option<&Description>) -> (String, bool) {
+    text(
+        value,
+        description.and_then(|d| d.limits.max_signature_chars),
+    )
+}
+
+/// A mood as the network described by `description` stores it.
+pub fn mood(value: &str, description: Option<&Description>) -> (String, bool) {
+    text(value, description.and_then(|d| d.limits.max_mood_chars))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_is_trimmed_and_cut_by_characters_not_bytes() {
+        assert_eq!(text("  hi  ", None), ("hi".to_owned(), false));
+        assert_eq!(text("héllo wörld", Some(5)), ("héllo".to_owned(), true));
+        assert_eq!(text("ab cd", Some(3)), ("ab".to_owned(), true));
+        assert_eq!(text("日本語", Some(3)), ("日本語".to_owned(), false));
+    }
+}

@@ -1,0 +1,362 @@
+//! Delivery workers (S6): claim due deliveries with a lease, push each
+//! through its module's connector, and record the outcome: delivered, retry
+//! with exponential backoff and jitter (a network's "wait" pauses the whole
+//! module), failed at once for permanent errors, dead letter after the
+//! attempt or age cap.
+
+use super::{normalise, Federation};
+use crate::connectors::ConnectorsError;
+use crate::host::{AvatarLimits, CallError, Field, Image, Settings};
+use crate::media::{self, AvatarTarget};
+use crate::secrets::credentials_context;
+use chrono::Utc;
+use rand::Rng;
+use registry_db::{AttemptOutcome, AttemptRecorded, Delivery, RegistryError, SettingsMap};
+use serde_json::Value;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+
+/// How long shutdown waits for pushes in flight before giving their leases
+/// back to the queue.
+const DRAIN_GRACE: Duration = Duration::from_secs(10);
+
+/// Claims and pushes deliveries until `stop` turns true, then finishes the
+/// pushes in flight (up to a grace period).
+pub async fn run(federation: Arc<Federation>, mut stop: watch::Receiver<bool>) {
+    let worker: Arc<str> = Arc::from(format!("gw-{}", uuid::Uuid::new_v4()));
+    let permits = Arc::new(Semaphore::new(federation.config.concurrency.max(1)));
+    let mut tasks = JoinSet::new();
+    let mut depth_checked = tokio::time::Instant::now();
+    while !*stop.borrow() {
+        let free = permits.available_permits();
+        let mut claimed_all = false;
+        if free > 0 {
+            let now = Utc::now();
+            let lease = now + chrono_duration(federation.config.lease);
+            match federation
+                .registry
+                .claim_deliveries(&worker, now, lease, free as i64)
+                .await
+            {
+                Ok(claimed) => {
+                    claimed_all = claimed.len() == free;
+                    for delivery in claimed {
+                        let Ok(permit) = permits.clone().acquire_owned().await else {
+                            break;
+                        };
+                        let _ = federation.updates.send(delivery.change_id.clone());
+                        let federation = federation.clone();
+                        let worker = worker.clone();
+                        tasks.spawn(async move {
+                            attempt(&federation, &worker, delivery).await;
+                            drop(permit);
+                        });
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "claiming deliveries failed"),
+            }
+        }
+        if depth_checked.elapsed() >= Duration::from_secs(1) {
+            depth_checked = tokio::time::Instant::now();
+            if let Ok(depth) = federation.registry.open_deliveries().await {
+                federation.metrics.queue_depth.set(depth);
+            }
+        }
+        if claimed_all {
+            // More may be due: claim again as soon as a slot frees.
+            tokio::select! {
+                _ = tasks.join_next(), if !tasks.is_empty() => {}
+                _ = stop.changed() => {}
+            }
+            continue;
+        }
+        tokio::select! {
+            _ = federation.wake.notified() => {}
+            _ = tokio::time::sleep(federation.config.poll_interval) => {}
+            _ = tasks.join_next(), if !tasks.is_empty() => {}
+            _ = stop.changed() => {}
+        }
+    }
+    // Pushes in flight finish (their plugin calls are bounded by the call
+    // deadline); the rest keep their lease and are claimed again later.
+    let _ = tokio::time::timeout(DRAIN_GRACE, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+}
+
+fn chrono_duration(d: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
+/// One attempt of one delivery, from claim to recorded outcome.
+async fn attempt(federation: &Federation, worker: &str, delivery: Delivery) {
+    let outcome = push(federation, &delivery).await;
+    let label = match &outcome {
+        AttemptOutcome::Delivered { .. } => "delivered",
+        AttemptOutcome::Retry { .. } => "retrying",
+        AttemptOutcome::Failed { dead: true, .. } => "dead",
+        AttemptOutcome::Failed { .. } => "failed",
+    };
+    let now = Utc::now();
+    match federation
+        .registry
+        .finish_attempt(&delivery.id, worker, outcome, now)
+        .await
+    {
+        Ok(AttemptRecorded::LeaseLost) => {
+            tracing::warn!(delivery = %delivery.id, "lease lost before the outcome was stored");
+        }
+        Ok(recorded) => {
+            let label = if recorded == AttemptRecorded::Superseded {
+                "superseded"
+            } else {
+                label
+            };
+            federation
+                .metrics
+                .deliveries
+                .with_label_values(&[delivery.module_id.as_str(), label])
+                .inc();
+            if label == "delivered" {
+                let latency = (now - delivery.created_at).num_milliseconds().max(0);
+                federation
+                    .metrics
+                    .delivery_latency
+                    .with_label_values(&[delivery.module_id.as_str()])
+                    .observe(latency as f64 / 1000.0);
+            }
+        }
+        Err(e) => {
+            // The lease runs out and another attempt follows.
+            tracing::warn!(delivery = %delivery.id, error = %e, "delivery outcome not stored");
+        }
+    }
+    let _ = federation.updates.send(delivery.change_id);
+}
+
+/// Pushes one delivery and says what to record.
+async fn push(federation: &Federation, delivery: &Delivery) -> AttemptOutcome {
+    let config = &federation.config;
+    let retry = |error: String, pause_secs: Option<u32>| -> AttemptOutcome {
+        let now = Utc::now();
+        let age = (now - delivery.created_at).to_std().unwrap_or_default();
+        if delivery.attempts >= i64::from(config.max_attempts) || age >= config.max_age {
+            return AttemptOutcome::Failed {
+                error: format!("gave up after {} attempts: {error}", delivery.attempts),
+                dead: true,
+            };
+        }
+        match pause_secs {
+            Some(secs) => {
+                let until = now + chrono::Duration::seconds(i64::from(secs.max(1)));
+                AttemptOutcome::Retry {
+                    error,
+                    at: until,
+                    pause_module_until: Some(until),
+                }
+            }
+            None => AttemptOutcome::Retry {
+                error,
+                at: now + chrono_duration(backoff(config, delivery.attempts)),
+                pause_module_until: None,
+            },
+        }
+    };
+    let fail = |error: String| AttemptOutcome::Failed { error, dead: false };
+
+    let binding = match federation
+        .registry
+        .binding(&delivery.user_id, &delivery.binding_id)
+        .await
+    {
+        Ok(b) => b,
+        Err(RegistryError::NotFound) => return fail("the binding was removed".into()),
+        Err(e) => return retry(format!("registry: {e}"), None),
+    };
+    let ready = match federation.connectors.get(&delivery.module_id).await {
+        Ok(r) => r,
+        Err(ConnectorsError::Unsupported(m)) => {
+            return fail(format!("module {m:?} is no longer supported"))
+        }
+        Err(e) => return retry(format!("connector: {e}"), None),
+    };
+    let context = credentials_context(&binding.id, &binding.user_id);
+    let credentials = match federation
+        .master_key
+        .open(&binding.credentials.0, context.as_bytes())
+        .ok()
+        .and_then(|plain| String::from_utf8(plain).ok())
+    {
+        Some(c) => c,
+        None => return fail("the stored credentials cannot be decrypted".into()),
+    };
+    let prepared = match prepare(federation, delivery, &ready.plugin.description).await {
+        Ok(p) => p,
+        Err(Prepare::Fail(e)) => return fail(e),
+        Err(Prepare::Retry(e)) => return retry(e, None),
+    };
+    let called = federation
+        .connectors
+        .push(
+            ready,
+            binding.account.clone(),
+            credentials,
+            prepared.settings,
+        )
+        .await;
+    match called {
+        Ok(Ok(outcome)) => {
+            let applied: Vec<String> = outcome.applied.iter().map(|f| field_name(*f)).collect();
+            let mut truncated = prepared.truncated;
+            for f in &outcome.truncated {
+                let name = field_name(*f);
+                if !truncated.contains(&name) {
+                    truncated.push(name);
+                }
+            }
+            truncated.retain(|f| applied.contains(f));
+            let mut values = prepared.values;
+            values.retain(|field, _| applied.contains(field));
+            AttemptOutcome::Delivered {
+                applied,
+                truncated,
+                applied_settings: values,
+            }
+        }
+        Ok(Err(CallError::AuthFailed(m))) => fail(format!("authentication failed: {m}")),
+        Ok(Err(CallError::Rejected(m))) => fail(format!("rejected by the network: {m}")),
+        Ok(Err(CallError::RateLimited(secs))) => {
+            retry(format!("the network asked to wait {secs} s"), Some(secs))
+        }
+        Ok(Err(e)) => retry(e.to_string(), None),
+        Err(e) => retry(format!("connector: {e}"), None),
+    }
+}
+
+/// `base * 2^(attempts-1)`, capped, then a random point in its upper half so
+/// that deliveries failing together do not retry together.
+fn backoff(config: &crate::config::DeliveryConfig, attempts: i64) -> Duration {
+    let exponent = u32::try_from(attempts.saturating_sub(1).clamp(0, 30)).unwrap_or(30);
+    let full = config
+        .backoff_base
+        .saturating_mul(1u32 << exponent)
+        .min(config.backoff_max);
+    full.mul_f64(rand::thread_rng().gen_range(0.5..=1.0))
+}
+
+fn field_name(field: Field) -> String {
+    match field {
+        Field::Avatar => "avatar",
+        Field::Signature => "signature",
+        Field::Mood => "mood",
+    }
+    .to_owned()
+}
+
+/// Settings ready for a connector, with the normalised values to remember.
+struct Prepared {
+    settings: Settings,
+    truncated: Vec<String>,
+    values: SettingsMap,
+}
+
+enum Prepare {
+    Fail(String),
+    Retry(String),
+}
+
+/// Cuts texts to the network's limits and transcodes the avatar to its
+/// size and formats.
+async fn prepare(
+    federation: &Federation,
+    delivery: &Delivery,
+    description: &crate::host::Description,
+) -> Result<Prepared, Prepare> {
+    let mut prepared = Prepared {
+        settings: Settings::default(),
+        truncated: Vec::new(),
+        values: SettingsMap::new(),
+    };
+    for (field, value) in &delivery.settings {
+        let Some(text) = value.as_str() else {
+            continue;
+        };
+        match field.as_str() {
+            "signature" | "mood" => {
+                let (value, cut) = if field == "signature" {
+                    normalise::signature(text, Some(description))
+                } else {
+                    normalise::mood(text, Some(description))
+                };
+                if cut {
+                    prepared.truncated.push(field.clone());
+                }
+                prepared
+                    .values
+                    .insert(field.clone(), Value::String(value.clone()));
+                if field == "signature" {
+                    prepared.settings.signature = Some(value);
+                } else {
+                    prepared.settings.mood = Some(value);
+                }
+            }
+            "avatar" => {
+                let Some(limits) = description.limits.avatar.clone() else {
+                    // The network takes no avatar: the connector reports it
+                    // as not applied.
+                    continue;
+                };
+                let media = match federation.registry.media(&delivery.user_id, text).await {
+                    Ok(m) => m,
+                    Err(RegistryError::NotFound) => {
+                        return Err(Prepare::Fail("the avatar image was deleted".into()))
+                    }
+                    Err(e) => return Err(Prepare::Retry(format!("registry: {e}"))),
+                };
+                let image = transcode(media.data, media.content_type, limits).await?;
+                if image.1 {
+                    prepared.truncated.push("avatar".into());
+                }
+                prepared.values.insert(
+                    "avatar".into(),
+                    Value::String(normalise::avatar_key(&crate::secrets::sha256_hex(
+                        &image.0.data,
+                    ))),
+                );
+                prepared.settings.avatar = Some(image.0);
+            }
+            _ => {}
+        }
+    }
+    Ok(prepared)
+}
+
+async fn transcode(
+    data: Vec<u8>,
+    content_type: String,
+    limits: AvatarLimits,
+) -> Result<(Image, bool), Prepare> {
+    let target = AvatarTarget {
+        max_pixels: limits.max_pixels,
+        max_bytes: limits.max_bytes,
+        formats: limits.formats,
+    };
+    let done = tokio::task::spawn_blocking(move || media::transcode(&data, &content_type, &target))
+        .await
+        .map_err(|e| Prepare::Retry(format!("transcoding stopped: {e}")))?;
+    match done {
+        Ok(t) => Ok((
+            Image {
+                content_type: t.content_type,
+                data: t.data,
+            },
+            t.converted,
+        )),
+        Err(e) => Err(Prepare::Fail(format!(
+            "the avatar does not fit this network: {e}"
+        ))),
+    }
+}

@@ -1,0 +1,406 @@
+//! Change reports and their delivery (S4-S6): `POST/GET /v1/changes`,
+//! `GET /v1/changes/{id}`, its SSE stream `GET /v1/changes/{id}/events`,
+//! and `GET /v1/profile`.
+
+use super::error::{ApiError, ErrorBody};
+use super::extract::{ApiJson, AuthUser};
+use super::sessions::rfc3339;
+use super::AppState;
+use crate::federation::{Report, ReportError, ReportedSettings};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures::Stream;
+use registry_db::{change_status, Change, Delivery};
+use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, VecDeque};
+use std::convert::Infallible;
+use std::time::Duration;
+use tokio::sync::broadcast::error::RecvError;
+use utoipa::{IntoParams, ToSchema};
+
+/// Routes of this resource.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/changes", post(create_change).get(list_changes))
+        .route("/v1/changes/{id}", get(get_change))
+        .route("/v1/changes/{id}/events", get(change_events))
+        .route("/v1/profile", get(profile))
+}
+
+/// Longest text field accepted in a report (networks cut further).
+const MAX_TEXT_CHARS: usize = 4096;
+/// Longest `Idempotency-Key` accepted.
+const MAX_IDEMPOTENCY_KEY: usize = 255;
+/// How often an SSE stream re-reads the change when no local notice came
+/// (another gateway process may be delivering it).
+const SSE_POLL: Duration = Duration::from_secs(1);
+
+/// New settings; at least one field.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SettingsRequest {
+    /// Media id from `POST /v1/media`.
+    pub avatar: Option<String>,
+    /// Status text.
+    pub signature: Option<String>,
+    /// Mood.
+    pub mood: Option<String>,
+}
+
+/// A change report.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChangeRequest {
+    /// The module whose settings changed (must be bound).
+    pub module: String,
+    /// The account on that module, for a user with several accounts of it.
+    #[serde(default)]
+    pub account: Option<String>,
+    /// The new values.
+    pub settings: SettingsRequest,
+}
+
+/// One target of a change.
+#[derive(Debug, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct TargetView {
+    /// Target binding.
+    pub binding_id: String,
+    /// Its module.
+    pub module: String,
+    /// Its account.
+    pub account: String,
+    /// `pending`, `delivering`, `delivered`, `retrying`, `failed`, `superseded`.
+    pub status: String,
+    /// Attempts started.
+    pub attempts: i64,
+    /// Why the last attempt failed.
+    pub last_error: Option<String>,
+    /// Fields the network now holds.
+    pub applied_fields: Vec<String>,
+    /// Fields shortened or converted to fit the network.
+    pub truncated_fields: Vec<String>,
+    /// RFC 3339, once delivered.
+    pub delivered_at: Option<String>,
+    /// The newer change that carried this target's values, when superseded.
+    pub superseded_by: Option<String>,
+    /// RFC 3339 of the next attempt, when retrying.
+    pub next_attempt_at: Option<String>,
+    /// Gave up after the attempt or age cap (an operator may redrive it).
+    pub dead_letter: bool,
+}
+
+impl From<&Delivery> for TargetView {
+    fn from(d: &Delivery) -> Self {
+        TargetView {
+            binding_id: d.binding_id.clone(),
+            module: d.module_id.clone(),
+            account: d.account.clone(),
+            status: d.status.as_str().to_owned(),
+            attempts: d.attempts,
+            last_error: d.last_error.clone(),
+            applied_fields: d.applied_fields.clone(),
+            truncated_fields: d.truncated_fields.clone(),
+            delivered_at: d.delivered_at.map(rfc3339),
+            superseded_by: d.superseded_by.clone(),
+            next_attempt_at: (d.status == registry_db::DeliveryStatus::Retrying)
+                .then(|| rfc3339(d.next_attempt_at)),
+            dead_letter: d.dead,
+        }
+    }
+}
+
+/// A change with its targets.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ChangeView {
+    /// Opaque id.
+    pub id: String,
+    /// The reporting module.
+    pub module: String,
+    /// The reported settings.
+    #[schema(value_type = Object)]
+    pub settings: serde_json::Value,
+    /// RFC 3339.
+    pub created_at: String,
+    /// `pending` until every target is final, then `delivered`, `partial` or
+    /// `failed`; `suppressed` for an echo.
+    pub status: String,
+    /// One per other binding.
+    pub targets: Vec<TargetView>,
+}
+
+impl From<&Change> for ChangeView {
+    fn from(c: &Change) -> Self {
+        ChangeView {
+            id: c.id.clone(),
+            module: c.module_id.clone(),
+            settings: serde_json::Value::Object(c.settings.clone()),
+            created_at: rfc3339(c.created_at),
+            status: change_status(c).to_owned(),
+            targets: c.targets.iter().map(TargetView::from).collect(),
+        }
+    }
+}
+
+/// Reports a change; one delivery per other binding.
+#[utoipa::path(post, path = "/v1/changes", tag = "changes", request_body = ChangeRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "repeat-safe key")),
+    security(("bearer" = [])), responses(
+    (status = 202, description = "accepted: {id, status, targets}"),
+    (status = 200, description = "an echo of what the gateway applied: suppressed"),
+    (status = 422, description = "empty_change, not_bound, unknown_media, invalid_body", body = ErrorBody)))]
+pub async fn create_change(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<ChangeRequest>,
+) -> Result<Response, ApiError> {
+    let idempotency_key = match headers.get("idempotency-key") {
+        None => None,
+        Some(v) => match v.to_str() {
+            Ok(k) if !k.trim().is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY => {
+                Some(k.trim().to_owned())
+            }
+            _ => {
+                return Err(ApiError::unprocessable(
+                    "invalid_idempotency_key",
+                    format!(
+                        "Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY} visible ASCII characters"
+                    ),
+                ))
+            }
+        },
+    };
+    for (field, value) in [
+        ("signature", &body.settings.signature),
+        ("mood", &body.settings.mood),
+    ] {
+        if value
+            .as_ref()
+            .is_some_and(|v| v.chars().count() > MAX_TEXT_CHARS)
+        {
+            return Err(ApiError::unprocessable(
+                "invalid_body",
+                format!("{field} is longer than {MAX_TEXT_CHARS} characters"),
+            ));
+        }
+    }
+    let report = Report {
+        module: body.module,
+        account: body.account,
+        settings: ReportedSettings {
+            avatar: body.settings.avatar,
+            signature: body.settings.signature,
+            mood: body.settings.mood,
+        },
+        idempotency_key,
+    };
+    let answer = state
+        .federation
+        .report(&auth.user.id, report)
+        .await
+        .map_err(|e| match e {
+            ReportError::Empty => ApiError::unprocessable("empty_change", e.to_string()),
+            ReportError::NotBound(_) => ApiError::unprocessable("not_bound", e.to_string()),
+            ReportError::UnknownMedia(_) => ApiError::unprocessable("unknown_media", e.to_string()),
+            ReportError::Registry(e) => e.into(),
+        })?;
+    let status = StatusCode::from_u16(answer.status_code).unwrap_or(StatusCode::ACCEPTED);
+    Ok((status, Json(answer.body)).into_response())
+}
+
+/// `limit` and `before` of the change list.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct ListQuery {
+    /// At most this many (1-100, default 20).
+    pub limit: Option<i64>,
+    /// Only changes older than this change id.
+    pub before: Option<String>,
+}
+
+/// A page of changes.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ChangeList {
+    /// Newest first.
+    pub changes: Vec<ChangeView>,
+    /// Pass as `before` for the next page; absent on the last page.
+    pub next_before: Option<String>,
+}
+
+/// The user's recent changes, newest first.
+#[utoipa::path(get, path = "/v1/changes", tag = "changes", params(ListQuery),
+    security(("bearer" = [])), responses((status = 200, body = ChangeList)))]
+pub async fn list_changes(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    Query(query): Query<ListQuery>,
+) -> Result<Json<ChangeList>, ApiError> {
+    let limit = query.limit.unwrap_or(20).clamp(1, 100);
+    let changes = state
+        .registry
+        .list_changes(&auth.user.id, query.before.as_deref(), limit)
+        .await?;
+    let next_before = (changes.len() as i64 == limit)
+        .then(|| changes.last().map(|c| c.id.clone()))
+        .flatten();
+    Ok(Json(ChangeList {
+        changes: changes.iter().map(ChangeView::from).collect(),
+        next_before,
+    }))
+}
+
+/// One change and the status of each target.
+#[utoipa::path(get, path = "/v1/changes/{id}", tag = "changes",
+    params(("id" = String, Path, description = "change id")),
+    security(("bearer" = [])), responses(
+    (status = 200, body = ChangeView), (status = 404, body = ErrorBody)))]
+pub async fn get_change(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    Path(id): Path<String>,
+) -> Result<Json<ChangeView>, ApiError> {
+    let change = state.registry.change(&auth.user.id, &id).await?;
+    Ok(Json(ChangeView::from(&change)))
+}
+
+struct Watch {
+    state: AppState,
+    user_id: String,
+    change_id: String,
+    updates: tokio::sync::broadcast::Receiver<String>,
+    sent: HashMap<String, TargetView>,
+    queue: VecDeque<Event>,
+    finished: bool,
+}
+
+fn json_event(name: &str, value: &impl Serialize) -> Event {
+    Event::default()
+        .event(name)
+        .json_data(value)
+        .unwrap_or_else(|_| Event::default().event(name))
+}
+
+impl Watch {
+    /// Re-reads the change and queues an event per target that changed.
+    async fn refresh(&mut self) {
+        match self
+            .state
+            .registry
+            .change(&self.user_id, &self.change_id)
+            .await
+        {
+            Ok(change) => {
+                for target in &change.targets {
+                    let view = TargetView::from(target);
+                    if self.sent.get(&target.id) != Some(&view) {
+                        self.queue.push_back(json_event("target", &view));
+                        self.sent.insert(target.id.clone(), view);
+                    }
+                }
+                let status = change_status(&change);
+                if status != "pending" {
+                    self.queue.push_back(json_event(
+                        "done",
+                        &serde_json::json!({"id": change.id, "status": status}),
+                    ));
+                    self.finished = true;
+                }
+            }
+            Err(e) => {
+                self.queue.push_back(json_event(
+                    "error",
+                    &serde_json::json!({"message": e.to_string()}),
+                ));
+                self.finished = true;
+            }
+        }
+    }
+
+    /// Waits for a notice about this change, or the poll interval.
+    async fn wait(&mut self) {
+        let deadline = tokio::time::sleep(SSE_POLL);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                notice = self.updates.recv() => match notice {
+                    Ok(id) if id == self.change_id => return,
+                    Ok(_) => continue,
+                    Err(RecvError::Lagged(_)) => return,
+                    Err(RecvError::Closed) => { deadline.as_mut().await; return }
+                },
+                _ = &mut deadline => return,
+            }
+        }
+    }
+}
+
+/// Target status changes as server-sent events: `target` (a target as in
+/// `GET /v1/changes/{id}`), then `done` with the change status once every
+/// target is final.
+#[utoipa::path(get, path = "/v1/changes/{id}/events", tag = "changes",
+    params(("id" = String, Path, description = "change id")),
+    security(("bearer" = [])), responses(
+    (status = 200, description = "text/event-stream of `target` events, ending with `done`"),
+    (status = 404, body = ErrorBody)))]
+pub async fn change_events(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    Path(id): Path<String>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    // 404 before the stream starts.
+    state.registry.change(&auth.user.id, &id).await?;
+    let watch = Watch {
+        updates: state.federation.subscribe(),
+        state,
+        user_id: auth.user.id,
+        change_id: id,
+        sent: HashMap::new(),
+        queue: VecDeque::new(),
+        finished: false,
+    };
+    let stream = futures::stream::unfold(watch, |mut watch| async move {
+        loop {
+            if let Some(event) = watch.queue.pop_front() {
+                return Some((Ok(event), watch));
+            }
+            if watch.finished {
+                return None;
+            }
+            watch.refresh().await;
+            if watch.queue.is_empty() {
+                watch.wait().await;
+            }
+        }
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+/// The user's current federated settings.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ProfileView {
+    /// Latest reported value per field (`avatar` is a media id).
+    #[schema(value_type = Object)]
+    pub settings: serde_json::Value,
+    /// RFC 3339 of the latest change, absent before the first.
+    pub updated_at: Option<String>,
+}
+
+/// The user's current federated settings.
+#[utoipa::path(get, path = "/v1/profile", tag = "changes", security(("bearer" = [])),
+    responses((status = 200, body = ProfileView)))]
+pub async fn profile(
+    State(state): State<AppState>,
+    auth: AuthUser,
+) -> Result<Json<ProfileView>, ApiError> {
+    let (settings, updated_at) = match state.registry.profile(&auth.user.id).await? {
+        Some((settings, at)) => (settings, Some(rfc3339(at))),
+        None => (Default::default(), None),
+    };
+    Ok(Json(ProfileView {
+        settings: serde_json::Value::Object(settings),
+        updated_at,
+    }))
+}

@@ -1,0 +1,102 @@
+//! Operators' view of the delivery queue: dead letters and their redrive.
+
+use super::changes::TargetView;
+use super::error::{ApiError, ErrorBody};
+use super::extract::Admin;
+use super::{audit, AppState};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use registry_db::{Delivery, RegistryError};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// Routes of this resource.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/admin/deliveries/dead", get(dead_letters))
+        .route("/v1/admin/deliveries/{id}/redrive", post(redrive))
+}
+
+/// A delivery as an operator sees it.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct DeliveryView {
+    /// Delivery id (for redrive).
+    pub id: String,
+    /// The change it belongs to.
+    pub change_id: String,
+    /// Owner.
+    pub user_id: String,
+    /// Fields it carries.
+    pub fields: Vec<String>,
+    /// Target and status.
+    #[serde(flatten)]
+    pub target: TargetView,
+}
+
+impl From<&Delivery> for DeliveryView {
+    fn from(d: &Delivery) -> Self {
+        DeliveryView {
+            id: d.id.clone(),
+            change_id: d.change_id.clone(),
+            user_id: d.user_id.clone(),
+            fields: d.settings.keys().cloned().collect(),
+            target: TargetView::from(d),
+        }
+    }
+}
+
+/// Dead letters.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct DeadLetters {
+    /// Newest first (at most 500).
+    pub deliveries: Vec<DeliveryView>,
+}
+
+/// Deliveries that gave up after the attempt or age cap.
+#[utoipa::path(get, path = "/v1/admin/deliveries/dead", tag = "admin", security(("bearer" = [])),
+    responses((status = 200, body = DeadLetters), (status = 401, body = ErrorBody),
+    (status = 403, body = ErrorBody)))]
+pub async fn dead_letters(
+    State(state): State<AppState>,
+    _admin: Admin,
+) -> Result<Json<DeadLetters>, ApiError> {
+    let dead = state.registry.dead_letters(500).await?;
+    Ok(Json(DeadLetters {
+        deliveries: dead.iter().map(DeliveryView::from).collect(),
+    }))
+}
+
+/// Queues a failed delivery again (fields a newer change carries are dropped).
+#[utoipa::path(post, path = "/v1/admin/deliveries/{id}/redrive", tag = "admin",
+    params(("id" = String, Path, description = "delivery id")), security(("bearer" = [])),
+    responses((status = 200, body = DeliveryView), (status = 404, body = ErrorBody),
+    (status = 409, description = "not_redrivable", body = ErrorBody)))]
+pub async fn redrive(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<DeliveryView>), ApiError> {
+    let delivery = match state.registry.redrive(&id, chrono::Utc::now()).await {
+        Ok(d) => d,
+        Err(RegistryError::State(reason)) => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "not_redrivable",
+                reason,
+            ))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    state.federation.wake();
+    audit(
+        &state,
+        "admin",
+        "delivery.redrive",
+        &id,
+        serde_json::json!({}),
+    )
+    .await;
+    Ok((StatusCode::OK, Json(DeliveryView::from(&delivery))))
+}

@@ -1,0 +1,300 @@
+//! The outbox on SQLite and PostgreSQL: a change and its deliveries in one
+//! transaction, leases, one open delivery per binding in order, latest-wins,
+//! idempotency rows, retries folded into newer deliveries, redrive.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use chrono::{Duration, Utc};
+use registry_db::scratch::ScratchDatabase;
+use registry_db::{
+    AttemptOutcome, AttemptRecorded, ChangeRecorded, DeliveryStatus, NewBinding, NewChange,
+    NewDelivery, NewModule, Registry, RegistryError, SealedCredentials, SettingsMap, StoredAnswer,
+};
+use serde_json::{json, Value};
+
+async fn on_every_backend(check: impl AsyncFn(Registry)) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("sqlite://{}", dir.path().join("outbox.db").display());
+    let sqlite = Registry::connect(&url).await.expect("open sqlite");
+    check(sqlite.clone()).await;
+    sqlite.close().await;
+    let Some(admin_url) = std::env::var("TEST_DATABASE_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+    else {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true requires TEST_DATABASE_URL (a PostgreSQL server) for the outbox tests"
+        );
+        eprintln!("TEST_DATABASE_URL unset: PostgreSQL run skipped (outside CI only)");
+        return;
+    };
+    let scratch = ScratchDatabase::create(&admin_url, "outbox_test")
+        .await
+        .unwrap_or_else(|e| panic!("cannot create a PostgreSQL test database at {admin_url}: {e}"));
+    let pg = Registry::connect(scratch.url())
+        .await
+        .expect("open postgres");
+    check(pg.clone()).await;
+    pg.close().await;
+    scratch.drop_now().await.expect("drop scratch database");
+}
+
+fn settings(value: Value) -> SettingsMap {
+    value.as_object().unwrap().clone()
+}
+
+/// User `u` with bindings `src` (module a) and `dst` (module b).
+async fn world(reg: &Registry) {
+    let now = Utc::now();
+    reg.create_user("u", "alice", "h", now).await.unwrap();
+    for id in ["a", "b"] {
+        reg.upsert_module(
+            NewModule {
+                id: id.into(),
+                name: id.into(),
+                plugin: vec![0],
+                plugin_digest: "d".into(),
+                manifest: json!({}),
+                description: None,
+            },
+            now,
+        )
+        .await
+        .unwrap();
+    }
+    for (id, module) in [("src", "a"), ("dst", "b")] {
+        reg.create_binding(
+            NewBinding {
+                id: id.into(),
+                user_id: "u".into(),
+                module_id: module.into(),
+                account: format!("{id}@{module}"),
+                credentials: SealedCredentials(vec![1]),
+            },
+            now,
+        )
+        .await
+        .unwrap();
+    }
+}
+
+fn change(id: &str, values: Value, key: Option<&str>) -> NewChange {
+    NewChange {
+        id: id.into(),
+        user_id: "u".into(),
+        module_id: "a".into(),
+        binding_id: Some("src".into()),
+        settings: settings(values),
+        suppressed: false,
+        targets: vec![NewDelivery {
+            id: format!("{id}-dst"),
+            binding_id: "dst".into(),
+            module_id: "b".into(),
+            account: "dst@b".into(),
+        }],
+        sources: vec!["src".into()],
+        idempotency: key.map(|k| {
+            (
+                k.to_owned(),
+                StoredAnswer {
+                    status_code: 202,
+                    body: json!({"id": id}),
+                },
+            )
+        }),
+    }
+}
+
+#[tokio::test]
+async fn a_change_and_its_deliveries_are_claimed_once_and_recorded() {
+    on_every_backend(async |reg| {
+        world(&reg).await;
+        let now = Utc::now();
+        let recorded = reg
+            .record_change(change("c1", json!({"signature": "hi"}), Some("k")), now)
+            .await
+            .unwrap();
+        assert!(matches!(recorded, ChangeRecorded::Created { .. }));
+        // The same key again: the first answer, nothing new.
+        let again = reg
+            .record_change(
+                change("c1-again", json!({"signature": "x"}), Some("k")),
+                now,
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            again,
+            ChangeRecorded::Replayed(StoredAnswer {
+                status_code: 202,
+                body: json!({"id": "c1"})
+            })
+        );
+        assert!(matches!(
+            reg.change("u", "c1-again").await,
+            Err(RegistryError::NotFound)
+        ));
+
+        let lease = now + Duration::seconds(30);
+        let claimed = reg.claim_deliveries("w1", now, lease, 10).await.unwrap();
+        assert_eq!(claimed.len(), 1);
+        assert_eq!(claimed[0].attempts, 1);
+        assert!(reg
+            .claim_deliveries("w2", now, lease, 10)
+            .await
+            .unwrap()
+            .is_empty());
+        // A lease that ran out is claimed again by another worker.
+        let later = lease + Duration::seconds(1);
+        let reclaimed = reg
+            .claim_deliveries("w2", later, later + Duration::seconds(30), 10)
+            .await
+            .unwrap();
+        assert_eq!(reclaimed.len(), 1);
+        assert_eq!(reclaimed[0].attempts, 2);
+        let outcome = AttemptOutcome::Delivered {
+            applied: vec!["signature".into()],
+            truncated: vec![],
+            applied_settings: settings(json!({"signature": "hi"})),
+        };
+        assert_eq!(
+            reg.finish_attempt("c1-dst", "w1", outcome.clone(), later)
+                .await
+                .unwrap(),
+            AttemptRecorded::LeaseLost
+        );
+        assert_eq!(
+            reg.finish_attempt("c1-dst", "w2", outcome, later)
+                .await
+                .unwrap(),
+            AttemptRecorded::Stored
+        );
+        let c1 = reg.change("u", "c1").await.unwrap();
+        assert_eq!(c1.targets[0].status, DeliveryStatus::Delivered);
+        assert_eq!(registry_db::change_status(&c1), "delivered");
+        let dst = reg.binding("u", "dst").await.unwrap();
+        assert_eq!(dst.last_applied, Some(json!({"signature": "hi"})));
+        assert_eq!(
+            reg.profile("u").await.unwrap().unwrap().0,
+            settings(json!({"signature": "hi"}))
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn newer_values_supersede_older_pending_ones_and_retries_fold_into_them() {
+    on_every_backend(async |reg| {
+        world(&reg).await;
+        let now = Utc::now();
+        let lease = now + Duration::seconds(30);
+        reg.record_change(
+            change("c1", json!({"signature": "one", "mood": "m"}), None),
+            now,
+        )
+        .await
+        .unwrap();
+        reg.record_change(change("c2", json!({"signature": "two"}), None), now)
+            .await
+            .unwrap();
+        let c1 = reg.change("u", "c1").await.unwrap();
+        assert_eq!(c1.targets[0].status, DeliveryStatus::Superseded);
+        assert_eq!(c1.targets[0].superseded_by.as_deref(), Some("c2"));
+        let claimed = reg.claim_deliveries("w", now, lease, 10).await.unwrap();
+        assert_eq!(claimed.len(), 1);
+        assert_eq!(
+            claimed[0].settings,
+            settings(json!({"signature": "two", "mood": "m"})),
+            "the older mood rides along, the newer signature wins"
+        );
+        // While c2 is in flight, c3 arrives: it must wait for c2.
+        reg.record_change(change("c3", json!({"signature": "three"}), None), now)
+            .await
+            .unwrap();
+        assert!(reg
+            .claim_deliveries("w", now, lease, 10)
+            .await
+            .unwrap()
+            .is_empty());
+        // c2 fails for now: it folds into c3 instead of retrying after it.
+        let retry = AttemptOutcome::Retry {
+            error: "busy".into(),
+            at: now + Duration::seconds(60),
+            pause_module_until: None,
+        };
+        assert_eq!(
+            reg.finish_attempt("c2-dst", "w", retry, now).await.unwrap(),
+            AttemptRecorded::Superseded
+        );
+        let claimed = reg.claim_deliveries("w", now, lease, 10).await.unwrap();
+        assert_eq!(claimed.len(), 1);
+        assert_eq!(claimed[0].id, "c3-dst");
+        assert_eq!(
+            claimed[0].settings,
+            settings(json!({"signature": "three", "mood": "m"}))
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_paused_module_waits_and_dead_letters_can_be_redriven() {
+    on_every_backend(async |reg| {
+        world(&reg).await;
+        let now = Utc::now();
+        let lease = now + Duration::seconds(30);
+        reg.record_change(change("c1", json!({"signature": "s"}), None), now)
+            .await
+            .unwrap();
+        reg.claim_deliveries("w", now, lease, 10).await.unwrap();
+        let until = now + Duration::seconds(5);
+        reg.finish_attempt(
+            "c1-dst",
+            "w",
+            AttemptOutcome::Retry {
+                error: "429".into(),
+                at: until,
+                pause_module_until: Some(until),
+            },
+            now,
+        )
+        .await
+        .unwrap();
+        let paused = reg.module_paused_until("b", now).await.unwrap().unwrap();
+        assert_eq!(paused.timestamp_millis(), until.timestamp_millis());
+        assert!(reg
+            .claim_deliveries("w", until - Duration::seconds(1), lease, 10)
+            .await
+            .unwrap()
+            .is_empty());
+        let after = until + Duration::milliseconds(1);
+        assert_eq!(
+            reg.claim_deliveries("w", after, lease, 10)
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+        reg.finish_attempt(
+            "c1-dst",
+            "w",
+            AttemptOutcome::Failed {
+                error: "gave up".into(),
+                dead: true,
+            },
+            after,
+        )
+        .await
+        .unwrap();
+        assert_eq!(reg.dead_letters(10).await.unwrap().len(), 1);
+        assert_eq!(reg.open_deliveries().await.unwrap(), 0);
+        let redriven = reg.redrive("c1-dst", after).await.unwrap();
+        assert_eq!(redriven.status, DeliveryStatus::Pending);
+        assert!(reg.dead_letters(10).await.unwrap().is_empty());
+        assert!(matches!(
+            reg.redrive("c1-dst", after).await,
+            Err(RegistryError::State(_))
+        ));
+    })
+    .await;
+}
