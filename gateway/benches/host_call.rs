@@ -105,6 +105,17 @@ fn main() {
     }
     let (w50, w99, wmean) = percentiles(wasm_samples);
 
+    // Instantiation plus a call that does almost nothing (`verify` only
+    // parses the module config): the fixed cost inside the push figure.
+    let mut verify_samples = Vec::with_capacity(calls());
+    for _ in 0..calls() {
+        let started = Instant::now();
+        let outcome = host.verify(&plugin, grants.clone(), None, "alice", creds);
+        verify_samples.push(started.elapsed());
+        assert!(outcome.is_ok());
+    }
+    let (v50, v99, vmean) = percentiles(verify_samples);
+
     // The same connector logic compiled natively.
     let native_settings = plugin_sdk::Settings {
         avatar: None,
@@ -137,6 +148,7 @@ fn main() {
     );
     println!("  wasm   p50 {w50:>10.2?}  p99 {w99:>10.2?}  mean {wmean:>10.2?}");
     println!("  native p50 {n50:>10.2?}  p99 {n99:>10.2?}  mean {nmean:>10.2?}");
+    println!("  verify p50 {v50:>10.2?}  p99 {v99:>10.2?}  mean {vmean:>10.2?}  (instantiate + near-empty call)");
     println!(
         "  ratio wasm/native: p50 {:.1}x, mean {:.1}x",
         w50.as_secs_f64() / n50.as_secs_f64(),

@@ -50,6 +50,19 @@ pub struct ServeArgs {
     /// Burst per user on authenticated endpoints.
     #[arg(long, env = "GATEWAY_USER_BURST", default_value_t = 200)]
     user_burst: u32,
+    /// Deliveries pushed at once by this process.
+    #[arg(long, env = "GATEWAY_DELIVERY_CONCURRENCY", default_value_t = 32)]
+    delivery_concurrency: usize,
+    /// Seconds a claimed delivery stays leased; after a crash another process
+    /// takes it over once the lease runs out.
+    #[arg(long, env = "GATEWAY_DELIVERY_LEASE_SECS", default_value_t = 60)]
+    delivery_lease_secs: u64,
+    /// Attempts before a failing delivery becomes a dead letter.
+    #[arg(long, env = "GATEWAY_DELIVERY_MAX_ATTEMPTS", default_value_t = 10)]
+    delivery_max_attempts: u32,
+    /// First retry delay in milliseconds (doubles per attempt, with jitter).
+    #[arg(long, env = "GATEWAY_DELIVERY_BACKOFF_MS", default_value_t = 1000)]
+    delivery_backoff_ms: u64,
 }
 
 /// Entry point of the `gateway` binary.
@@ -104,6 +117,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         per_second: args.user_rate,
         burst: args.user_burst,
     };
+    config.delivery.concurrency = args.delivery_concurrency;
+    config.delivery.lease = std::time::Duration::from_secs(args.delivery_lease_secs);
+    config.delivery.max_attempts = args.delivery_max_attempts;
+    config.delivery.backoff_base = std::time::Duration::from_millis(args.delivery_backoff_ms);
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;

@@ -5,6 +5,7 @@
 
 pub mod ejabberd;
 pub mod mock;
+pub mod process;
 pub mod synapse;
 
 use reqwest::{multipart, Client, Response, StatusCode};

@@ -22,6 +22,8 @@ pub enum Reply {
     Status(u16),
     /// `429` with `Retry-After: secs`.
     RetryAfter(u32),
+    /// `200` after a pause (a slow network; deliveries stay in flight).
+    Slow(Duration),
 }
 
 /// One received request.
@@ -114,7 +116,7 @@ async fn answer(
             .or_else(|| script.otherwise.clone())
             .unwrap_or(Reply::Ok);
         let status = match reply {
-            Reply::Ok => 200,
+            Reply::Ok | Reply::Slow(_) => 200,
             Reply::Status(s) => s,
             Reply::RetryAfter(_) => 429,
         };
@@ -125,6 +127,9 @@ async fn answer(
         });
         (reply, status)
     };
+    if let Reply::Slow(pause) = reply {
+        tokio::time::sleep(pause).await;
+    }
     let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     match reply {
         Reply::RetryAfter(secs) => {

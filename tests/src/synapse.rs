@@ -167,6 +167,55 @@ impl Synapse {
         let body: serde_json::Value = r.json().await.expect("json");
         body["access_token"].as_str().expect("token").to_owned()
     }
+
+    /// A client-server API read as the holder of `token`: (status, JSON).
+    async fn read(&self, token: &str, path: &str) -> (reqwest::StatusCode, serde_json::Value) {
+        let r = reqwest::Client::new()
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("read from Synapse");
+        let status = r.status();
+        (status, r.json().await.unwrap_or_default())
+    }
+
+    /// The presence `status_msg` of `user_id` as Synapse holds it.
+    pub async fn status_msg(&self, token: &str, user_id: &str) -> Option<String> {
+        let path = format!("/_matrix/client/v3/presence/{}/status", encode(user_id));
+        let (status, body) = self.read(token, &path).await;
+        assert!(status.is_success(), "GET {path}: {status} {body}");
+        body["status_msg"].as_str().map(str::to_owned)
+    }
+
+    /// The profile `avatar_url` (an `mxc://` URI) of `user_id`, if set.
+    pub async fn avatar_url(&self, token: &str, user_id: &str) -> Option<String> {
+        let path = format!("/_matrix/client/v3/profile/{}", encode(user_id));
+        let (status, body) = self.read(token, &path).await;
+        assert!(status.is_success(), "GET {path}: {status} {body}");
+        body["avatar_url"].as_str().map(str::to_owned)
+    }
+
+    /// The bytes of an `mxc://` media item, as a Matrix client downloads them.
+    pub async fn download(&self, token: &str, mxc: &str) -> Vec<u8> {
+        let media = mxc.strip_prefix("mxc://").expect("an mxc:// URI");
+        let r = reqwest::Client::new()
+            .get(format!(
+                "{}/_matrix/client/v1/media/download/{media}",
+                self.base
+            ))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("download from Synapse");
+        assert!(r.status().is_success(), "download {mxc}: {}", r.status());
+        r.bytes().await.expect("media bytes").to_vec()
+    }
+}
+
+/// A user id as a URL path segment.
+fn encode(user_id: &str) -> String {
+    user_id.replace('@', "%40").replace(':', "%3A")
 }
 
 impl Drop for Synapse {
