@@ -6,11 +6,12 @@
 //! Run: `cargo bench -p gateway --bench host_call` (builds the plugin first).
 #![allow(clippy::expect_used, clippy::unwrap_used, missing_docs)]
 
+mod common;
+
+use common::{percentiles, rss_bytes, webhook_wasm};
 use gateway::host::{Grants, HostLimits, HttpRequest, HttpResponse, PluginHost, Settings};
-use std::path::Path;
-use std::process::Command;
 use std::sync::{Arc, Barrier};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 const CALLS: usize = 10_000;
 
@@ -23,50 +24,12 @@ fn calls() -> usize {
 }
 const IN_FLIGHT: usize = 100;
 
-fn webhook_wasm() -> Vec<u8> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins");
-    // Inside the plugins workspace, so its .cargo/config.toml applies.
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .current_dir(&root)
-        .args([
-            "build",
-            "--release",
-            "--target",
-            "wasm32-wasip2",
-            "-p",
-            "webhook-connector",
-            "--manifest-path",
-        ])
-        .arg(root.join("Cargo.toml"))
-        .status()
-        .expect("cargo");
-    assert!(status.success(), "building the webhook plugin failed");
-    std::fs::read(root.join("target/wasm32-wasip2/release/webhook_connector.wasm")).expect("wasm")
-}
-
 fn ok_response(_: &HttpRequest) -> HttpResponse {
     HttpResponse {
         status: 200,
         headers: vec![("content-type".into(), "text/plain".into())],
         body: b"ok".to_vec(),
     }
-}
-
-fn percentiles(mut samples: Vec<Duration>) -> (Duration, Duration, Duration) {
-    samples.sort();
-    let at = |q: f64| samples[((samples.len() as f64 * q) as usize).min(samples.len() - 1)];
-    let mean = samples.iter().sum::<Duration>() / samples.len() as u32;
-    (at(0.50), at(0.99), mean)
-}
-
-fn rss_bytes() -> usize {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<usize>().ok())
-        .map(|kb| kb * 1024)
-        .unwrap_or(0)
 }
 
 fn main() {
@@ -168,7 +131,7 @@ fn main() {
             }))
     };
     let plugin = parked.load(&wasm, (*grants).clone()).expect("load");
-    let before = rss_bytes();
+    let before = rss_bytes("self");
     let threads: Vec<_> = (0..IN_FLIGHT)
         .map(|_| {
             let (host, plugin, grants, settings) = (
@@ -184,7 +147,7 @@ fn main() {
         })
         .collect();
     entered.wait();
-    let during = rss_bytes();
+    let during = rss_bytes("self");
     release.wait();
     for t in threads {
         t.join().expect("thread");

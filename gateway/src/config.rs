@@ -44,7 +44,8 @@ pub struct Config {
 /// Delivery workers' settings.
 #[derive(Debug, Clone)]
 pub struct DeliveryConfig {
-    /// Deliveries pushed at once by this process.
+    /// Deliveries pushed at once by this process; 0 for an API-only process
+    /// (other processes sharing the database deliver).
     pub concurrency: usize,
     /// How long a claim holds before another process may take the delivery
     /// (must exceed the plugin call deadline).

@@ -12,6 +12,7 @@ use registry_db::{Module, NewModule, Registry, RegistryError};
 use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 /// A connector ready to call: plugin plus the module's grants.
 #[derive(Debug, Clone)]
@@ -70,12 +71,19 @@ pub enum ConnectorsError {
     Internal(String),
 }
 
+/// How long a cached connector is used before its module row is read again
+/// (a newer upload or a removal by another process shows up within this).
+const RECHECK: Duration = Duration::from_secs(1);
+
 /// The gateway's connectors.
 pub struct Connectors {
     host: PluginHost,
     registry: Registry,
     master_key: MasterKey,
-    cache: RwLock<HashMap<String, Arc<Ready>>>,
+    cache: RwLock<HashMap<String, (Arc<Ready>, Instant)>>,
+    /// One compilation at a time: many deliveries to a module not yet loaded
+    /// in this process wait for one compile instead of each compiling.
+    loading: tokio::sync::Mutex<()>,
 }
 
 impl Connectors {
@@ -86,6 +94,7 @@ impl Connectors {
             registry,
             master_key,
             cache: RwLock::new(HashMap::new()),
+            loading: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -120,14 +129,32 @@ impl Connectors {
 
     fn remember(&self, id: &str, ready: Ready) {
         // Replaces the previous version: calls already running keep theirs.
+        self.remember_arc(id, Arc::new(ready));
+    }
+
+    /// Drops a removed module's connector at once in this process (other
+    /// processes notice within [`RECHECK`]).
+    pub fn forget(&self, id: &str) {
         if let Ok(mut cache) = self.cache.write() {
-            cache.insert(id.to_owned(), Arc::new(ready));
+            cache.remove(id);
         }
+    }
+
+    fn cached(&self, module_id: &str) -> Option<(Arc<Ready>, Instant)> {
+        self.cache
+            .read()
+            .ok()
+            .and_then(|c| c.get(module_id).cloned())
     }
 
     /// The current connector of a supported module, compiled on first use
     /// (another gateway process may have uploaded a newer version).
     pub async fn get(&self, module_id: &str) -> Result<Arc<Ready>, ConnectorsError> {
+        if let Some((ready, checked)) = self.cached(module_id) {
+            if checked.elapsed() < RECHECK {
+                return Ok(ready);
+            }
+        }
         let module = match self.registry.module(module_id).await {
             Ok(m) if m.enabled => m,
             Ok(_) | Err(RegistryError::NotFound) => {
@@ -135,13 +162,12 @@ impl Connectors {
             }
             Err(e) => return Err(e.into()),
         };
-        let cached = self
-            .cache
-            .read()
-            .ok()
-            .and_then(|c| c.get(module_id).cloned());
-        if let Some(ready) = cached.filter(|r| r.version == module.version) {
-            return Ok(ready);
+        let _loading = self.loading.lock().await;
+        if let Some((ready, _)) = self.cached(module_id) {
+            if ready.version == module.version {
+                self.remember_arc(module_id, ready.clone());
+                return Ok(ready);
+            }
         }
         let manifest =
             modules::stored_manifest(&module.manifest, &self.master_key).map_err(|reason| {
@@ -157,10 +183,14 @@ impl Connectors {
             .await
             .map_err(|e| ConnectorsError::Internal(e.to_string()))??;
         let ready = Arc::new(Ready::new(version, loaded, &manifest));
-        if let Ok(mut cache) = self.cache.write() {
-            cache.insert(module_id.to_owned(), ready.clone());
-        }
+        self.remember_arc(module_id, ready.clone());
         Ok(ready)
+    }
+
+    fn remember_arc(&self, id: &str, ready: Arc<Ready>) {
+        if let Ok(mut cache) = self.cache.write() {
+            cache.insert(id.to_owned(), (ready, Instant::now()));
+        }
     }
 
     /// Checks an account's credentials with the module's connector.

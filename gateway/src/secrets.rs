@@ -83,7 +83,8 @@ impl MasterKey {
         Ok(MasterKey(key))
     }
 
-    fn to_hex(&self) -> String {
+    /// The key's text form (hex), as written to `<data-dir>/master-key`.
+    pub fn to_hex(&self) -> String {
         hex::encode(self.0)
     }
 

@@ -91,7 +91,7 @@ impl Registry {
         now: DateTime<Utc>,
     ) -> Result<ChangeRecorded> {
         let now_ms = to_millis(now);
-        let mut tx = self.begin_write().await?;
+        let (mut tx, _writer) = self.begin_write().await?;
         if self.backend == Backend::Postgres {
             // One writer per user at a time, so `seq` follows commit order
             // for everything latest-wins compares.

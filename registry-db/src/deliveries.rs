@@ -43,7 +43,7 @@ impl Registry {
                ORDER BY d.next_attempt_at, d.seq LIMIT $4 {skip_locked}) \
              RETURNING {DELIVERY_COLUMNS}"
         );
-        let mut tx = self.begin_write().await?;
+        let (mut tx, _writer) = self.begin_bookkeeping().await?;
         let rows = sqlx::query(&sql)
             .bind(worker)
             .bind(to_millis(lease_until))
@@ -71,7 +71,7 @@ impl Registry {
         now: DateTime<Utc>,
     ) -> Result<AttemptRecorded> {
         let now_ms = to_millis(now);
-        let mut tx = self.begin_write().await?;
+        let (mut tx, _writer) = self.begin_bookkeeping().await?;
         let lock = self.lock_rows();
         let row = sqlx::query(&format!(
             "SELECT seq, binding_id, change_id, settings, status, locked_by \
@@ -264,7 +264,7 @@ impl Registry {
     /// is left to send.
     pub async fn redrive(&self, delivery_id: &str, now: DateTime<Utc>) -> Result<Delivery> {
         let now_ms = to_millis(now);
-        let mut tx = self.begin_write().await?;
+        let (mut tx, _writer) = self.begin_write().await?;
         let lock = self.lock_rows();
         let row = sqlx::query(&format!(
             "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id = $1 {lock}"

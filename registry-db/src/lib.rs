@@ -50,6 +50,9 @@ static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations
 pub struct Registry {
     pool: AnyPool,
     backend: Backend,
+    /// SQLite has one writer at a time; writers of this process queue here
+    /// instead of in SQLite's busy handler, which sleeps and backs off.
+    writer: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Registry {
@@ -80,7 +83,11 @@ impl Registry {
             })
             .connect(&url)
             .await?;
-        let registry = Registry { pool, backend };
+        let registry = Registry {
+            pool,
+            backend,
+            writer: Default::default(),
+        };
         registry.migrate().await?;
         Ok(registry)
     }
@@ -95,11 +102,39 @@ impl Registry {
 
     /// A transaction that will write. SQLite takes the write lock up front,
     /// so a transaction that reads first cannot fail to upgrade later.
-    pub(crate) async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
+    /// Keep the returned guard until the transaction ends.
+    pub(crate) async fn begin_write(
+        &self,
+    ) -> Result<(
+        sqlx::Transaction<'static, sqlx::Any>,
+        Option<tokio::sync::OwnedMutexGuard<()>>,
+    )> {
         Ok(match self.backend {
-            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
-            Backend::Postgres => self.pool.begin().await?,
+            Backend::Sqlite => {
+                let guard = self.writer.clone().lock_owned().await;
+                (self.pool.begin_with("BEGIN IMMEDIATE").await?, Some(guard))
+            }
+            Backend::Postgres => (self.pool.begin().await?, None),
         })
+    }
+
+    /// A write transaction whose commit need not wait for the WAL flush: for
+    /// delivery bookkeeping, where a commit lost with a database crash only
+    /// means a delivery is claimed and pushed again (at-least-once). Change
+    /// reports never use it: their `202` promises durability.
+    pub(crate) async fn begin_bookkeeping(
+        &self,
+    ) -> Result<(
+        sqlx::Transaction<'static, sqlx::Any>,
+        Option<tokio::sync::OwnedMutexGuard<()>>,
+    )> {
+        let (mut tx, guard) = self.begin_write().await?;
+        if self.backend == Backend::Postgres {
+            sqlx::query("SET LOCAL synchronous_commit = off")
+                .execute(&mut *tx)
+                .await?;
+        }
+        Ok((tx, guard))
     }
 
     /// Row locking for a read-then-write inside a transaction (SQLite's

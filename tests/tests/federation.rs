@@ -492,3 +492,38 @@ async fn oversized_media_is_refused() {
         .unwrap();
     expect_error(r, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_are_retried_and_pushes_never_exceed_the_module_rate() {
+    let gw = gateway().await;
+    let token = gw.user_token("alice").await;
+    let (source, alpha) = (MockNetwork::start().await, MockNetwork::start().await);
+    module(&gw, &source, "source").await;
+    let (per_second, burst) = (4, 2);
+    let r = gw
+        .upload_module(&alpha.manifest("alpha", per_second, burst), &webhook())
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    bind(&gw, &token, "source", "a@source").await;
+    for i in 0..12 {
+        bind(&gw, &token, "alpha", &format!("a{i}@alpha")).await;
+    }
+    alpha.then([Reply::Status(500), Reply::RetryAfter(1), Reply::Status(503)]);
+    let (_, receipt) = report(&gw, &token, "source", json!({"signature": "rated"}), None).await;
+    let change = settled(&gw, &token, receipt["id"].as_str().unwrap()).await;
+    assert_eq!(change["status"], "delivered", "{change}");
+    assert_eq!(change["targets"].as_array().unwrap().len(), 12);
+    let hits = alpha.hits();
+    assert_eq!(hits.len(), 15, "12 pushes plus the 3 faults");
+    assert_eq!(alpha.accepted().len(), 12);
+    for (i, first) in hits.iter().enumerate() {
+        let in_window = hits[i..]
+            .iter()
+            .filter(|h| h.at.duration_since(first.at) < Duration::from_secs(1))
+            .count();
+        assert!(
+            in_window <= (per_second + burst) as usize,
+            "{in_window} requests within one second of request {i}"
+        );
+    }
+}

@@ -24,9 +24,13 @@ const DRAIN_GRACE: Duration = Duration::from_secs(10);
 
 /// Claims and pushes deliveries until `stop` turns true, then finishes the
 /// pushes in flight (up to a grace period).
+/// A concurrency of 0 makes an API-only process that delivers nothing.
 pub async fn run(federation: Arc<Federation>, mut stop: watch::Receiver<bool>) {
+    if federation.config.concurrency == 0 {
+        return;
+    }
     let worker: Arc<str> = Arc::from(format!("gw-{}", uuid::Uuid::new_v4()));
-    let permits = Arc::new(Semaphore::new(federation.config.concurrency.max(1)));
+    let permits = Arc::new(Semaphore::new(federation.config.concurrency));
     let mut tasks = JoinSet::new();
     let mut depth_checked = tokio::time::Instant::now();
     while !*stop.borrow() {
@@ -65,11 +69,24 @@ pub async fn run(federation: Arc<Federation>, mut stop: watch::Receiver<bool>) {
             }
         }
         if claimed_all {
-            // More may be due: claim again as soon as a slot frees.
+            // More may be due: claim again as soon as a slot frees, for every
+            // slot freed by then (one claim per batch, not per delivery).
             tokio::select! {
                 _ = tasks.join_next(), if !tasks.is_empty() => {}
                 _ = stop.changed() => {}
             }
+            // A claim scans the queue: let a few more slots free up first.
+            let batch = (federation.config.concurrency / 4).max(1);
+            let gather = tokio::time::sleep(Duration::from_millis(5));
+            tokio::pin!(gather);
+            while permits.available_permits() < batch {
+                tokio::select! {
+                    _ = tasks.join_next(), if !tasks.is_empty() => {}
+                    _ = &mut gather => break,
+                    _ = stop.changed() => break,
+                }
+            }
+            while tasks.try_join_next().is_some() {}
             continue;
         }
         tokio::select! {

@@ -184,6 +184,7 @@ pub async fn delete_module(
         }
         Err(e) => return Err(e.into()),
     }
+    state.connectors.forget(&id);
     audit(&state, "admin", "module.delete", &id, serde_json::json!({})).await;
     Ok(StatusCode::NO_CONTENT)
 }
