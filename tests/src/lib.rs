@@ -184,6 +184,20 @@ impl TestGateway {
         req.send().await.expect("request")
     }
 
+    /// The change `id` once every target is final (`status` no longer `pending`).
+    pub async fn settled(&self, token: &str, id: &str) -> Value {
+        let path = format!("/v1/changes/{id}");
+        mock::eventually(
+            &format!("{path} to settle"),
+            std::time::Duration::from_secs(120),
+            || async {
+                let change = self.get_json(&path, Some(token)).await;
+                (change["status"] != "pending").then_some(change)
+            },
+        )
+        .await
+    }
+
     /// Registers `name` with a fixed password and returns a session token.
     pub async fn user_token(&self, name: &str) -> String {
         let creds = json!({"username": name, "password": "correct horse battery"});
@@ -216,6 +230,16 @@ impl TestGateway {
             .await
             .expect("upload")
     }
+}
+
+/// The target of `module` in a change as `GET /v1/changes/{id}` shows it.
+pub fn target<'a>(change: &'a Value, module: &str) -> &'a Value {
+    change["targets"]
+        .as_array()
+        .expect("targets")
+        .iter()
+        .find(|t| t["module"] == module)
+        .unwrap_or_else(|| panic!("no target {module} in {change}"))
 }
 
 /// A manifest for module `id` (the webhook connector's config shape).

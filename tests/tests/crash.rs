@@ -294,10 +294,5 @@ fn pushes_with_counts(mock: &MockNetwork, tag: &str) -> HashMap<String, usize> {
 }
 
 fn hex_key() -> String {
-    use std::fmt::Write;
-    let bytes: [u8; 32] = std::array::from_fn(|i| (i as u8).wrapping_mul(37).wrapping_add(11));
-    bytes.iter().fold(String::new(), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    gateway::secrets::MasterKey::generate().to_hex()
 }

@@ -5,7 +5,7 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use e2e_tests::mock::{eventually, MockNetwork, Reply};
-use e2e_tests::{expect_error, webhook, TestGateway, TINY_PNG};
+use e2e_tests::{expect_error, target, webhook, TestGateway, TINY_PNG};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -66,20 +66,7 @@ async fn report(
 
 /// The change once every target is final.
 async fn settled(gw: &TestGateway, token: &str, id: &str) -> Value {
-    eventually(&format!("change {id} to settle"), WAIT, || async {
-        let change = gw.get_json(&format!("/v1/changes/{id}"), Some(token)).await;
-        (change["status"] != "pending").then_some(change)
-    })
-    .await
-}
-
-fn target<'a>(change: &'a Value, module: &str) -> &'a Value {
-    change["targets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["module"] == module)
-        .unwrap_or_else(|| panic!("no target {module} in {change}"))
+    gw.settled(token, id).await
 }
 
 /// A user with bindings of `source` and every module in `targets`, each

@@ -10,7 +10,7 @@ use base64::Engine;
 use e2e_tests::ejabberd::Ejabberd;
 use e2e_tests::mock::{eventually, MockNetwork};
 use e2e_tests::synapse::Synapse;
-use e2e_tests::{plugin, webhook, TestGateway};
+use e2e_tests::{plugin, target, webhook, TestGateway};
 use image::{ImageFormat, RgbImage};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -93,21 +93,7 @@ async fn report(gw: &TestGateway, token: &str, module: &str, settings: Value) ->
 
 /// The change once every target is final.
 async fn settled(gw: &TestGateway, token: &str, receipt: &Value) -> Value {
-    let path = format!("/v1/changes/{}", receipt["id"].as_str().unwrap());
-    eventually(&format!("{path} to settle"), WAIT, || async {
-        let change = gw.get_json(&path, Some(token)).await;
-        (change["status"] != "pending").then_some(change)
-    })
-    .await
-}
-
-fn target<'a>(change: &'a Value, module: &str) -> &'a Value {
-    change["targets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["module"] == module)
-        .unwrap_or_else(|| panic!("no target {module} in {change}"))
+    gw.settled(token, receipt["id"].as_str().unwrap()).await
 }
 
 fn names(list: &Value) -> Vec<&str> {
