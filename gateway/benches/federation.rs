@@ -239,6 +239,7 @@ async fn throughput(label: &str, url: &str, users: usize, wasm: &[u8]) {
     let client = reqwest::Client::new();
 
     // Ingest on an API-only node: nothing is delivered meanwhile.
+    eprintln!("{label}: ingest of {users} changes");
     let started = Instant::now();
     futures::stream::iter(tokens.iter().enumerate())
         .map(|(i, t)| post_change(&client, &api.base, t, format!("bulk-{i}")))
@@ -247,6 +248,22 @@ async fn throughput(label: &str, url: &str, users: usize, wasm: &[u8]) {
         .await;
     let ingest = users as f64 / started.elapsed().as_secs_f64();
     let deliveries = users * 2;
+
+    // The ceiling this machine puts on any authenticated request: the same
+    // clients reading `GET /v1/profile` (session check plus one read).
+    let started = Instant::now();
+    futures::stream::iter(tokens.iter())
+        .map(|t| {
+            let request = client
+                .get(format!("{}/v1/profile", api.base))
+                .bearer_auth(t)
+                .send();
+            async move { assert_eq!(request.await.unwrap().status(), 200) }
+        })
+        .buffer_unordered(64)
+        .collect::<Vec<_>>()
+        .await;
+    let reads = users as f64 / started.elapsed().as_secs_f64();
 
     // A delivering node drains the queue.
     let dir2 = tempfile::tempdir().unwrap();
@@ -262,6 +279,7 @@ async fn throughput(label: &str, url: &str, users: usize, wasm: &[u8]) {
     let persisted = started.elapsed();
 
     // 500 changes/s for 5 s with delivery running: commit -> first push.
+    eprintln!("{label}: pacing 500 changes/s for 5 s");
     let mut answered = HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_millis(2));
     let mut inflight = futures::stream::FuturesUnordered::new();
@@ -294,6 +312,7 @@ async fn throughput(label: &str, url: &str, users: usize, wasm: &[u8]) {
     let (p50, p99, _) = percentiles(latencies.clone());
     println!("{label}:");
     println!("  ingest:   {ingest:>8.0} changes/s ({users} changes, 2 targets each, 64 clients)");
+    println!("  (ceiling: {reads:>8.0} authenticated GET /v1/profile/s, same clients)");
     println!(
         "  delivery: {:>8.0} deliveries/s pushed ({deliveries} in {drain:.2?}), {:.0}/s with every outcome persisted ({persisted:.2?})",
         deliveries as f64 / drain.as_secs_f64(),

@@ -3,7 +3,8 @@
 //! module version. Neither HTTP nor SQL lives here.
 
 use crate::host::{
-    CallError, Grants, InvalidPlugin, LoadedPlugin, PluginHost, PushOutcome, Settings,
+    CallError, Description, Grants, InvalidPlugin, LoadedPlugin, Pacing, PluginHost, PushOutcome,
+    Settings,
 };
 use crate::modules::{self, Manifest};
 use crate::secrets::MasterKey;
@@ -84,7 +85,13 @@ pub struct Connectors {
     /// One compilation at a time: many deliveries to a module not yet loaded
     /// in this process wait for one compile instead of each compiling.
     loading: tokio::sync::Mutex<()>,
+    /// The supported modules with their descriptions, read at most every
+    /// [`RECHECK`] (every change report needs them).
+    library: RwLock<Option<(Arc<Library>, Instant)>>,
 }
+
+/// Supported module ids with what each connector said about itself.
+pub type Library = HashMap<String, Option<Description>>;
 
 impl Connectors {
     /// Wraps the host and the registry.
@@ -95,6 +102,7 @@ impl Connectors {
             master_key,
             cache: RwLock::new(HashMap::new()),
             loading: tokio::sync::Mutex::new(()),
+            library: RwLock::new(None),
         }
     }
 
@@ -124,6 +132,7 @@ impl Connectors {
         };
         let module = self.registry.upsert_module(new, chrono::Utc::now()).await?;
         self.remember(&module.id, Ready::new(module.version, loaded, &manifest));
+        self.forget_library();
         Ok(module)
     }
 
@@ -138,6 +147,40 @@ impl Connectors {
         if let Ok(mut cache) = self.cache.write() {
             cache.remove(id);
         }
+        self.forget_library();
+    }
+
+    fn forget_library(&self) {
+        if let Ok(mut library) = self.library.write() {
+            *library = None;
+        }
+    }
+
+    /// The supported modules and their descriptions (changes made by another
+    /// process show up within [`RECHECK`]).
+    pub async fn library(&self) -> Result<Arc<Library>, RegistryError> {
+        if let Some((library, read)) = self.library.read().ok().and_then(|l| l.clone()) {
+            if read.elapsed() < RECHECK {
+                return Ok(library);
+            }
+        }
+        let library: Arc<Library> = Arc::new(
+            self.registry
+                .list_modules(false)
+                .await?
+                .into_iter()
+                .map(|m| {
+                    let description = m
+                        .description
+                        .and_then(|d| serde_json::from_value::<Description>(d).ok());
+                    (m.id, description)
+                })
+                .collect(),
+        );
+        if let Ok(mut cached) = self.library.write() {
+            *cached = Some((library.clone(), Instant::now()));
+        }
+        Ok(library)
     }
 
     fn cached(&self, module_id: &str) -> Option<(Arc<Ready>, Instant)> {
@@ -216,20 +259,48 @@ impl Connectors {
         .map_err(|e| ConnectorsError::Internal(e.to_string()))
     }
 
-    /// Pushes settings to an account through a connector from [`Connectors::get`].
+    /// Reads an account's current settings through the module's connector.
+    pub async fn fetch(
+        &self,
+        module_id: &str,
+        login: &str,
+        credentials_json: String,
+    ) -> Result<Result<Settings, CallError>, ConnectorsError> {
+        let ready = self.get(module_id).await?;
+        let host = self.host.clone();
+        let login = login.to_owned();
+        tokio::task::spawn_blocking(move || {
+            host.fetch(
+                &ready.plugin,
+                ready.grants.clone(),
+                &login,
+                &credentials_json,
+            )
+        })
+        .await
+        .map_err(|e| ConnectorsError::Internal(e.to_string()))
+    }
+
+    /// Pushes settings to an account through a connector from
+    /// [`Connectors::get`]; `prepaid` when the caller already took the first
+    /// request's token from `ready.limiter`.
     pub async fn push(
         &self,
         ready: Arc<Ready>,
         login: String,
         credentials_json: String,
         settings: Settings,
+        prepaid: bool,
     ) -> Result<Result<PushOutcome, CallError>, ConnectorsError> {
         let host = self.host.clone();
         tokio::task::spawn_blocking(move || {
             host.push(
                 &ready.plugin,
                 ready.grants.clone(),
-                ready.limiter.clone(),
+                Pacing {
+                    limiter: ready.limiter.clone(),
+                    prepaid,
+                },
                 &login,
                 &credentials_json,
                 &settings,

@@ -74,6 +74,25 @@ impl Registry {
         binding_from_row(&row)
     }
 
+    /// Bindings by id, whoever they belong to (the delivery workers read
+    /// the targets of a claimed batch at once). Missing ids are left out.
+    pub async fn bindings_by_id(&self, ids: &[&str]) -> Result<Vec<Binding>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let placeholders: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT {BINDING_COLUMNS} FROM bindings WHERE id IN ({})",
+            placeholders.join(", ")
+        );
+        let mut query = sqlx::query(&sql);
+        for id in ids {
+            query = query.bind(*id);
+        }
+        let rows = query.fetch_all(&self.pool).await?;
+        rows.iter().map(binding_from_row).collect()
+    }
+
     /// Removes one of the user's bindings.
     pub async fn delete_binding(&self, user_id: &str, id: &str) -> Result<()> {
         let done = sqlx::query("DELETE FROM bindings WHERE user_id = $1 AND id = $2")

@@ -10,6 +10,7 @@ use crate::{
 use chrono::{DateTime, Utc};
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
+use std::collections::{HashMap, HashSet};
 
 pub(crate) const DELIVERY_COLUMNS: &str = "seq, id, change_id, user_id, binding_id, module_id, \
      account, settings, status, attempts, last_error, applied_fields, truncated_fields, \
@@ -90,109 +91,199 @@ impl Registry {
         new: NewChange,
         now: DateTime<Utc>,
     ) -> Result<ChangeRecorded> {
+        self.record_changes(vec![new], now)
+            .await?
+            .pop()
+            .ok_or(RegistryError::NotFound)
+    }
+
+    /// [`Registry::record_change`] for several reports in one transaction
+    /// (group commit), in order: a later report in the batch supersedes an
+    /// earlier one exactly as if it had come in its own transaction. On an
+    /// error nothing of the batch is stored.
+    pub async fn record_changes(
+        &self,
+        batch: Vec<NewChange>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<ChangeRecorded>> {
         let now_ms = to_millis(now);
         let (mut tx, _writer) = self.begin_write().await?;
         if self.backend == Backend::Postgres {
             // One writer per user at a time, so `seq` follows commit order
-            // for everything latest-wins compares.
-            sqlx::query("SELECT id FROM users WHERE id = $1 FOR UPDATE")
-                .bind(&new.user_id)
-                .execute(&mut *tx)
-                .await?;
+            // for everything latest-wins compares. Locked in id order: two
+            // batches never wait on each other in a cycle.
+            let mut users: Vec<&str> = batch.iter().map(|c| c.user_id.as_str()).collect();
+            users.sort_unstable();
+            users.dedup();
+            let placeholders: Vec<String> = (1..=users.len()).map(|i| format!("${i}")).collect();
+            let sql = format!(
+                "SELECT id FROM users WHERE id IN ({}) ORDER BY id FOR UPDATE",
+                placeholders.join(", ")
+            );
+            let mut lock = sqlx::query(&sql);
+            for user in users {
+                lock = lock.bind(user);
+            }
+            lock.execute(&mut *tx).await?;
         }
-        if let Some((key, answer)) = &new.idempotency {
-            let inserted = sqlx::query(
-                "INSERT INTO idempotency_keys (user_id, key, status_code, response, created_at) \
-                 VALUES ($1, $2, $3, $4, $5)",
-            )
-            .bind(&new.user_id)
-            .bind(key)
-            .bind(i64::from(answer.status_code))
-            .bind(serde_json::to_string(&answer.body)?)
-            .bind(now_ms)
-            .execute(&mut *tx)
-            .await;
-            match inserted.map_err(RegistryError::from) {
-                Ok(_) => {}
-                Err(RegistryError::Conflict { .. }) => {
-                    drop(tx);
-                    return self
-                        .idempotent_answer(&new.user_id, key)
-                        .await?
-                        .map(ChangeRecorded::Replayed)
-                        .ok_or(RegistryError::NotFound);
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        let settings = settings_text(&new.settings)?;
-        let seq: i64 = sqlx::query_scalar(
-            "INSERT INTO changes (id, user_id, module_id, binding_id, settings, status, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING seq",
-        )
-        .bind(&new.id)
-        .bind(&new.user_id)
-        .bind(&new.module_id)
-        .bind(&new.binding_id)
-        .bind(&settings)
-        .bind(if new.suppressed { "suppressed" } else { "active" })
-        .bind(now_ms)
-        .fetch_one(&mut *tx)
-        .await?;
-        if !new.suppressed {
-            for source in &new.sources {
-                forget_reported_fields(&mut tx, source, &new, now_ms).await?;
-            }
-            for target in &new.targets {
-                let mut merged = SettingsMap::new();
-                for (id, older) in unclaimed_open(&mut tx, &target.binding_id, now_ms).await? {
-                    if supersede(&mut tx, &id, &new.id, now_ms).await? {
-                        merged.extend(older);
-                    }
-                }
-                merged.extend(new.settings.clone());
-                sqlx::query(
-                    "INSERT INTO deliveries (id, change_id, change_seq, user_id, binding_id, \
-                     module_id, account, settings, status, attempts, dead, next_attempt_at, \
-                     created_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', 0, 0, $9, $9, $9)",
-                )
-                .bind(&target.id)
-                .bind(&new.id)
-                .bind(seq)
-                .bind(&new.user_id)
-                .bind(&target.binding_id)
-                .bind(&target.module_id)
-                .bind(&target.account)
-                .bind(settings_text(&merged)?)
-                .bind(now_ms)
-                .execute(&mut *tx)
-                .await?;
-            }
-            let current: Option<String> =
-                sqlx::query_scalar("SELECT settings FROM profiles WHERE user_id = $1")
-                    .bind(&new.user_id)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            let mut profile = current
-                .as_deref()
-                .map(settings_from_text)
-                .transpose()?
-                .unwrap_or_default();
-            profile.extend(new.settings.clone());
-            sqlx::query(
-                "INSERT INTO profiles (user_id, settings, updated_at) VALUES ($1, $2, $3) \
-                 ON CONFLICT (user_id) DO UPDATE SET settings = excluded.settings, \
-                 updated_at = excluded.updated_at",
-            )
-            .bind(&new.user_id)
-            .bind(settings_text(&profile)?)
-            .bind(now_ms)
-            .execute(&mut *tx)
-            .await?;
+        let mut recorded = Vec::with_capacity(batch.len());
+        for round in rounds(batch) {
+            recorded.extend(self.record_round(&mut tx, round, now_ms).await?);
         }
         tx.commit().await?;
-        Ok(ChangeRecorded::Created { seq })
+        Ok(recorded)
+    }
+
+    /// Records changes of distinct users with a few multi-row statements
+    /// (no two of them touch the same bindings, so their order within the
+    /// round does not matter).
+    async fn record_round(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        round: Vec<NewChange>,
+        now_ms: i64,
+    ) -> Result<Vec<ChangeRecorded>> {
+        let mut recorded: Vec<Option<ChangeRecorded>> = vec![None; round.len()];
+        // Idempotency keys first: a repeated one answers the first answer
+        // and takes no further part.
+        let keyed: Vec<(usize, &str, &StoredAnswer)> = round
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| c.idempotency.as_ref().map(|(k, a)| (i, k.as_str(), a)))
+            .collect();
+        if !keyed.is_empty() {
+            let sql = format!(
+                "INSERT INTO idempotency_keys (user_id, key, status_code, response, created_at) \
+                 VALUES {} ON CONFLICT DO NOTHING RETURNING user_id",
+                rows(keyed.len(), 4, 2, &["$1"])
+            );
+            let mut query = sqlx::query(&sql).bind(now_ms);
+            for (i, key, answer) in &keyed {
+                query = query
+                    .bind(round[*i].user_id.as_str())
+                    .bind(*key)
+                    .bind(i64::from(answer.status_code))
+                    .bind(serde_json::to_string(&answer.body)?);
+            }
+            let fresh: HashSet<String> = query
+                .fetch_all(&mut **tx)
+                .await?
+                .iter()
+                .map(|row| row.try_get("user_id"))
+                .collect::<std::result::Result<_, _>>()?;
+            for (i, key, _) in &keyed {
+                let user = &round[*i].user_id;
+                if !fresh.contains(user) {
+                    let first = stored_answer(&mut **tx, user, key)
+                        .await?
+                        .ok_or(RegistryError::NotFound)?;
+                    recorded[*i] = Some(ChangeRecorded::Replayed(first));
+                }
+            }
+        }
+        let new: Vec<(usize, &NewChange)> = round
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| recorded[*i].is_none())
+            .collect();
+        if new.is_empty() {
+            return Ok(recorded.into_iter().flatten().collect());
+        }
+        let texts: Vec<String> = new
+            .iter()
+            .map(|(_, c)| settings_text(&c.settings))
+            .collect::<Result<_>>()?;
+        let sql = format!(
+            "INSERT INTO changes (id, user_id, module_id, binding_id, settings, status, \
+             created_at) VALUES {} RETURNING id, seq",
+            rows(new.len(), 6, 2, &["$1"])
+        );
+        let mut query = sqlx::query(&sql).bind(now_ms);
+        for ((_, c), text) in new.iter().zip(&texts) {
+            query = query
+                .bind(c.id.as_str())
+                .bind(c.user_id.as_str())
+                .bind(c.module_id.as_str())
+                .bind(c.binding_id.as_deref())
+                .bind(text.as_str())
+                .bind(if c.suppressed { "suppressed" } else { "active" });
+        }
+        let seqs: HashMap<String, i64> = query
+            .fetch_all(&mut **tx)
+            .await?
+            .iter()
+            .map(|row| Ok((row.try_get("id")?, row.try_get("seq")?)))
+            .collect::<Result<_>>()?;
+        let seq_of = |c: &NewChange| {
+            seqs.get(&c.id)
+                .copied()
+                .ok_or_else(|| RegistryError::Corrupt(format!("change {} got no seq", c.id)))
+        };
+        for (i, c) in &new {
+            recorded[*i] = Some(ChangeRecorded::Created { seq: seq_of(c)? });
+        }
+        let active: Vec<(&NewChange, &String)> = new
+            .iter()
+            .zip(&texts)
+            .filter(|((_, c), _)| !c.suppressed)
+            .map(|((_, c), text)| (*c, text))
+            .collect();
+        if !active.is_empty() {
+            let changes: Vec<&NewChange> = active.iter().map(|(c, _)| *c).collect();
+            forget_reported_fields(self.backend, tx, &changes, now_ms).await?;
+            let mut older = supersede_unclaimed(tx, &changes, now_ms).await?;
+            let mut deliveries = Vec::new();
+            for c in &changes {
+                let seq = seq_of(c)?;
+                for target in &c.targets {
+                    let mut merged = older.remove(&target.binding_id).unwrap_or_default();
+                    merged.extend(c.settings.clone());
+                    deliveries.push((*c, target, seq, settings_text(&merged)?));
+                }
+            }
+            for chunk in deliveries.chunks(ROWS_PER_STATEMENT) {
+                let sql = format!(
+                    "INSERT INTO deliveries (id, change_id, change_seq, user_id, binding_id, \
+                     module_id, account, settings, status, attempts, dead, next_attempt_at, \
+                     created_at, updated_at) VALUES {}",
+                    rows(
+                        chunk.len(),
+                        8,
+                        2,
+                        &["'pending'", "0", "0", "$1", "$1", "$1"]
+                    )
+                );
+                let mut query = sqlx::query(&sql).bind(now_ms);
+                for (c, target, seq, text) in chunk {
+                    query = query
+                        .bind(target.id.as_str())
+                        .bind(c.id.as_str())
+                        .bind(*seq)
+                        .bind(c.user_id.as_str())
+                        .bind(target.binding_id.as_str())
+                        .bind(target.module_id.as_str())
+                        .bind(target.account.as_str())
+                        .bind(text.as_str());
+                }
+                query.execute(&mut **tx).await?;
+            }
+            let merge = match self.backend {
+                Backend::Sqlite => "json_patch(profiles.settings, excluded.settings)",
+                Backend::Postgres => "(profiles.settings::jsonb || excluded.settings::jsonb)::text",
+            };
+            let sql = format!(
+                "INSERT INTO profiles (user_id, settings, updated_at) VALUES {} \
+                 ON CONFLICT (user_id) DO UPDATE SET settings = {merge}, \
+                 updated_at = excluded.updated_at",
+                rows(active.len(), 2, 2, &["$1"])
+            );
+            let mut query = sqlx::query(&sql).bind(now_ms);
+            for (c, text) in &active {
+                query = query.bind(c.user_id.as_str()).bind(text.as_str());
+            }
+            query.execute(&mut **tx).await?;
+        }
+        Ok(recorded.into_iter().flatten().collect())
     }
 
     /// The answer stored under a user's `Idempotency-Key`, if any.
@@ -201,22 +292,7 @@ impl Registry {
         user_id: &str,
         key: &str,
     ) -> Result<Option<StoredAnswer>> {
-        let row = sqlx::query(
-            "SELECT status_code, response FROM idempotency_keys WHERE user_id = $1 AND key = $2",
-        )
-        .bind(user_id)
-        .bind(key)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|row| {
-            let code: i64 = row.try_get("status_code")?;
-            Ok(StoredAnswer {
-                status_code: u16::try_from(code)
-                    .map_err(|_| RegistryError::Corrupt(format!("status code {code}")))?,
-                body: serde_json::from_str(&row.try_get::<String, _>("response")?)?,
-            })
-        })
-        .transpose()
+        stored_answer(&self.pool, user_id, key).await
     }
 
     /// One of the user's changes with its targets; `NotFound` for another
@@ -290,6 +366,29 @@ impl Registry {
     }
 }
 
+async fn stored_answer<'e>(
+    executor: impl sqlx::Executor<'e, Database = Any>,
+    user_id: &str,
+    key: &str,
+) -> Result<Option<StoredAnswer>> {
+    let row = sqlx::query(
+        "SELECT status_code, response FROM idempotency_keys WHERE user_id = $1 AND key = $2",
+    )
+    .bind(user_id)
+    .bind(key)
+    .fetch_optional(executor)
+    .await?;
+    row.map(|row| {
+        let code: i64 = row.try_get("status_code")?;
+        Ok(StoredAnswer {
+            status_code: u16::try_from(code)
+                .map_err(|_| RegistryError::Corrupt(format!("status code {code}")))?,
+            body: serde_json::from_str(&row.try_get::<String, _>("response")?)?,
+        })
+    })
+    .transpose()
+}
+
 /// Unclaimed open deliveries to a binding, oldest first, with their settings.
 pub(crate) async fn unclaimed_open(
     tx: &mut Transaction<'static, Any>,
@@ -315,6 +414,96 @@ pub(crate) async fn unclaimed_open(
         .collect()
 }
 
+/// Rows per multi-row statement (keeps far below the engines' parameter
+/// limits).
+const ROWS_PER_STATEMENT: usize = 1000;
+
+/// `($first, $first+1, ..), (..)`: `rows` tuples of `per_row` parameters,
+/// each followed by the `extra` SQL expressions.
+fn rows(rows: usize, per_row: usize, first: usize, extra: &[&str]) -> String {
+    (0..rows)
+        .map(|r| {
+            let params = (0..per_row).map(|c| format!("${}", first + r * per_row + c));
+            let values: Vec<String> = params
+                .chain(extra.iter().map(|e| (*e).to_owned()))
+                .collect();
+            format!("({})", values.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Splits a batch, in order, into rounds in which each user appears once.
+fn rounds(batch: Vec<NewChange>) -> Vec<Vec<NewChange>> {
+    let mut rounds: Vec<(HashSet<String>, Vec<NewChange>)> = Vec::new();
+    for change in batch {
+        // After the last round holding this user, so the user's changes
+        // keep their order.
+        let after = rounds
+            .iter()
+            .rposition(|(users, _)| users.contains(&change.user_id))
+            .map_or(0, |i| i + 1);
+        if after == rounds.len() {
+            rounds.push((HashSet::new(), Vec::new()));
+        }
+        let (users, changes) = &mut rounds[after];
+        users.insert(change.user_id.clone());
+        changes.push(change);
+    }
+    rounds.into_iter().map(|(_, changes)| changes).collect()
+}
+
+/// Marks every unclaimed open delivery to the changes' targets superseded
+/// by the change now targeting that binding, and answers their settings
+/// merged per binding, oldest first (the new deliveries carry them on).
+async fn supersede_unclaimed(
+    tx: &mut Transaction<'static, Any>,
+    changes: &[&NewChange],
+    now_ms: i64,
+) -> Result<HashMap<String, SettingsMap>> {
+    let targets: Vec<(&str, &str)> = changes
+        .iter()
+        .flat_map(|c| {
+            c.targets
+                .iter()
+                .map(|t| (t.binding_id.as_str(), c.id.as_str()))
+        })
+        .collect();
+    let mut older: Vec<(String, i64, SettingsMap)> = Vec::new();
+    for chunk in targets.chunks(ROWS_PER_STATEMENT) {
+        let cases: String = (0..chunk.len())
+            .map(|i| format!(" WHEN ${} THEN ${}", 2 * i + 2, 2 * i + 3))
+            .collect();
+        let ids: Vec<String> = (0..chunk.len())
+            .map(|i| format!("${}", 2 * i + 2))
+            .collect();
+        let sql = format!(
+            "UPDATE deliveries SET status = 'superseded', \
+             superseded_by = CASE binding_id{cases} END, updated_at = $1 \
+             WHERE binding_id IN ({}) AND status IN ('pending', 'retrying') \
+             AND (locked_until IS NULL OR locked_until < $1) RETURNING binding_id, seq, settings",
+            ids.join(", ")
+        );
+        let mut query = sqlx::query(&sql).bind(now_ms);
+        for (binding, change) in chunk {
+            query = query.bind(*binding).bind(*change);
+        }
+        for row in query.fetch_all(&mut **tx).await? {
+            older.push((
+                row.try_get("binding_id")?,
+                row.try_get("seq")?,
+                settings_from_text(&row.try_get::<String, _>("settings")?)?,
+            ));
+        }
+    }
+    older.sort_by_key(|(_, seq, _)| *seq);
+    let mut merged: HashMap<String, SettingsMap> = HashMap::new();
+    for (binding, _, settings) in older {
+        merged.entry(binding).or_default().extend(settings);
+    }
+    Ok(merged)
+}
+
 /// Marks a delivery superseded by `change_id` if no worker claimed it
 /// meanwhile; false when it was claimed (it then goes out first).
 async fn supersede(
@@ -336,47 +525,96 @@ async fn supersede(
     Ok(done.rows_affected() > 0)
 }
 
-/// The network of `binding_id` reported these fields itself: pending older
-/// values for them must not overwrite it, and what the gateway once applied
-/// there is no longer what it holds.
+/// The networks of the changes' sources reported these fields themselves:
+/// pending older values for them must not overwrite them, and what the
+/// gateway once applied there no longer holds for those fields.
 async fn forget_reported_fields(
+    backend: Backend,
     tx: &mut Transaction<'static, Any>,
-    binding_id: &str,
-    change: &NewChange,
+    changes: &[&NewChange],
     now_ms: i64,
 ) -> Result<()> {
-    for (id, mut older) in unclaimed_open(tx, binding_id, now_ms).await? {
-        older.retain(|field, _| !change.settings.contains_key(field));
-        if older.is_empty() {
-            supersede(tx, &id, &change.id, now_ms).await?;
-        } else {
-            let sql = format!(
-                "UPDATE deliveries SET settings = $3, updated_at = $2 WHERE id = $1 AND {UNCLAIMED_OPEN}"
-            );
-            sqlx::query(&sql)
-                .bind(&id)
-                .bind(now_ms)
-                .bind(settings_text(&older)?)
-                .execute(&mut **tx)
-                .await?;
+    let reported: HashMap<&str, &NewChange> = changes
+        .iter()
+        .flat_map(|c| c.sources.iter().map(move |s| (s.as_str(), *c)))
+        .collect();
+    let sources: Vec<&str> = reported.keys().copied().collect();
+    for chunk in sources.chunks(ROWS_PER_STATEMENT) {
+        let ids: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
+        let sql = format!(
+            "SELECT id, binding_id, settings FROM deliveries WHERE binding_id IN ({}) \
+             AND status IN ('pending', 'retrying') AND (locked_until IS NULL OR locked_until < $1)",
+            ids.join(", ")
+        );
+        let mut query = sqlx::query(&sql).bind(now_ms);
+        for id in chunk {
+            query = query.bind(*id);
+        }
+        for row in query.fetch_all(&mut **tx).await? {
+            let id: String = row.try_get("id")?;
+            let binding: String = row.try_get("binding_id")?;
+            let Some(change) = reported.get(binding.as_str()) else {
+                continue;
+            };
+            let mut older = settings_from_text(&row.try_get::<String, _>("settings")?)?;
+            older.retain(|field, _| !change.settings.contains_key(field));
+            if older.is_empty() {
+                supersede(tx, &id, &change.id, now_ms).await?;
+            } else {
+                let sql = format!(
+                    "UPDATE deliveries SET settings = $3, updated_at = $2 WHERE id = $1 AND {UNCLAIMED_OPEN}"
+                );
+                sqlx::query(&sql)
+                    .bind(&id)
+                    .bind(now_ms)
+                    .bind(settings_text(&older)?)
+                    .execute(&mut **tx)
+                    .await?;
+            }
         }
     }
-    let applied: Option<Option<String>> =
-        sqlx::query_scalar("SELECT last_applied FROM bindings WHERE id = $1")
-            .bind(binding_id)
-            .fetch_optional(&mut **tx)
-            .await?;
-    if let Some(Some(text)) = applied {
-        let mut applied = settings_from_text(&text)?;
-        applied.retain(|field, _| !change.settings.contains_key(field));
-        let value = (!applied.is_empty())
-            .then(|| settings_text(&applied))
-            .transpose()?;
-        sqlx::query("UPDATE bindings SET last_applied = $2 WHERE id = $1")
-            .bind(binding_id)
-            .bind(value)
-            .execute(&mut **tx)
-            .await?;
+    // What the gateway applied there, without the reported fields (NULL
+    // once nothing is left): one statement per set of reported fields.
+    let mut by_fields: HashMap<Vec<&String>, Vec<&str>> = HashMap::new();
+    for (source, change) in &reported {
+        let fields: Vec<&String> = change.settings.keys().collect();
+        if !fields.is_empty() {
+            by_fields.entry(fields).or_default().push(source);
+        }
+    }
+    for (fields, sources) in by_fields {
+        for chunk in sources.chunks(ROWS_PER_STATEMENT) {
+            let paths = (0..fields.len()).map(|i| format!("${}", i + 1));
+            let removed = match backend {
+                Backend::Sqlite => format!(
+                    "json_remove(last_applied, {})",
+                    paths.collect::<Vec<_>>().join(", ")
+                ),
+                Backend::Postgres => format!(
+                    "(last_applied::jsonb{})::text",
+                    paths.map(|p| format!(" - {p}::text")).collect::<String>()
+                ),
+            };
+            let ids: Vec<String> = (0..chunk.len())
+                .map(|i| format!("${}", fields.len() + i + 1))
+                .collect();
+            let sql = format!(
+                "UPDATE bindings SET last_applied = NULLIF({removed}, '{{}}') \
+                 WHERE last_applied IS NOT NULL AND id IN ({})",
+                ids.join(", ")
+            );
+            let mut query = sqlx::query(&sql);
+            for field in &fields {
+                query = query.bind(match backend {
+                    Backend::Sqlite => format!("$.{field}"),
+                    Backend::Postgres => (*field).clone(),
+                });
+            }
+            for id in chunk {
+                query = query.bind(*id);
+            }
+            query.execute(&mut **tx).await?;
+        }
     }
     Ok(())
 }

@@ -4,12 +4,30 @@
 use crate::changes::{
     delivery_from_row, settings_from_text, settings_text, unclaimed_open, DELIVERY_COLUMNS,
 };
+use crate::SettingsMap;
 use crate::{
     to_millis, AttemptOutcome, AttemptRecorded, Backend, Delivery, DeliveryStatus, Registry,
     RegistryError, Result,
 };
 use chrono::{DateTime, Utc};
-use sqlx::Row;
+use sqlx::{Any, Row, Transaction};
+use std::collections::HashMap;
+
+/// A delivered outcome in a batch: its place, delivery id, applied values.
+type DeliveredItem = (usize, String, SettingsMap);
+
+/// What an attempt that did not deliver leads to.
+enum Unsuccessful {
+    Retry {
+        at: DateTime<Utc>,
+        pause_module_until: Option<DateTime<Utc>>,
+        /// False for a deferral: the claim is given back uncounted.
+        attempted: bool,
+    },
+    Failed {
+        dead: bool,
+    },
+}
 
 /// Statuses a worker may still act on.
 const OPEN: &str = "('pending', 'retrying', 'delivering')";
@@ -70,15 +88,173 @@ impl Registry {
         outcome: AttemptOutcome,
         now: DateTime<Utc>,
     ) -> Result<AttemptRecorded> {
+        let (mut tx, _writer) = self.begin_bookkeeping().await?;
+        let recorded = self
+            .finish_one(&mut tx, delivery_id, worker, outcome, to_millis(now))
+            .await?;
+        tx.commit().await?;
+        Ok(recorded)
+    }
+
+    /// [`Registry::finish_attempt`] for many outcomes in one transaction
+    /// (the workers' group commit); a delivery that no longer exists counts
+    /// as `LeaseLost`. On an error nothing of the batch is stored.
+    pub async fn finish_attempts(
+        &self,
+        worker: &str,
+        outcomes: Vec<(String, AttemptOutcome)>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<AttemptRecorded>> {
         let now_ms = to_millis(now);
         let (mut tx, _writer) = self.begin_bookkeeping().await?;
+        let mut recorded = vec![AttemptRecorded::LeaseLost; outcomes.len()];
+        // Deliveries grouped by what they report, a few statements for all.
+        let mut delivered: HashMap<(String, String), Vec<DeliveredItem>> = HashMap::new();
+        for (i, (id, outcome)) in outcomes.into_iter().enumerate() {
+            match outcome {
+                AttemptOutcome::Delivered {
+                    applied,
+                    truncated,
+                    applied_settings,
+                } => delivered
+                    .entry((
+                        serde_json::to_string(&applied)?,
+                        serde_json::to_string(&truncated)?,
+                    ))
+                    .or_default()
+                    .push((i, id, applied_settings)),
+                other => {
+                    recorded[i] = match self.finish_one(&mut tx, &id, worker, other, now_ms).await {
+                        Err(RegistryError::NotFound) => AttemptRecorded::LeaseLost,
+                        done => done?,
+                    }
+                }
+            }
+        }
+        let mut applied_to: Vec<(String, SettingsMap)> = Vec::new();
+        for ((applied, truncated), group) in delivered {
+            let ids = (0..group.len()).map(|i| format!("${}", i + 5));
+            let sql = format!(
+                "UPDATE deliveries SET status = 'delivered', applied_fields = $3, \
+                 truncated_fields = $4, last_error = NULL, delivered_at = $2, locked_by = NULL, \
+                 locked_until = NULL, updated_at = $2 \
+                 WHERE status = 'delivering' AND locked_by = $1 AND id IN ({}) \
+                 RETURNING id, binding_id",
+                ids.collect::<Vec<_>>().join(", ")
+            );
+            let mut query = sqlx::query(&sql)
+                .bind(worker)
+                .bind(now_ms)
+                .bind(&applied)
+                .bind(&truncated);
+            for (_, id, _) in &group {
+                query = query.bind(id.as_str());
+            }
+            let stored: HashMap<String, String> = query
+                .fetch_all(&mut *tx)
+                .await?
+                .iter()
+                .map(|row| Ok((row.try_get("id")?, row.try_get("binding_id")?)))
+                .collect::<Result<_>>()?;
+            for (i, id, settings) in group {
+                if let Some(binding_id) = stored.get(&id) {
+                    recorded[i] = AttemptRecorded::Stored;
+                    if !settings.is_empty() {
+                        applied_to.push((binding_id.clone(), settings));
+                    }
+                }
+            }
+        }
+        self.merge_last_applied(&mut tx, &applied_to).await?;
+        tx.commit().await?;
+        Ok(recorded)
+    }
+
+    /// Merges applied values into bindings' `last_applied`, all bindings in
+    /// one statement.
+    async fn merge_last_applied(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        applied: &[(String, SettingsMap)],
+    ) -> Result<()> {
+        if applied.is_empty() {
+            return Ok(());
+        }
+        let cases: String = (0..applied.len())
+            .map(|i| format!(" WHEN ${} THEN ${}", 2 * i + 1, 2 * i + 2))
+            .collect();
+        let ids: Vec<String> = (0..applied.len())
+            .map(|i| format!("${}", 2 * i + 1))
+            .collect();
+        let patch = format!("CASE id{cases} END");
+        let merged = match self.backend {
+            Backend::Sqlite => format!("json_patch(COALESCE(last_applied, '{{}}'), {patch})"),
+            Backend::Postgres => {
+                format!("(COALESCE(last_applied, '{{}}')::jsonb || ({patch})::jsonb)::text")
+            }
+        };
+        let sql = format!(
+            "UPDATE bindings SET last_applied = {merged} WHERE id IN ({})",
+            ids.join(", ")
+        );
+        let mut query = sqlx::query(&sql);
+        for (binding_id, settings) in applied {
+            query = query
+                .bind(binding_id.as_str())
+                .bind(settings_text(settings)?);
+        }
+        query.execute(&mut **tx).await?;
+        Ok(())
+    }
+
+    async fn finish_one(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        delivery_id: &str,
+        worker: &str,
+        outcome: AttemptOutcome,
+        now_ms: i64,
+    ) -> Result<AttemptRecorded> {
+        let (error, next) = match outcome {
+            AttemptOutcome::Delivered {
+                applied,
+                truncated,
+                applied_settings,
+            } => {
+                let fields = (applied.as_slice(), truncated.as_slice());
+                return self
+                    .record_delivered(tx, delivery_id, worker, fields, &applied_settings, now_ms)
+                    .await;
+            }
+            AttemptOutcome::Retry {
+                error,
+                at,
+                pause_module_until,
+            } => (
+                Some(error),
+                Unsuccessful::Retry {
+                    at,
+                    pause_module_until,
+                    attempted: true,
+                },
+            ),
+            AttemptOutcome::Deferred { until } => (
+                None,
+                Unsuccessful::Retry {
+                    at: until,
+                    pause_module_until: Some(until),
+                    attempted: false,
+                },
+            ),
+            AttemptOutcome::Failed { error, dead } => (Some(error), Unsuccessful::Failed { dead }),
+        };
         let lock = self.lock_rows();
         let row = sqlx::query(&format!(
             "SELECT seq, binding_id, change_id, settings, status, locked_by \
              FROM deliveries WHERE id = $1 {lock}"
         ))
         .bind(delivery_id)
-        .fetch_optional(&mut *tx)
+        .fetch_optional(&mut **tx)
         .await?
         .ok_or(RegistryError::NotFound)?;
         let status: String = row.try_get("status")?;
@@ -89,47 +265,11 @@ impl Registry {
         let seq: i64 = row.try_get("seq")?;
         let binding_id: String = row.try_get("binding_id")?;
         let release = "locked_by = NULL, locked_until = NULL, updated_at = $2";
-        let recorded = match outcome {
-            AttemptOutcome::Delivered {
-                applied,
-                truncated,
-                applied_settings,
-            } => {
-                sqlx::query(&format!(
-                    "UPDATE deliveries SET status = 'delivered', applied_fields = $3, \
-                     truncated_fields = $4, last_error = NULL, delivered_at = $2, {release} \
-                     WHERE id = $1"
-                ))
-                .bind(delivery_id)
-                .bind(now_ms)
-                .bind(serde_json::to_string(&applied)?)
-                .bind(serde_json::to_string(&truncated)?)
-                .execute(&mut *tx)
-                .await?;
-                let current: Option<Option<String>> =
-                    sqlx::query_scalar("SELECT last_applied FROM bindings WHERE id = $1")
-                        .bind(&binding_id)
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                if let Some(current) = current {
-                    let mut last = current
-                        .as_deref()
-                        .map(settings_from_text)
-                        .transpose()?
-                        .unwrap_or_default();
-                    last.extend(applied_settings);
-                    sqlx::query("UPDATE bindings SET last_applied = $2 WHERE id = $1")
-                        .bind(&binding_id)
-                        .bind(settings_text(&last)?)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                AttemptRecorded::Stored
-            }
-            AttemptOutcome::Retry {
-                error,
+        let recorded = match next {
+            Unsuccessful::Retry {
                 at,
                 pause_module_until,
+                attempted,
             } => {
                 if let Some(until) = pause_module_until {
                     sqlx::query(
@@ -142,15 +282,17 @@ impl Registry {
                     )
                     .bind(delivery_id)
                     .bind(to_millis(until))
-                    .bind(&error)
-                    .execute(&mut *tx)
+                    .bind(error.as_deref().unwrap_or("outbound rate limit"))
+                    .execute(&mut **tx)
                     .await?;
                 }
-                let newer = unclaimed_open(&mut tx, &binding_id, now_ms)
+                let newer = unclaimed_open(tx, &binding_id, now_ms)
                     .await?
                     .into_iter()
                     .next();
                 let own = settings_from_text(&row.try_get::<String, _>("settings")?)?;
+                // A deferral gives its claim back uncounted.
+                let uncount = i64::from(!attempted);
                 match newer {
                     Some((newer_id, newer_settings)) => {
                         let mut merged = own;
@@ -161,10 +303,11 @@ impl Registry {
                         .bind(&newer_id)
                         .bind(settings_text(&merged)?)
                         .bind(seq)
-                        .execute(&mut *tx)
+                        .execute(&mut **tx)
                         .await?;
                         sqlx::query(&format!(
-                            "UPDATE deliveries SET status = 'superseded', last_error = $3, \
+                            "UPDATE deliveries SET status = 'superseded', \
+                             last_error = COALESCE($3, last_error), attempts = attempts - $5, \
                              superseded_by = (SELECT change_id FROM deliveries WHERE id = $4), \
                              {release} WHERE id = $1"
                         ))
@@ -172,26 +315,30 @@ impl Registry {
                         .bind(now_ms)
                         .bind(&error)
                         .bind(&newer_id)
-                        .execute(&mut *tx)
+                        .bind(uncount)
+                        .execute(&mut **tx)
                         .await?;
                         AttemptRecorded::Superseded
                     }
                     None => {
                         sqlx::query(&format!(
-                            "UPDATE deliveries SET status = 'retrying', last_error = $3, \
+                            "UPDATE deliveries SET \
+                             status = CASE WHEN attempts - $5 > 0 THEN 'retrying' ELSE 'pending' END, \
+                             attempts = attempts - $5, last_error = COALESCE($3, last_error), \
                              next_attempt_at = $4, {release} WHERE id = $1"
                         ))
                         .bind(delivery_id)
                         .bind(now_ms)
                         .bind(&error)
                         .bind(to_millis(at))
-                        .execute(&mut *tx)
+                        .bind(uncount)
+                        .execute(&mut **tx)
                         .await?;
                         AttemptRecorded::Stored
                     }
                 }
             }
-            AttemptOutcome::Failed { error, dead } => {
+            Unsuccessful::Failed { dead } => {
                 sqlx::query(&format!(
                     "UPDATE deliveries SET status = 'failed', last_error = $3, dead = $4, \
                      {release} WHERE id = $1"
@@ -200,13 +347,63 @@ impl Registry {
                 .bind(now_ms)
                 .bind(&error)
                 .bind(i64::from(dead))
-                .execute(&mut *tx)
+                .execute(&mut **tx)
                 .await?;
                 AttemptRecorded::Stored
             }
         };
-        tx.commit().await?;
         Ok(recorded)
+    }
+
+    /// The common outcome in two statements: the delivery (fenced on the
+    /// lease owner) and the binding's `last_applied`, merged in SQL.
+    async fn record_delivered(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        delivery_id: &str,
+        worker: &str,
+        (applied, truncated): (&[String], &[String]),
+        applied_settings: &SettingsMap,
+        now_ms: i64,
+    ) -> Result<AttemptRecorded> {
+        let binding_id: Option<String> = sqlx::query_scalar(
+            "UPDATE deliveries SET status = 'delivered', applied_fields = $3, \
+             truncated_fields = $4, last_error = NULL, delivered_at = $2, locked_by = NULL, \
+             locked_until = NULL, updated_at = $2 \
+             WHERE id = $1 AND status = 'delivering' AND locked_by = $5 RETURNING binding_id",
+        )
+        .bind(delivery_id)
+        .bind(now_ms)
+        .bind(serde_json::to_string(applied)?)
+        .bind(serde_json::to_string(truncated)?)
+        .bind(worker)
+        .fetch_optional(&mut **tx)
+        .await?;
+        let Some(binding_id) = binding_id else {
+            let exists: Option<i64> =
+                sqlx::query_scalar("SELECT seq FROM deliveries WHERE id = $1")
+                    .bind(delivery_id)
+                    .fetch_optional(&mut **tx)
+                    .await?;
+            return match exists {
+                Some(_) => Ok(AttemptRecorded::LeaseLost),
+                None => Err(RegistryError::NotFound),
+            };
+        };
+        if !applied_settings.is_empty() {
+            let merge = match self.backend {
+                Backend::Sqlite => "json_patch(COALESCE(last_applied, '{}'), $2)",
+                Backend::Postgres => "(COALESCE(last_applied, '{}')::jsonb || $2::jsonb)::text",
+            };
+            sqlx::query(&format!(
+                "UPDATE bindings SET last_applied = {merge} WHERE id = $1"
+            ))
+            .bind(&binding_id)
+            .bind(settings_text(applied_settings)?)
+            .execute(&mut **tx)
+            .await?;
+        }
+        Ok(AttemptRecorded::Stored)
     }
 
     /// Gives back deliveries `worker` claimed but did not start (shutdown):

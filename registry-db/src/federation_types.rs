@@ -246,6 +246,14 @@ pub enum AttemptOutcome {
         /// Pause for the whole module endpoint.
         pause_module_until: Option<DateTime<Utc>>,
     },
+    /// Not attempted: this process's outbound rate limit for the module is
+    /// used up until `until`. The claim does not count as an attempt, the
+    /// module pauses until then, and newer values may still replace this
+    /// one meanwhile (latest-wins instead of a queue behind the limiter).
+    Deferred {
+        /// When the module may send again.
+        until: DateTime<Utc>,
+    },
     /// Give up.
     Failed {
         /// Why.

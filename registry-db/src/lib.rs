@@ -49,6 +49,10 @@ static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations
 #[derive(Clone, Debug)]
 pub struct Registry {
     pool: AnyPool,
+    /// Connections for write transactions only, so a writer never queues
+    /// behind a burst of reads for a connection (on SQLite: the one writer
+    /// connection, whose page cache no other writer invalidates).
+    writes: AnyPool,
     backend: Backend,
     /// SQLite has one writer at a time; writers of this process queue here
     /// instead of in SQLite's busy handler, which sleeps and backs off.
@@ -61,30 +65,36 @@ impl Registry {
     pub async fn connect(url: &str) -> Result<Self> {
         sqlx::any::install_default_drivers();
         let backend = backend_of(url)?;
-        let (url, max) = match backend {
-            Backend::Sqlite => (sqlite_url(url), 8),
-            Backend::Postgres => (url.to_owned(), 16),
+        let (url, max, max_writes) = match backend {
+            Backend::Sqlite => (sqlite_url(url), 8, 1),
+            Backend::Postgres => (url.to_owned(), 16, 6),
         };
-        let pool = AnyPoolOptions::new()
-            .max_connections(max)
-            .acquire_timeout(Duration::from_secs(10))
-            .after_connect(move |conn, _meta| {
-                Box::pin(async move {
-                    if backend == Backend::Sqlite {
-                        // WAL lets readers run while one writer commits;
-                        // the busy timeout queues writers instead of failing.
-                        conn.execute("PRAGMA journal_mode = WAL").await?;
-                        conn.execute("PRAGMA busy_timeout = 10000").await?;
-                        conn.execute("PRAGMA foreign_keys = ON").await?;
-                        conn.execute("PRAGMA synchronous = NORMAL").await?;
-                    }
-                    Ok(())
+        let options = || {
+            AnyPoolOptions::new()
+                .acquire_timeout(Duration::from_secs(10))
+                .after_connect(move |conn, _meta| {
+                    Box::pin(async move {
+                        if backend == Backend::Sqlite {
+                            // WAL lets readers run while one writer commits;
+                            // the busy timeout queues writers instead of failing.
+                            conn.execute("PRAGMA journal_mode = WAL").await?;
+                            conn.execute("PRAGMA busy_timeout = 10000").await?;
+                            conn.execute("PRAGMA foreign_keys = ON").await?;
+                            conn.execute("PRAGMA synchronous = NORMAL").await?;
+                            // Pages are read through a shared mapping instead of
+                            // a copy per connection after every other writer's
+                            // commit.
+                            conn.execute("PRAGMA mmap_size = 268435456").await?;
+                        }
+                        Ok(())
+                    })
                 })
-            })
-            .connect(&url)
-            .await?;
+        };
+        let pool = options().max_connections(max).connect(&url).await?;
+        let writes = options().max_connections(max_writes).connect(&url).await?;
         let registry = Registry {
             pool,
+            writes,
             backend,
             writer: Default::default(),
         };
@@ -112,9 +122,12 @@ impl Registry {
         Ok(match self.backend {
             Backend::Sqlite => {
                 let guard = self.writer.clone().lock_owned().await;
-                (self.pool.begin_with("BEGIN IMMEDIATE").await?, Some(guard))
+                (
+                    self.writes.begin_with("BEGIN IMMEDIATE").await?,
+                    Some(guard),
+                )
             }
-            Backend::Postgres => (self.pool.begin().await?, None),
+            Backend::Postgres => (self.writes.begin().await?, None),
         })
     }
 
@@ -173,6 +186,7 @@ impl Registry {
 
     /// Closes every pooled connection.
     pub async fn close(&self) {
+        self.writes.close().await;
         self.pool.close().await;
     }
 }

@@ -298,3 +298,235 @@ async fn a_paused_module_waits_and_dead_letters_can_be_redriven() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_deferred_claim_is_uncounted_pauses_the_module_and_yields_to_newer_values() {
+    on_every_backend(async |reg| {
+        world(&reg).await;
+        let now = Utc::now();
+        let lease = now + Duration::seconds(30);
+        reg.record_change(change("c1", json!({"signature": "one"}), None), now)
+            .await
+            .unwrap();
+        reg.claim_deliveries("w", now, lease, 10).await.unwrap();
+        let until = now + Duration::seconds(1);
+        assert_eq!(
+            reg.finish_attempts(
+                "w",
+                vec![("c1-dst".into(), AttemptOutcome::Deferred { until })],
+                now
+            )
+            .await
+            .unwrap(),
+            vec![AttemptRecorded::Stored]
+        );
+        let c1 = reg.change("u", "c1").await.unwrap();
+        assert_eq!(c1.targets[0].status, DeliveryStatus::Pending);
+        assert_eq!(c1.targets[0].attempts, 0, "a deferral is not an attempt");
+        assert_eq!(c1.targets[0].last_error, None);
+        assert!(reg.module_paused_until("b", now).await.unwrap().is_some());
+        // Still unclaimed: a newer value replaces it rather than queueing.
+        reg.record_change(change("c2", json!({"mood": "m"}), None), now)
+            .await
+            .unwrap();
+        assert_eq!(
+            reg.change("u", "c1").await.unwrap().targets[0].status,
+            DeliveryStatus::Superseded
+        );
+        let after = until + Duration::milliseconds(1);
+        let claimed = reg.claim_deliveries("w", after, lease, 10).await.unwrap();
+        assert_eq!(claimed.len(), 1);
+        assert_eq!(
+            claimed[0].settings,
+            settings(json!({"signature": "one", "mood": "m"}))
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn outcomes_stored_in_one_batch_update_last_applied_and_a_report_forgets_it() {
+    on_every_backend(async |reg| {
+        world(&reg).await;
+        let now = Utc::now();
+        reg.create_binding(
+            NewBinding {
+                id: "dst2".into(),
+                user_id: "u".into(),
+                module_id: "b".into(),
+                account: "second@b".into(),
+                credentials: SealedCredentials(vec![1]),
+            },
+            now,
+        )
+        .await
+        .unwrap();
+        let lease = now + Duration::seconds(30);
+        let mut c1 = change("c1", json!({"signature": "s1", "mood": "m1"}), None);
+        c1.targets.push(NewDelivery {
+            id: "c1-dst2".into(),
+            binding_id: "dst2".into(),
+            module_id: "b".into(),
+            account: "second@b".into(),
+        });
+        reg.record_change(c1, now).await.unwrap();
+        assert_eq!(
+            reg.claim_deliveries("w", now, lease, 10)
+                .await
+                .unwrap()
+                .len(),
+            2
+        );
+        let delivered = AttemptOutcome::Delivered {
+            applied: vec!["signature".into(), "mood".into()],
+            truncated: vec![],
+            applied_settings: settings(json!({"signature": "s1", "mood": "m1"})),
+        };
+        let recorded = reg
+            .finish_attempts(
+                "w",
+                vec![
+                    ("c1-dst".into(), delivered.clone()),
+                    ("no-such-delivery".into(), delivered),
+                    (
+                        "c1-dst2".into(),
+                        AttemptOutcome::Delivered {
+                            applied: vec!["signature".into()],
+                            truncated: vec!["signature".into()],
+                            applied_settings: settings(json!({"signature": "s"})),
+                        },
+                    ),
+                ],
+                now,
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            recorded,
+            vec![
+                AttemptRecorded::Stored,
+                AttemptRecorded::LeaseLost,
+                AttemptRecorded::Stored
+            ]
+        );
+        assert_eq!(
+            reg.binding("u", "dst2").await.unwrap().last_applied,
+            Some(json!({"signature": "s"}))
+        );
+        let c1 = reg.change("u", "c1").await.unwrap();
+        assert_eq!(c1.targets[1].truncated_fields, vec!["signature".to_owned()]);
+        assert_eq!(registry_db::change_status(&c1), "delivered");
+        assert_eq!(
+            reg.binding("u", "dst").await.unwrap().last_applied,
+            Some(json!({"signature": "s1", "mood": "m1"}))
+        );
+        // The network of `dst` now reports a signature itself: what the
+        // gateway applied there no longer holds for that field.
+        let mut own = change("c2", json!({"signature": "mine"}), None);
+        own.module_id = "b".into();
+        own.binding_id = Some("dst".into());
+        own.sources = vec!["dst".into()];
+        own.targets = vec![];
+        reg.record_change(own, now).await.unwrap();
+        assert_eq!(
+            reg.binding("u", "dst").await.unwrap().last_applied,
+            Some(json!({"mood": "m1"}))
+        );
+        let mut again = change("c3", json!({"mood": "mine"}), None);
+        again.module_id = "b".into();
+        again.binding_id = Some("dst".into());
+        again.sources = vec!["dst".into()];
+        again.targets = vec![];
+        reg.record_change(again, now).await.unwrap();
+        assert_eq!(reg.binding("u", "dst").await.unwrap().last_applied, None);
+        assert_eq!(
+            reg.profile("u").await.unwrap().unwrap().0,
+            settings(json!({"signature": "mine", "mood": "mine"}))
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_batch_of_reports_is_recorded_as_if_one_by_one() {
+    on_every_backend(async |reg| {
+        world(&reg).await;
+        let now = Utc::now();
+        reg.create_user("v", "bob", "h", now).await.unwrap();
+        for (id, module) in [("vsrc", "a"), ("vdst", "b")] {
+            reg.create_binding(
+                NewBinding {
+                    id: id.into(),
+                    user_id: "v".into(),
+                    module_id: module.into(),
+                    account: format!("{id}@{module}"),
+                    credentials: SealedCredentials(vec![1]),
+                },
+                now,
+            )
+            .await
+            .unwrap();
+        }
+        let mut bob = change("cv", json!({"signature": "bob"}), None);
+        bob.user_id = "v".into();
+        bob.binding_id = Some("vsrc".into());
+        bob.sources = vec!["vsrc".into()];
+        bob.targets[0].binding_id = "vdst".into();
+        bob.targets[0].id = "cv-dst".into();
+        let recorded = reg
+            .record_changes(
+                vec![
+                    change("c1", json!({"signature": "one", "mood": "m"}), Some("k")),
+                    bob,
+                    change("c2", json!({"signature": "two"}), None),
+                    change("c1-again", json!({"signature": "x"}), Some("k")),
+                ],
+                now,
+            )
+            .await
+            .unwrap();
+        assert!(matches!(recorded[0], ChangeRecorded::Created { .. }));
+        assert!(matches!(recorded[1], ChangeRecorded::Created { .. }));
+        assert!(matches!(recorded[2], ChangeRecorded::Created { .. }));
+        assert_eq!(
+            recorded[3],
+            ChangeRecorded::Replayed(StoredAnswer {
+                status_code: 202,
+                body: json!({"id": "c1"})
+            })
+        );
+        assert!(matches!(
+            reg.change("u", "c1-again").await,
+            Err(RegistryError::NotFound)
+        ));
+        let c1 = reg.change("u", "c1").await.unwrap();
+        assert_eq!(c1.targets[0].status, DeliveryStatus::Superseded);
+        assert_eq!(c1.targets[0].superseded_by.as_deref(), Some("c2"));
+        let lease = now + Duration::seconds(30);
+        let mut claimed = reg.claim_deliveries("w", now, lease, 10).await.unwrap();
+        claimed.sort_by(|a, b| a.id.cmp(&b.id));
+        let settings_of: Vec<(&str, &SettingsMap)> = claimed
+            .iter()
+            .map(|d| (d.id.as_str(), &d.settings))
+            .collect();
+        assert_eq!(
+            settings_of,
+            vec![
+                (
+                    "c2-dst",
+                    &settings(json!({"signature": "two", "mood": "m"}))
+                ),
+                ("cv-dst", &settings(json!({"signature": "bob"}))),
+            ]
+        );
+        assert_eq!(
+            reg.profile("u").await.unwrap().unwrap().0,
+            settings(json!({"signature": "two", "mood": "m"}))
+        );
+        assert_eq!(
+            reg.profile("v").await.unwrap().unwrap().0,
+            settings(json!({"signature": "bob"}))
+        );
+    })
+    .await;
+}

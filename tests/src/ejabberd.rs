@@ -148,6 +148,12 @@ impl Ejabberd {
     /// Starts a private node and waits until its API answers the admin.
     /// Without ejabberd installed: `None` with a note, or a panic under `CI=true`.
     pub async fn start() -> Option<Ejabberd> {
+        Self::start_on(free_port(), &format!("admin-{}", random_hex())).await
+    }
+
+    /// Like [`Ejabberd::start`], with the API on `127.0.0.1:port` (which must
+    /// be free) and the admin's password chosen by the caller.
+    pub async fn start_on(port: u16, admin_password: &str) -> Option<Ejabberd> {
         let Some(ctl) = ejabberdctl() else {
             assert!(
                 std::env::var("CI").as_deref() != Ok("true"),
@@ -170,7 +176,6 @@ impl Ejabberd {
         for sub in ["spool", "logs", "home"] {
             std::fs::create_dir(dir.path().join(sub)).expect("ejabberd dirs");
         }
-        let port = free_port();
         let domain = "localhost".to_owned();
         let admin_user = format!("admin@{domain}");
         std::fs::write(dir.path().join("ejabberd.yml"), config(port, &admin_user))
@@ -181,7 +186,7 @@ impl Ejabberd {
             origin,
             domain,
             admin_user,
-            admin_password: format!("admin-{}", random_hex()),
+            admin_password: admin_password.to_owned(),
             node: format!("gwtest{}@localhost", random_hex()),
             erl,
             erl_libs,
@@ -220,7 +225,10 @@ impl Ejabberd {
         command
             .args(["-sname", &self.node, "-setcookie", &random_hex()])
             .args(["-dist_listen", "false", "-start_epmd", "false"])
-            .args(["-noinput", "+K", "true", "-mnesia", "dir"])
+            // +Bi: Ctrl-C in the terminal (SIGINT to the whole process group)
+            // would abort the VM from its break handler; ignore it and stop on
+            // SIGTERM (`stop()`) or through the watchdog instead.
+            .args(["-noinput", "+K", "true", "+Bi", "-mnesia", "dir"])
             .arg(format!("\"{}\"", root.join("spool").display()))
             .args(["-s", "ejabberd", "-eval", &boot])
             .current_dir(root.join("spool"))

@@ -68,9 +68,14 @@ fn run(cmd: &mut Command, what: &str) {
 }
 
 impl Synapse {
-    /// Starts a homeserver named `localhost`. Without the virtualenv: `None`
-    /// with a note, or a panic under `CI=true`.
+    /// Starts a homeserver named `localhost` on a free port. Without the
+    /// virtualenv: `None` with a note, or a panic under `CI=true`.
     pub async fn start() -> Option<Synapse> {
+        Self::start_on(free_port()).await
+    }
+
+    /// Like [`Synapse::start`], on `127.0.0.1:port` (which must be free).
+    pub async fn start_on(port: u16) -> Option<Synapse> {
         let python = venv_python();
         if !python.exists() {
             let msg = format!(
@@ -92,7 +97,6 @@ impl Synapse {
                 .args(["--generate-config", "--report-stats=no"]),
             "generating the Synapse config",
         );
-        let port = free_port();
         run(
             Command::new(&python)
                 .args(["-c", OVERRIDES])
@@ -188,6 +192,19 @@ impl Synapse {
         body["status_msg"].as_str().map(str::to_owned)
     }
 
+    /// Sets `user_id`'s presence status message, as a Matrix client does.
+    pub async fn set_status_msg(&self, token: &str, user_id: &str, text: &str) {
+        let path = format!("/_matrix/client/v3/presence/{}/status", encode(user_id));
+        let r = reqwest::Client::new()
+            .put(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .json(&serde_json::json!({"presence": "online", "status_msg": text}))
+            .send()
+            .await
+            .expect("set presence on Synapse");
+        assert!(r.status().is_success(), "PUT {path}: {}", r.status());
+    }
+
     /// The profile `avatar_url` (an `mxc://` URI) of `user_id`, if set.
     pub async fn avatar_url(&self, token: &str, user_id: &str) -> Option<String> {
         let path = format!("/_matrix/client/v3/profile/{}", encode(user_id));
@@ -210,6 +227,25 @@ impl Synapse {
             .expect("download from Synapse");
         assert!(r.status().is_success(), "download {mxc}: {}", r.status());
         r.bytes().await.expect("media bytes").to_vec()
+    }
+
+    /// Stops the homeserver cleanly: SIGTERM, then SIGKILL after 20 s.
+    pub fn stop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(Some(_))) {
+            return;
+        }
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if !matches!(self.child.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

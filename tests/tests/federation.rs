@@ -190,6 +190,27 @@ async fn reports_are_checked_against_the_application_list() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reading_an_accounts_settings_needs_a_connector_that_can_and_the_owner() {
+    let w = World::new(&["source", "alpha"]).await;
+    let bindings = w.gw.get_json("/v1/bindings", Some(&w.token)).await;
+    let id = bindings["bindings"][0]["id"].as_str().unwrap().to_owned();
+    let path = format!("/v1/bindings/{id}/settings");
+    // The webhook connector cannot read settings back: a clear answer.
+    let r = w.gw.get(&path, Some(&w.token)).await;
+    let message = expect_error(r, StatusCode::NOT_IMPLEMENTED, "fetch_unsupported").await;
+    assert!(message.contains("cannot read"), "{message}");
+    let bob = w.gw.user_token("bob").await;
+    let r = w.gw.get(&path, Some(&bob)).await;
+    expect_error(r, StatusCode::NOT_FOUND, "not_found").await;
+    let r =
+        w.gw.get("/v1/bindings/no-such-binding/settings", Some(&w.token))
+            .await;
+    expect_error(r, StatusCode::NOT_FOUND, "not_found").await;
+    let r = w.gw.get(&path, None).await;
+    expect_error(r, StatusCode::UNAUTHORIZED, "missing_token").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_repeated_idempotency_key_returns_the_first_answer_and_sends_once() {
     let w = World::new(&["source", "alpha"]).await;
     let settings = json!({"signature": "once"});

@@ -248,7 +248,39 @@ async fn one_change_lands_on_matrix_xmpp_and_a_webhook_and_reads_back() {
             .find(|b| b["module"] == module)
             .unwrap_or_else(|| panic!("no {module} binding: {bindings}"));
         assert_eq!(binding["last_applied"]["signature"], SIGNATURE, "{binding}");
+        // Read back through the connector, as a polling monitor does: the
+        // value is there and marked as the gateway's own (not a new change).
+        let id = binding["id"].as_str().unwrap();
+        let current =
+            w.gw.get_json(&format!("/v1/bindings/{id}/settings"), Some(&w.token))
+                .await;
+        assert_eq!(current["signature"], SIGNATURE, "{module}: {current}");
+        assert_eq!(
+            current["applied_by_gateway"],
+            json!(["signature"]),
+            "{module}: {current}"
+        );
     }
+    // Changed by hand on Matrix: no longer the gateway's value.
+    w.synapse
+        .set_status_msg(&matrix_token, MATRIX_USER, "typed in Element")
+        .await;
+    let matrix_id = bindings["bindings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["module"] == "matrix")
+        .and_then(|b| b["id"].as_str())
+        .unwrap()
+        .to_owned();
+    let current =
+        w.gw.get_json(
+            &format!("/v1/bindings/{matrix_id}/settings"),
+            Some(&w.token),
+        )
+        .await;
+    assert_eq!(current["signature"], "typed in Element", "{current}");
+    assert_eq!(current["applied_by_gateway"], json!([]), "{current}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -17,9 +17,8 @@ use registry_db::{
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use std::collections::HashSet;
 use std::sync::Arc;
-use tokio::sync::{broadcast, Notify};
+use tokio::sync::{broadcast, mpsc, oneshot, Notify};
 
 /// Settings reported by the monitor. `avatar` is a media id from `/v1/media`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -113,6 +112,77 @@ pub struct Federation {
     metrics: Metrics,
     wake: Notify,
     updates: broadcast::Sender<String>,
+    writer: mpsc::UnboundedSender<PendingChange>,
+}
+
+/// A change waiting for the writer, with where its result goes.
+type PendingChange = (
+    NewChange,
+    oneshot::Sender<Result<ChangeRecorded, RegistryError>>,
+);
+
+/// Most changes one transaction records.
+const MAX_GROUP_COMMIT: usize = 128;
+
+/// Records changes as they come, all that wait in one transaction (group
+/// commit): under load one commit serves many reports, and a lone report
+/// waits for nobody. Must be started inside the Tokio runtime.
+fn start_writer(registry: Registry) -> mpsc::UnboundedSender<PendingChange> {
+    let (queue, pending) = mpsc::unbounded_channel::<PendingChange>();
+    let pending = Arc::new(tokio::sync::Mutex::new(pending));
+    for _ in 0..parallel_commits(&registry) {
+        tokio::spawn(write_changes(registry.clone(), pending.clone()));
+    }
+    queue
+}
+
+/// How many group commits of one kind run at once: SQLite has a single
+/// writer anyway; PostgreSQL commits in parallel.
+fn parallel_commits(registry: &Registry) -> usize {
+    match registry.backend() {
+        registry_db::Backend::Sqlite => 1,
+        registry_db::Backend::Postgres => 4,
+    }
+}
+
+/// The next batch from a queue several committers share.
+async fn next_batch<T>(
+    queue: &tokio::sync::Mutex<mpsc::UnboundedReceiver<T>>,
+    batch: &mut Vec<T>,
+    max: usize,
+) -> usize {
+    queue.lock().await.recv_many(batch, max).await
+}
+
+async fn write_changes(
+    registry: Registry,
+    pending: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<PendingChange>>>,
+) {
+    let mut batch = Vec::new();
+    while next_batch(&pending, &mut batch, MAX_GROUP_COMMIT).await > 0 {
+        let (mut changes, mut replies): (Vec<_>, Vec<_>) = batch.drain(..).unzip();
+        let now = chrono::Utc::now();
+        if changes.len() == 1 {
+            if let (Some(change), Some(reply)) = (changes.pop(), replies.pop()) {
+                let _ = reply.send(registry.record_change(change, now).await);
+            }
+            continue;
+        }
+        match registry.record_changes(changes.clone(), now).await {
+            Ok(recorded) => {
+                for (reply, recorded) in replies.into_iter().zip(recorded) {
+                    let _ = reply.send(Ok(recorded));
+                }
+            }
+            Err(e) => {
+                // One by one, so one bad report does not fail the rest.
+                tracing::debug!(error = %e, "a group commit failed; recording one by one");
+                for (change, reply) in changes.into_iter().zip(replies) {
+                    let _ = reply.send(registry.record_change(change, now).await);
+                }
+            }
+        }
+    }
 }
 
 impl Federation {
@@ -125,6 +195,7 @@ impl Federation {
         metrics: Metrics,
     ) -> Self {
         Federation {
+            writer: start_writer(registry.clone()),
             registry,
             connectors,
             master_key,
@@ -172,8 +243,10 @@ impl Federation {
                 None => format!("no binding of module {:?}: bind it first", report.module),
             }));
         }
+        let library = self.connectors.library().await?;
+        let description = library.get(&report.module).cloned().flatten();
         let normalised = self
-            .normalised(&report.module, &report.settings, user_id)
+            .normalised(description.as_ref(), &report.settings, user_id)
             .await?;
         let echo = sources.iter().any(|b| {
             b.last_applied.as_ref().is_some_and(|applied| {
@@ -182,19 +255,12 @@ impl Federation {
                     .all(|(field, value)| applied.get(field) == Some(value))
             })
         });
-        let supported: HashSet<String> = self
-            .registry
-            .list_modules(false)
-            .await?
-            .into_iter()
-            .map(|m| m.id)
-            .collect();
         let targets: Vec<NewDelivery> = if echo {
             Vec::new()
         } else {
             others
                 .iter()
-                .filter(|b| supported.contains(&b.module_id))
+                .filter(|b| library.contains_key(&b.module_id))
                 .map(|b| NewDelivery {
                     id: uuid::Uuid::new_v4().to_string(),
                     binding_id: b.id.clone(),
@@ -226,23 +292,21 @@ impl Federation {
             status_code: if echo { 200 } else { 202 },
             body: serde_json::to_value(&receipt).map_err(RegistryError::from)?,
         };
-        let recorded = self
-            .registry
-            .record_change(
-                NewChange {
-                    id,
-                    user_id: user_id.to_owned(),
-                    module_id: report.module.clone(),
-                    binding_id: (sources.len() == 1).then(|| sources[0].id.clone()),
-                    settings,
-                    suppressed: echo,
-                    targets,
-                    sources: sources.iter().map(|b| b.id.clone()).collect(),
-                    idempotency: report.idempotency_key.map(|k| (k, answer.clone())),
-                },
-                chrono::Utc::now(),
-            )
-            .await?;
+        let (reply, recorded) = oneshot::channel();
+        let change = NewChange {
+            id,
+            user_id: user_id.to_owned(),
+            module_id: report.module.clone(),
+            binding_id: (sources.len() == 1).then(|| sources[0].id.clone()),
+            settings,
+            suppressed: echo,
+            targets,
+            sources: sources.iter().map(|b| b.id.clone()).collect(),
+            idempotency: report.idempotency_key.map(|k| (k, answer.clone())),
+        };
+        let stopped = || RegistryError::State("the change writer stopped".into());
+        self.writer.send((change, reply)).map_err(|_| stopped())?;
+        let recorded = recorded.await.map_err(|_| stopped())??;
         match recorded {
             ChangeRecorded::Replayed(first) => Ok(first),
             ChangeRecorded::Created { .. } => {
@@ -260,11 +324,10 @@ impl Federation {
     /// for comparison with `last_applied`.
     async fn normalised(
         &self,
-        module: &str,
+        description: Option<&Description>,
         settings: &ReportedSettings,
         user_id: &str,
     ) -> Result<SettingsMap, ReportError> {
-        let description = self.description(module).await?;
         let mut out = SettingsMap::new();
         if let Some(media_id) = &settings.avatar {
             let media = match self.registry.media(user_id, media_id).await {
@@ -280,24 +343,13 @@ impl Federation {
             );
         }
         if let Some(text) = &settings.signature {
-            let (value, _) = normalise::signature(text, description.as_ref());
+            let (value, _) = normalise::signature(text, description);
             out.insert("signature".into(), Value::String(value));
         }
         if let Some(text) = &settings.mood {
-            let (value, _) = normalise::mood(text, description.as_ref());
+            let (value, _) = normalise::mood(text, description);
             out.insert("mood".into(), Value::String(value));
         }
         Ok(out)
-    }
-
-    /// What a module's connector said about itself, if the module is known.
-    async fn description(&self, module: &str) -> Result<Option<Description>, RegistryError> {
-        match self.registry.module(module).await {
-            Ok(m) => Ok(m
-                .description
-                .and_then(|d| serde_json::from_value::<Description>(d).ok())),
-            Err(RegistryError::NotFound) => Ok(None),
-            Err(e) => Err(e),
-        }
     }
 }

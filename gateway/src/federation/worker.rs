@@ -11,11 +11,12 @@ use crate::media::{self, AvatarTarget};
 use crate::secrets::credentials_context;
 use chrono::Utc;
 use rand::Rng;
-use registry_db::{AttemptOutcome, AttemptRecorded, Delivery, RegistryError, SettingsMap};
+use registry_db::{AttemptOutcome, AttemptRecorded, Binding, Delivery, RegistryError, SettingsMap};
 use serde_json::Value;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 /// How long shutdown waits for pushes in flight before giving their leases
@@ -32,6 +33,11 @@ pub async fn run(federation: Arc<Federation>, mut stop: watch::Receiver<bool>) {
     let worker: Arc<str> = Arc::from(format!("gw-{}", uuid::Uuid::new_v4()));
     let permits = Arc::new(Semaphore::new(federation.config.concurrency));
     let mut tasks = JoinSet::new();
+    let (finished, outcomes) = mpsc::unbounded_channel();
+    let outcomes = Arc::new(tokio::sync::Mutex::new(outcomes));
+    let recorders: Vec<_> = (0..super::parallel_commits(&federation.registry))
+        .map(|_| tokio::spawn(record(federation.clone(), worker.clone(), outcomes.clone())))
+        .collect();
     let mut depth_checked = tokio::time::Instant::now();
     while !*stop.borrow() {
         let free = permits.available_permits();
@@ -46,16 +52,22 @@ pub async fn run(federation: Arc<Federation>, mut stop: watch::Receiver<bool>) {
             {
                 Ok(claimed) => {
                     claimed_all = claimed.len() == free;
+                    let mut bindings = targets_of(&federation, &claimed).await;
                     for delivery in claimed {
                         let Ok(permit) = permits.clone().acquire_owned().await else {
                             break;
                         };
                         let _ = federation.updates.send(delivery.change_id.clone());
                         let federation = federation.clone();
-                        let worker = worker.clone();
+                        let finished = finished.clone();
+                        let binding = bindings.remove(&delivery.binding_id);
                         tasks.spawn(async move {
-                            attempt(&federation, &worker, delivery).await;
-                            drop(permit);
+                            let outcome = push(&federation, &delivery, binding).await;
+                            let _ = finished.send(Finished {
+                                delivery,
+                                outcome,
+                                _permit: permit,
+                            });
                         });
                     }
                 }
@@ -102,27 +114,103 @@ pub async fn run(federation: Arc<Federation>, mut stop: watch::Receiver<bool>) {
         while tasks.join_next().await.is_some() {}
     })
     .await;
+    drop(tasks);
+    drop(finished);
+    for recorder in recorders {
+        let _ = recorder.await;
+    }
+}
+
+/// The target bindings of claimed deliveries, read in one query (a
+/// delivery whose binding is missing here reads it again and fails if it
+/// was removed).
+async fn targets_of(federation: &Federation, claimed: &[Delivery]) -> HashMap<String, Binding> {
+    let ids: Vec<&str> = claimed.iter().map(|d| d.binding_id.as_str()).collect();
+    match federation.registry.bindings_by_id(&ids).await {
+        Ok(found) => found.into_iter().map(|b| (b.id.clone(), b)).collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "reading the claimed deliveries' bindings failed");
+            HashMap::new()
+        }
+    }
+}
+
+/// A pushed delivery waiting for its outcome to be stored; its worker slot
+/// is freed once it is.
+struct Finished {
+    delivery: Delivery,
+    outcome: AttemptOutcome,
+    _permit: OwnedSemaphorePermit,
+}
+
+/// Stores outcomes as they come, everything waiting in one transaction
+/// (group commit: one commit for a burst of pushes instead of one each).
+async fn record(
+    federation: Arc<Federation>,
+    worker: Arc<str>,
+    outcomes: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Finished>>>,
+) {
+    const MAX_BATCH: usize = 256;
+    let mut batch = Vec::new();
+    while super::next_batch(&outcomes, &mut batch, MAX_BATCH).await > 0 {
+        let now = Utc::now();
+        let items = batch
+            .iter()
+            .map(|f| (f.delivery.id.clone(), f.outcome.clone()))
+            .collect();
+        let recorded = match federation
+            .registry
+            .finish_attempts(&worker, items, now)
+            .await
+        {
+            Ok(recorded) => recorded.into_iter().map(Ok).collect(),
+            Err(e) => {
+                // One by one, so one bad outcome does not hold back the rest.
+                tracing::debug!(error = %e, "storing a batch of outcomes failed; one by one");
+                let mut one_by_one = Vec::with_capacity(batch.len());
+                for f in &batch {
+                    one_by_one.push(
+                        federation
+                            .registry
+                            .finish_attempt(&f.delivery.id, &worker, f.outcome.clone(), now)
+                            .await,
+                    );
+                }
+                one_by_one
+            }
+        };
+        for (finished, recorded) in batch.drain(..).zip(recorded) {
+            account(
+                &federation,
+                finished.delivery,
+                &finished.outcome,
+                recorded,
+                now,
+            );
+        }
+    }
 }
 
 fn chrono_duration(d: Duration) -> chrono::Duration {
     chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
 }
 
-/// One attempt of one delivery, from claim to recorded outcome.
-async fn attempt(federation: &Federation, worker: &str, delivery: Delivery) {
-    let outcome = push(federation, &delivery).await;
-    let label = match &outcome {
+/// Metrics, log and status updates for one stored (or not) outcome.
+fn account(
+    federation: &Federation,
+    delivery: Delivery,
+    outcome: &AttemptOutcome,
+    recorded: Result<AttemptRecorded, RegistryError>,
+    now: chrono::DateTime<Utc>,
+) {
+    let label = match outcome {
         AttemptOutcome::Delivered { .. } => "delivered",
         AttemptOutcome::Retry { .. } => "retrying",
+        AttemptOutcome::Deferred { .. } => "deferred",
         AttemptOutcome::Failed { dead: true, .. } => "dead",
         AttemptOutcome::Failed { .. } => "failed",
     };
-    let now = Utc::now();
-    match federation
-        .registry
-        .finish_attempt(&delivery.id, worker, outcome, now)
-        .await
-    {
+    match recorded {
         Ok(AttemptRecorded::LeaseLost) => {
             tracing::warn!(delivery = %delivery.id, "lease lost before the outcome was stored");
         }
@@ -155,7 +243,11 @@ async fn attempt(federation: &Federation, worker: &str, delivery: Delivery) {
 }
 
 /// Pushes one delivery and says what to record.
-async fn push(federation: &Federation, delivery: &Delivery) -> AttemptOutcome {
+async fn push(
+    federation: &Federation,
+    delivery: &Delivery,
+    binding: Option<Binding>,
+) -> AttemptOutcome {
     let config = &federation.config;
     let retry = |error: String, pause_secs: Option<u32>| -> AttemptOutcome {
         let now = Utc::now();
@@ -184,11 +276,16 @@ async fn push(federation: &Federation, delivery: &Delivery) -> AttemptOutcome {
     };
     let fail = |error: String| AttemptOutcome::Failed { error, dead: false };
 
-    let binding = match federation
-        .registry
-        .binding(&delivery.user_id, &delivery.binding_id)
-        .await
-    {
+    let binding = match binding {
+        Some(b) if b.user_id == delivery.user_id => Ok(b),
+        _ => {
+            federation
+                .registry
+                .binding(&delivery.user_id, &delivery.binding_id)
+                .await
+        }
+    };
+    let binding = match binding {
         Ok(b) => b,
         Err(RegistryError::NotFound) => return fail("the binding was removed".into()),
         Err(e) => return retry(format!("registry: {e}"), None),
@@ -210,6 +307,19 @@ async fn push(federation: &Federation, delivery: &Delivery) -> AttemptOutcome {
         Some(c) => c,
         None => return fail("the stored credentials cannot be decrypted".into()),
     };
+    // Latest-wins rather than a queue behind the rate limiter: without a
+    // token now, the delivery goes back unclaimed until the limiter has one,
+    // so newer values reported meanwhile replace it.
+    if let Some(limiter) = &ready.limiter {
+        if let Err(not_until) = limiter.check() {
+            use governor::clock::Clock;
+            let wait = not_until.wait_time_from(governor::clock::DefaultClock::default().now());
+            return AttemptOutcome::Deferred {
+                until: Utc::now() + chrono_duration(wait.max(Duration::from_millis(1))),
+            };
+        }
+    }
+    let prepaid = ready.limiter.is_some();
     let prepared = match prepare(federation, delivery, &ready.plugin.description).await {
         Ok(p) => p,
         Err(Prepare::Fail(e)) => return fail(e),
@@ -222,6 +332,7 @@ async fn push(federation: &Federation, delivery: &Delivery) -> AttemptOutcome {
             binding.account.clone(),
             credentials,
             prepared.settings,
+            prepaid,
         )
         .await;
     match called {

@@ -125,6 +125,27 @@ struct Outbound {
     in_process: Option<InProcessHttp>,
     max_response_bytes: usize,
     limiter: Option<Arc<DefaultDirectRateLimiter>>,
+    /// The caller already took the first request's token from `limiter`.
+    prepaid: bool,
+}
+
+/// The outbound rate limit a call runs under.
+#[derive(Clone, Default)]
+pub struct Pacing {
+    /// The module's limiter (manifest `rate_limit`); `None`: unlimited.
+    pub limiter: Option<Arc<DefaultDirectRateLimiter>>,
+    /// True when the caller took the token of the call's first request
+    /// itself (the delivery workers do, to defer instead of waiting).
+    pub prepaid: bool,
+}
+
+impl From<Option<Arc<DefaultDirectRateLimiter>>> for Pacing {
+    fn from(limiter: Option<Arc<DefaultDirectRateLimiter>>) -> Self {
+        Pacing {
+            limiter,
+            prepaid: false,
+        }
+    }
 }
 
 impl WasiView for CallState {
@@ -254,7 +275,7 @@ impl PluginHost {
         let pre =
             ConnectorPre::new(instance_pre).map_err(|e| InvalidPlugin::World(format!("{e:#}")))?;
         let description = self
-            .call_sync(&pre, Arc::new(grants), None, |c, s| {
+            .call_sync(&pre, Arc::new(grants), Pacing::default(), |c, s| {
                 c.call_describe(s).map(Ok)
             })
             .map_err(InvalidPlugin::Describe)?
@@ -266,7 +287,7 @@ impl PluginHost {
         &self,
         pre: &ConnectorPre<CallState>,
         grants: Arc<Grants>,
-        limiter: Option<Arc<DefaultDirectRateLimiter>>,
+        pacing: Pacing,
         call: impl FnOnce(
             &Connector,
             &mut Store<CallState>,
@@ -281,7 +302,8 @@ impl PluginHost {
                 runtime: tokio::runtime::Handle::try_current().ok(),
                 in_process: self.in_process.clone(),
                 max_response_bytes: self.limits.max_response_bytes,
-                limiter,
+                limiter: pacing.limiter,
+                prepaid: pacing.prepaid,
             },
             deadline: Instant::now() + self.limits.call_timeout,
             memory_cap: self.limits.memory_bytes,
@@ -323,7 +345,7 @@ impl PluginHost {
         credentials_json: &str,
     ) -> Result<(), CallError> {
         let account = account(&grants, login, credentials_json);
-        self.call_sync(&plugin.pre, grants, limiter, |c, s| {
+        self.call_sync(&plugin.pre, grants, limiter.into(), |c, s| {
             c.call_verify(s, &account)
         })
     }
@@ -333,14 +355,14 @@ impl PluginHost {
         &self,
         plugin: &LoadedPlugin,
         grants: Arc<Grants>,
-        limiter: Option<Arc<DefaultDirectRateLimiter>>,
+        pacing: impl Into<Pacing>,
         login: &str,
         credentials_json: &str,
         settings: &Settings,
     ) -> Result<PushOutcome, CallError> {
         let account = account(&grants, login, credentials_json);
         let settings = bindings::wit::Settings::from(settings);
-        self.call_sync(&plugin.pre, grants, limiter, |c, s| {
+        self.call_sync(&plugin.pre, grants, pacing.into(), |c, s| {
             c.call_push(s, &account, &settings)
         })
         .map(Into::into)
@@ -355,8 +377,10 @@ impl PluginHost {
         credentials_json: &str,
     ) -> Result<Settings, CallError> {
         let account = account(&grants, login, credentials_json);
-        self.call_sync(&plugin.pre, grants, None, |c, s| c.call_fetch(s, &account))
-            .map(Into::into)
+        self.call_sync(&plugin.pre, grants, Pacing::default(), |c, s| {
+            c.call_fetch(s, &account)
+        })
+        .map(Into::into)
     }
 }
 

@@ -49,7 +49,8 @@ impl CallState {
             .map_err(|_| http::HttpError::Failed(format!("bad method {:?}", request.method)))?;
         let mut url = reqwest::Url::parse(&request.url)
             .map_err(|e| http::HttpError::Failed(format!("bad URL {:?}: {e}", request.url)))?;
-        if let Some(limiter) = self.outbound.limiter.clone() {
+        let prepaid = std::mem::take(&mut self.outbound.prepaid);
+        if let Some(limiter) = self.outbound.limiter.clone().filter(|_| !prepaid) {
             while let Err(not_until) = limiter.check() {
                 use governor::clock::Clock;
                 let wait = not_until.wait_time_from(governor::clock::DefaultClock::default().now());

@@ -22,6 +22,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/bindings", get(list_bindings).post(create_binding))
         .route("/v1/bindings/{id}", delete(delete_binding))
+        .route("/v1/bindings/{id}/settings", get(current_settings))
 }
 
 /// Longest account login accepted.
@@ -230,4 +231,139 @@ pub async fn delete_binding(
     )
     .await;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// An avatar as the network holds it (the image itself is not returned).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AvatarView {
+    /// MIME type.
+    pub content_type: String,
+    /// Size in bytes.
+    pub bytes: usize,
+    /// Hex SHA-256 of the image bytes.
+    pub sha256: String,
+}
+
+/// What an account holds on its network now, read through the connector.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CurrentSettings {
+    /// Binding id.
+    pub binding_id: String,
+    /// Module id.
+    pub module: String,
+    /// Account login.
+    pub account: String,
+    /// Current signature, if the network has one.
+    pub signature: Option<String>,
+    /// Current mood, if the network has one.
+    pub mood: Option<String>,
+    /// Current avatar, if any.
+    pub avatar: Option<AvatarView>,
+    /// Fields whose current value is the one the gateway last applied there:
+    /// not a change of the user's (a monitor must not report them).
+    pub applied_by_gateway: Vec<String>,
+}
+
+/// Reads an account's current settings from its network (connector
+/// `fetch`), for a monitor that polls instead of watching the IM client.
+#[utoipa::path(get, path = "/v1/bindings/{id}/settings", tag = "bindings",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "binding id")),
+    responses((status = 200, body = CurrentSettings), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 422, description = "invalid_credentials, unsupported_module", body = ErrorBody),
+        (status = 501, description = "fetch_unsupported: the connector cannot read settings back",
+            body = ErrorBody),
+        (status = 502, description = "module_unavailable", body = ErrorBody),
+        (status = 503, description = "module_unavailable (the network asks to wait)",
+            body = ErrorBody)))]
+pub async fn current_settings(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    Path(id): Path<String>,
+) -> Result<Json<CurrentSettings>, ApiError> {
+    let binding = match state.registry.binding(&auth.user.id, &id).await {
+        Ok(b) => b,
+        Err(RegistryError::NotFound) => return Err(ApiError::not_found("binding")),
+        Err(e) => return Err(e.into()),
+    };
+    let module = binding.module_id.clone();
+    let credentials = state
+        .config
+        .master_key
+        .open(
+            &binding.credentials.0,
+            crate::secrets::credentials_context(&binding.id, &binding.user_id).as_bytes(),
+        )
+        .ok()
+        .and_then(|plain| String::from_utf8(plain).ok())
+        .ok_or_else(|| ApiError::internal("the stored credentials cannot be decrypted"))?;
+    let settings = match state
+        .connectors
+        .fetch(&module, &binding.account, credentials)
+        .await
+    {
+        Ok(Ok(settings)) => settings,
+        Ok(Err(CallError::AuthFailed(why))) => {
+            return Err(ApiError::unprocessable(
+                "invalid_credentials",
+                format!("the {module} server refused the stored credentials: {why}"),
+            ))
+        }
+        Ok(Err(CallError::Rejected(why))) => {
+            return Err(ApiError::new(
+                StatusCode::NOT_IMPLEMENTED,
+                "fetch_unsupported",
+                format!("the {module} connector cannot read these settings: {why}"),
+            ))
+        }
+        Ok(Err(CallError::RateLimited(secs))) => {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "module_unavailable",
+                format!("the {module} server asks to wait {secs} s"),
+            ))
+        }
+        Ok(Err(e)) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "module_unavailable",
+                format!("could not read the settings from {module}: {e}"),
+            ))
+        }
+        Err(ConnectorsError::Unsupported(_)) => return Err(unsupported(&state, &module).await),
+        Err(ConnectorsError::Registry(e)) => return Err(e.into()),
+        Err(e) => return Err(ApiError::internal(e)),
+    };
+    let avatar = settings.avatar.map(|image| AvatarView {
+        content_type: image.content_type,
+        bytes: image.data.len(),
+        sha256: crate::secrets::sha256_hex(&image.data),
+    });
+    let applied = binding.last_applied.unwrap_or_default();
+    let mut applied_by_gateway = Vec::new();
+    let current = [
+        ("signature", settings.signature.clone()),
+        ("mood", settings.mood.clone()),
+        (
+            "avatar",
+            avatar
+                .as_ref()
+                .map(|a| crate::federation::normalise::avatar_key(&a.sha256)),
+        ),
+    ];
+    for (field, value) in current {
+        if value.is_some() && applied.get(field).and_then(Value::as_str) == value.as_deref() {
+            applied_by_gateway.push(field.to_owned());
+        }
+    }
+    Ok(Json(CurrentSettings {
+        binding_id: binding.id,
+        module,
+        account: binding.account,
+        signature: settings.signature,
+        mood: settings.mood,
+        avatar,
+        applied_by_gateway,
+    }))
 }

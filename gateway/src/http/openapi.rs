@@ -16,6 +16,7 @@ use utoipa::{Modify, OpenApi};
         sessions::create_session, sessions::delete_session,
         modules::list_modules, modules::upload_module, modules::delete_module,
         bindings::create_binding, bindings::list_bindings, bindings::delete_binding,
+        bindings::current_settings,
         media::upload,
         changes::create_change, changes::list_changes, changes::get_change,
         changes::change_events, changes::profile,

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Demo IM networks for the README's "Try it: one change, three networks": a real
+# Synapse (Matrix) on 127.0.0.1:18008, a real ejabberd (XMPP) on 127.0.0.1:15280,
+# each with the account alice, and a webhook receiver on 127.0.0.1:18090 that
+# prints every push. Prints the module manifests and bind bodies; Ctrl-C stops
+# everything. Ports: DEMO_MATRIX_PORT, DEMO_XMPP_PORT, DEMO_HOOK_PORT.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/test-servers.sh          # installs Synapse and ejabberd once
+exec cargo run --quiet -p e2e-tests --bin demo_servers
