@@ -7,7 +7,8 @@
 //! Along the data's way: [`config`] (what a process runs with), [`http`]
 //! (router, handlers, DTOs, the one error type), [`host`] (the wasmtime plugin
 //! host; knows nothing of HTTP), [`registry_db`] underneath for storage.
-//! [`run`] is the entry point used by `main` and by the tests.
+//! [`run`] is the entry point used by `main` and by the tests. [`monitor`] is
+//! the end user's `monitor` app, a client of the public API only.
 
 pub mod accounts;
 pub mod cli;
@@ -19,6 +20,7 @@ pub mod http;
 pub mod media;
 pub mod metrics;
 pub mod modules;
+pub mod monitor;
 pub mod secrets;
 
 pub use config::{Config, Quota};

@@ -145,6 +145,19 @@ fn terminate(child: &mut Child) {
 }
 
 impl Ejabberd {
+    /// The `xmpp` module's manifest for this server, with the reference
+    /// connector's `detect` hints.
+    pub fn manifest(&self) -> Value {
+        json!({
+            "id": "xmpp",
+            "name": "XMPP",
+            "allowed_hosts": [self.origin],
+            "config": {"api": self.api, "admin_user": self.admin_user,
+                       "admin_password": self.admin_password},
+            "detect": crate::detect_hints("xmpp"),
+        })
+    }
+
     /// Starts a private node and waits until its API answers the admin.
     /// Without ejabberd installed: `None` with a note, or a panic under `CI=true`.
     pub async fn start() -> Option<Ejabberd> {

@@ -5,6 +5,7 @@
 
 pub mod ejabberd;
 pub mod mock;
+pub mod monitor;
 pub mod process;
 pub mod synapse;
 
@@ -72,6 +73,16 @@ fn build_wasm(root: &Path, package: &str) -> Result<PathBuf, String> {
     Ok(root.join("target/wasm32-wasip2/release"))
 }
 
+/// The `detect` hints shipped with a reference connector (`plugins/NAME/detect.json`).
+pub fn detect_hints(plugin_dir: &str) -> Value {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../plugins")
+        .join(plugin_dir)
+        .join("detect.json");
+    let text = std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", file.display()))
+}
+
 /// A reference plugin from `plugins/`, e.g. `webhook_connector`.
 pub fn plugin(crate_name: &str) -> Vec<u8> {
     wasm("../plugins", crate_name)
@@ -85,6 +96,12 @@ pub fn hostile() -> Vec<u8> {
 /// The reference webhook connector.
 pub fn webhook() -> Vec<u8> {
     plugin("webhook_connector")
+}
+
+/// A gateway stopped by [`TestGateway::stop_keeping_data`].
+pub struct Stopped {
+    data_dir: TempDir,
+    addr: std::net::SocketAddr,
 }
 
 /// A running gateway.
@@ -108,10 +125,42 @@ impl TestGateway {
         let data_dir = tempfile::tempdir().expect("temp dir");
         let mut config = gateway::Config::new(data_dir.path()).expect("config");
         adjust(&mut config);
-        let admin_token = config.admin_token.expose().clone();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        Self::launch(config, data_dir, "127.0.0.1:0".parse().expect("addr")).await
+    }
+
+    /// Stops (gracefully) and keeps the data dir and address for [`Self::start_again`].
+    pub async fn stop_keeping_data(mut self) -> Stopped {
+        let addr = self
+            .base
+            .trim_start_matches("http://")
+            .parse()
+            .expect("address");
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        (&mut self.task)
             .await
-            .expect("bind");
+            .expect("gateway task")
+            .expect("clean stop");
+        Stopped {
+            data_dir: self.data_dir,
+            addr,
+        }
+    }
+
+    /// The stopped gateway again, with its data, at its old address.
+    pub async fn start_again(stopped: Stopped) -> Self {
+        let config = gateway::Config::new(stopped.data_dir.path()).expect("config");
+        Self::launch(config, stopped.data_dir, stopped.addr).await
+    }
+
+    async fn launch(
+        config: gateway::Config,
+        data_dir: TempDir,
+        addr: std::net::SocketAddr,
+    ) -> Self {
+        let admin_token = config.admin_token.expose().clone();
+        let listener = tokio::net::TcpListener::bind(addr).await.expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(gateway::run(config, listener, async move {

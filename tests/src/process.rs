@@ -1,30 +1,34 @@
-//! The real `gateway` binary as a child process, for tests that kill it
-//! (SIGKILL mid-delivery) or run several processes on one database.
+//! The workspace's real binaries as child processes: `gateway` for tests that
+//! kill it (SIGKILL mid-delivery) or run several processes on one database,
+//! `monitor` for the end user's app.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
+use std::sync::Mutex;
 
-/// The debug `gateway` binary of this workspace, built (or found fresh) once
-/// per test process.
-pub fn gateway_binary() -> PathBuf {
-    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    BUILT
-        .get_or_init(|| {
+/// The debug binary `name` of this workspace (`gateway`, `monitor`), built
+/// (or found fresh) once per test process.
+pub fn workspace_binary(name: &str) -> PathBuf {
+    static BUILT: Mutex<BTreeMap<String, Result<PathBuf, String>>> = Mutex::new(BTreeMap::new());
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    built
+        .entry(name.to_owned())
+        .or_insert_with(|| {
             let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
             let out = Command::new(cargo)
                 .current_dir(&root)
-                .args(["build", "-p", "gateway", "--bin", "gateway"])
+                .args(["build", "-p", "gateway", "--bin", name])
                 .output()
                 .map_err(|e| format!("cannot run cargo: {e}"))?;
             if !out.status.success() {
                 return Err(format!(
-                    "building the gateway binary failed:\n{}",
+                    "building the {name} binary failed:\n{}",
                     String::from_utf8_lossy(&out.stderr)
                 ));
             }
-            Ok(root.join("target/debug/gateway"))
+            Ok(root.join("target/debug").join(name))
         })
         .clone()
         .unwrap_or_else(|e| panic!("{e}"))
@@ -42,7 +46,7 @@ impl GatewayProcess {
     /// waits until it answers `/readyz`.
     pub async fn start(args: &[&str], envs: &[(&str, &str)]) -> GatewayProcess {
         use std::io::BufRead;
-        let mut child = Command::new(gateway_binary())
+        let mut child = Command::new(workspace_binary("gateway"))
             .args(["serve", "--listen", "127.0.0.1:0"])
             .args(args)
             .envs(envs.iter().copied())

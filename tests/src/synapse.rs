@@ -68,6 +68,19 @@ fn run(cmd: &mut Command, what: &str) {
 }
 
 impl Synapse {
+    /// The `matrix` module's manifest for this server, with the reference
+    /// connector's `detect` hints.
+    pub fn manifest(&self) -> serde_json::Value {
+        serde_json::json!({
+            "id": "matrix",
+            "name": "Matrix",
+            "allowed_hosts": [self.origin],
+            "rate_limit": {"per_second": 20, "burst": 20},
+            "config": {"homeserver": self.base},
+            "detect": crate::detect_hints("matrix"),
+        })
+    }
+
     /// Starts a homeserver named `localhost` on a free port. Without the
     /// virtualenv: `None` with a note, or a panic under `CI=true`.
     pub async fn start() -> Option<Synapse> {

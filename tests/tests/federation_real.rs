@@ -41,25 +41,11 @@ async fn upload(gw: &TestGateway, manifest: &Value, plugin: &[u8]) {
 }
 
 async fn upload_matrix(gw: &TestGateway, synapse: &Synapse) {
-    let manifest = json!({
-        "id": "matrix",
-        "name": "Matrix",
-        "allowed_hosts": [synapse.origin],
-        "rate_limit": {"per_second": 20, "burst": 20},
-        "config": {"homeserver": synapse.base},
-    });
-    upload(gw, &manifest, &plugin("matrix_connector")).await;
+    upload(gw, &synapse.manifest(), &plugin("matrix_connector")).await;
 }
 
 async fn upload_xmpp(gw: &TestGateway, ej: &Ejabberd) {
-    let manifest = json!({
-        "id": "xmpp",
-        "name": "XMPP",
-        "allowed_hosts": [ej.origin],
-        "config": {"api": ej.api, "admin_user": ej.admin_user,
-                   "admin_password": ej.admin_password},
-    });
-    upload(gw, &manifest, &plugin("xmpp_connector")).await;
+    upload(gw, &ej.manifest(), &plugin("xmpp_connector")).await;
 }
 
 /// Uploads a webhook module `id` posting to a new mock network.

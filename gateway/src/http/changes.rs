@@ -65,7 +65,7 @@ pub struct ChangeRequest {
 }
 
 /// One target of a change.
-#[derive(Debug, Serialize, Deserialize, ToSchema, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
 pub struct TargetView {
     /// Target binding.
     pub binding_id: String,

@@ -120,16 +120,18 @@ async fn run() -> Result<(), Error> {
 
     let manifests = [
         format!(
-            r#"{{"id":"matrix","name":"Matrix","allowed_hosts":[{origin}],"rate_limit":{{"per_second":5,"burst":10}},"config":{{"homeserver":{base}}}}}"#,
+            r#"{{"id":"matrix","name":"Matrix","allowed_hosts":[{origin}],"rate_limit":{{"per_second":5,"burst":10}},"config":{{"homeserver":{base}}},"detect":{detect}}}"#,
             origin = json!(synapse.origin),
             base = json!(synapse.base),
+            detect = e2e_tests::detect_hints("matrix"),
         ),
         format!(
-            r#"{{"id":"xmpp","name":"XMPP","allowed_hosts":[{origin}],"rate_limit":{{"per_second":5,"burst":10}},"config":{{"api":{api},"admin_user":{admin},"admin_password":{password}}}}}"#,
+            r#"{{"id":"xmpp","name":"XMPP","allowed_hosts":[{origin}],"rate_limit":{{"per_second":5,"burst":10}},"config":{{"api":{api},"admin_user":{admin},"admin_password":{password}}},"detect":{detect}}}"#,
             origin = json!(ej.origin),
             api = json!(ej.api),
             admin = json!(ej.admin_user),
             password = json!(ej.admin_password),
+            detect = e2e_tests::detect_hints("xmpp"),
         ),
         format!(
             r#"{{"id":"webhook","name":"Webhook","allowed_hosts":[{origin}],"rate_limit":{{"per_second":5,"burst":10}},"config":{{"url":{url},"secret":{secret}}}}}"#,

@@ -1,0 +1,331 @@
+//! A typed client of the gateway's public API (`../shared/API.md`), using the
+//! same DTOs the server answers with.
+
+use crate::federation::Receipt;
+use crate::http::bindings::{BindingList, BindingView, CurrentSettings};
+use crate::http::changes::{ChangeList, ChangeView, TargetView};
+use crate::http::media::MediaView;
+use crate::http::modules::{ModuleList, ModuleView};
+use crate::http::sessions::SessionView;
+use crate::http::users::UserView;
+use futures::{Stream, StreamExt};
+use reqwest::{RequestBuilder, StatusCode};
+use serde::de::DeserializeOwned;
+use serde_json::{json, Map, Value};
+use std::time::Duration;
+
+/// Why a call to the gateway failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Nothing answered at the server URL (down, wrong address, network).
+    #[error("cannot reach the gateway at {server}: {reason}")]
+    Unreachable {
+        /// The server URL.
+        server: String,
+        /// What the connection attempt said.
+        reason: String,
+    },
+    /// The session token is missing, expired or was revoked.
+    #[error("your session at {server} has expired or was revoked: run `monitor login` again")]
+    SessionExpired {
+        /// The server URL.
+        server: String,
+    },
+    /// The gateway answered with an error body.
+    #[error("{message} ({code}, HTTP {status})")]
+    Api {
+        /// HTTP status.
+        status: u16,
+        /// The API's snake_case error code.
+        code: String,
+        /// The API's human message.
+        message: String,
+    },
+    /// The answer was not what the API promises.
+    #[error("unexpected answer from the gateway at {server}: {reason}")]
+    Protocol {
+        /// The server URL.
+        server: String,
+        /// What was wrong.
+        reason: String,
+    },
+}
+
+impl ClientError {
+    /// Worth trying again later: the gateway was unreachable, overloaded,
+    /// failed on its side or answered garbled (the request itself was fine).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ClientError::Unreachable { .. } | ClientError::Protocol { .. } => true,
+            ClientError::Api { status, .. } => *status == 429 || *status >= 500,
+            _ => false,
+        }
+    }
+
+    /// The API error code, when the gateway answered with one.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            ClientError::Api { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+}
+
+/// One server-sent event of `GET /v1/changes/{id}/events`.
+#[derive(Debug)]
+pub enum ChangeEvent {
+    /// A target's status changed.
+    Target(Box<TargetView>),
+    /// Every target is final; the change's status.
+    Done(String),
+    /// The stream broke off with this message.
+    Error(String),
+}
+
+/// A client of one gateway, with or without a session token.
+#[derive(Debug, Clone)]
+pub struct Client {
+    server: String,
+    token: Option<String>,
+    http: reqwest::Client,
+}
+
+/// How long one ordinary request may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Client {
+    /// A client of the gateway at `server` (e.g. `http://127.0.0.1:8080`).
+    pub fn new(server: &str, token: Option<String>) -> Client {
+        Client {
+            server: server.trim_end_matches('/').to_owned(),
+            token,
+            http: reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(5))
+                .build()
+                .unwrap_or_default(),
+        }
+    }
+
+    /// The server URL.
+    pub fn server(&self) -> &str {
+        &self.server
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> RequestBuilder {
+        let builder = self
+            .http
+            .request(method, format!("{}{path}", self.server))
+            .timeout(REQUEST_TIMEOUT);
+        match &self.token {
+            Some(token) => builder.bearer_auth(token),
+            None => builder,
+        }
+    }
+
+    async fn send(&self, builder: RequestBuilder) -> Result<reqwest::Response, ClientError> {
+        let response = builder.send().await.map_err(|e| self.unreachable(e))?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        let field = |key: &str| {
+            body.pointer(&format!("/error/{key}"))
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        };
+        if status == StatusCode::UNAUTHORIZED
+            && field("code").as_deref() != Some("invalid_credentials")
+        {
+            return Err(ClientError::SessionExpired {
+                server: self.server.clone(),
+            });
+        }
+        Err(ClientError::Api {
+            status: status.as_u16(),
+            code: field("code").unwrap_or_else(|| "http_error".into()),
+            message: field("message").unwrap_or_else(|| format!("HTTP {status}")),
+        })
+    }
+
+    fn unreachable(&self, e: reqwest::Error) -> ClientError {
+        let mut reason = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(inner) = source {
+            reason = inner.to_string();
+            source = inner.source();
+        }
+        ClientError::Unreachable {
+            server: self.server.clone(),
+            reason,
+        }
+    }
+
+    async fn json<T: DeserializeOwned>(&self, builder: RequestBuilder) -> Result<T, ClientError> {
+        let response = self.send(builder).await?;
+        response.json().await.map_err(|e| ClientError::Protocol {
+            server: self.server.clone(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// `POST /v1/users`.
+    pub async fn register(&self, username: &str, password: &str) -> Result<UserView, ClientError> {
+        let body = json!({"username": username, "password": password});
+        self.json(self.request(reqwest::Method::POST, "/v1/users").json(&body))
+            .await
+    }
+
+    /// `POST /v1/sessions`.
+    pub async fn login(&self, username: &str, password: &str) -> Result<SessionView, ClientError> {
+        let body = json!({"username": username, "password": password});
+        self.json(
+            self.request(reqwest::Method::POST, "/v1/sessions")
+                .json(&body),
+        )
+        .await
+    }
+
+    /// `DELETE /v1/sessions/current`.
+    pub async fn logout(&self) -> Result<(), ClientError> {
+        self.send(self.request(reqwest::Method::DELETE, "/v1/sessions/current"))
+            .await
+            .map(drop)
+    }
+
+    /// `GET /v1/modules`.
+    pub async fn modules(&self) -> Result<Vec<ModuleView>, ClientError> {
+        let list: ModuleList = self
+            .json(self.request(reqwest::Method::GET, "/v1/modules"))
+            .await?;
+        Ok(list.modules)
+    }
+
+    /// `GET /v1/bindings`.
+    pub async fn bindings(&self) -> Result<Vec<BindingView>, ClientError> {
+        let list: BindingList = self
+            .json(self.request(reqwest::Method::GET, "/v1/bindings"))
+            .await?;
+        Ok(list.bindings)
+    }
+
+    /// `POST /v1/bindings`.
+    pub async fn bind(
+        &self,
+        module: &str,
+        account: &str,
+        credentials: &Map<String, Value>,
+    ) -> Result<BindingView, ClientError> {
+        let body = json!({"module": module, "account": account, "credentials": credentials});
+        self.json(
+            self.request(reqwest::Method::POST, "/v1/bindings")
+                .json(&body),
+        )
+        .await
+    }
+
+    /// `DELETE /v1/bindings/{id}`.
+    pub async fn unbind(&self, id: &str) -> Result<(), ClientError> {
+        let path = format!("/v1/bindings/{}", segment(id));
+        self.send(self.request(reqwest::Method::DELETE, &path))
+            .await
+            .map(drop)
+    }
+
+    /// `GET /v1/bindings/{id}/settings`: what the account holds on its network.
+    pub async fn current_settings(&self, id: &str) -> Result<CurrentSettings, ClientError> {
+        let path = format!("/v1/bindings/{}/settings", segment(id));
+        self.json(self.request(reqwest::Method::GET, &path)).await
+    }
+
+    /// `POST /v1/media` with an image.
+    pub async fn upload_media(
+        &self,
+        content_type: &str,
+        bytes: Vec<u8>,
+    ) -> Result<MediaView, ClientError> {
+        let builder = self
+            .request(reqwest::Method::POST, "/v1/media")
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .body(bytes);
+        self.json(builder).await
+    }
+
+    /// `POST /v1/changes` with an `Idempotency-Key`: a repeat with the same key
+    /// returns the first answer, so a report can be sent again safely.
+    pub async fn report(
+        &self,
+        module: &str,
+        account: Option<&str>,
+        settings: &Value,
+        idempotency_key: &str,
+    ) -> Result<Receipt, ClientError> {
+        let mut body = json!({"module": module, "settings": settings});
+        if let Some(account) = account {
+            body["account"] = json!(account);
+        }
+        let builder = self
+            .request(reqwest::Method::POST, "/v1/changes")
+            .header("idempotency-key", idempotency_key)
+            .json(&body);
+        self.json(builder).await
+    }
+
+    /// `GET /v1/changes/{id}`.
+    pub async fn change(&self, id: &str) -> Result<ChangeView, ClientError> {
+        let path = format!("/v1/changes/{}", segment(id));
+        self.json(self.request(reqwest::Method::GET, &path)).await
+    }
+
+    /// `GET /v1/changes?limit=`: recent changes, newest first.
+    pub async fn changes(&self, limit: u32) -> Result<Vec<ChangeView>, ClientError> {
+        let path = format!("/v1/changes?limit={limit}");
+        let list: ChangeList = self.json(self.request(reqwest::Method::GET, &path)).await?;
+        Ok(list.changes)
+    }
+
+    /// `GET /v1/changes/{id}/events`: target updates until every target is final.
+    pub async fn events(
+        &self,
+        id: &str,
+    ) -> Result<impl Stream<Item = ChangeEvent> + use<>, ClientError> {
+        use eventsource_stream::Eventsource;
+        let path = format!("/v1/changes/{}/events", segment(id));
+        let builder = self
+            .http
+            .get(format!("{}{path}", self.server))
+            .bearer_auth(self.token.as_deref().unwrap_or_default());
+        let response = self.send(builder).await?;
+        Ok(response
+            .bytes_stream()
+            .eventsource()
+            .map(|event| match event {
+                Ok(event) => match event.event.as_str() {
+                    "target" => serde_json::from_str(&event.data)
+                        .map(|t| ChangeEvent::Target(Box::new(t)))
+                        .unwrap_or_else(|e| ChangeEvent::Error(e.to_string())),
+                    "done" => {
+                        let status = serde_json::from_str::<Value>(&event.data)
+                            .ok()
+                            .and_then(|v| v.get("status")?.as_str().map(str::to_owned))
+                            .unwrap_or_default();
+                        ChangeEvent::Done(status)
+                    }
+                    _ => ChangeEvent::Error(event.data),
+                },
+                Err(e) => ChangeEvent::Error(e.to_string()),
+            }))
+    }
+}
+
+/// Percent-encodes a path segment (ids are opaque strings).
+fn segment(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

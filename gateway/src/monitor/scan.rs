@@ -1,0 +1,259 @@
+//! `monitor scan` (S7): looks for IM clients installed on this device using
+//! each module's `detect` hints from `GET /v1/modules`, and offers to bind
+//! the networks not bound yet. A decline is remembered.
+//!
+//! Hints, in a module's manifest:
+//!
+//! ```json
+//! {"clients": [{"name": "Element",
+//!               "config_dirs": ["~/.config/Element"],
+//!               "desktop_entries": ["element-desktop.desktop"],
+//!               "executables": ["element-desktop"]}]}
+//! ```
+//!
+//! A flat object with the three lists is one client named after the module.
+
+use super::account::bind_account;
+use super::{prompt, Context, MonitorError, Outcome};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use std::path::{Path, PathBuf};
+
+/// Flags of `scan`.
+#[derive(Debug, clap::Args)]
+pub struct ScanArgs {
+    /// Register every client found without asking (accounts from --account).
+    #[arg(long)]
+    yes: bool,
+    /// Ask again about networks declined before.
+    #[arg(long)]
+    ask_again: bool,
+    /// The account to bind for a module, as MODULE=ACCOUNT (repeatable).
+    #[arg(long, value_name = "MODULE=ACCOUNT")]
+    account: Vec<String>,
+    /// Home folder to look in (default: yours).
+    #[arg(long)]
+    home: Option<PathBuf>,
+    /// Look only under the home folder (not system folders nor PATH).
+    #[arg(long)]
+    only_home: bool,
+}
+
+/// One IM client a module's hints describe.
+#[derive(Debug, Default, Deserialize)]
+pub struct ClientHints {
+    /// Its name, e.g. "Element".
+    #[serde(default)]
+    pub name: String,
+    /// Folders it keeps its config in (`~/` is the home folder).
+    #[serde(default)]
+    pub config_dirs: Vec<String>,
+    /// Its `.desktop` file names.
+    #[serde(default)]
+    pub desktop_entries: Vec<String>,
+    /// Its executable names.
+    #[serde(default)]
+    pub executables: Vec<String>,
+}
+
+/// The clients in a module's `detect` object.
+pub fn clients(detect: &Value, module_name: &str) -> Vec<ClientHints> {
+    #[derive(Deserialize)]
+    struct Listed {
+        clients: Vec<ClientHints>,
+    }
+    if let Ok(listed) = serde_json::from_value::<Listed>(detect.clone()) {
+        return listed.clients;
+    }
+    match serde_json::from_value::<ClientHints>(detect.clone()) {
+        Ok(mut one)
+            if !(one.config_dirs.is_empty()
+                && one.desktop_entries.is_empty()
+                && one.executables.is_empty()) =>
+        {
+            if one.name.is_empty() {
+                one.name = module_name.to_owned();
+            }
+            vec![one]
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// Where to look.
+pub struct Places {
+    home: PathBuf,
+    application_dirs: Vec<PathBuf>,
+    path_dirs: Vec<PathBuf>,
+}
+
+impl Places {
+    /// The home folder's places, plus the system's unless `only_home`.
+    pub fn new(home: PathBuf, only_home: bool) -> Places {
+        let mut application_dirs = vec![
+            home.join(".local/share/applications"),
+            home.join(".local/share/flatpak/exports/share/applications"),
+        ];
+        let mut path_dirs = Vec::new();
+        if !only_home {
+            let data_dirs = std::env::var("XDG_DATA_DIRS")
+                .unwrap_or_else(|_| "/usr/local/share:/usr/share".into());
+            application_dirs.extend(
+                data_dirs
+                    .split(':')
+                    .filter(|d| !d.is_empty())
+                    .map(|d| Path::new(d).join("applications")),
+            );
+            application_dirs.push("/var/lib/flatpak/exports/share/applications".into());
+            path_dirs = std::env::var_os("PATH")
+                .map(|p| std::env::split_paths(&p).collect())
+                .unwrap_or_default();
+        }
+        Places {
+            home,
+            application_dirs,
+            path_dirs,
+        }
+    }
+
+    fn expand(&self, dir: &str) -> PathBuf {
+        match dir.strip_prefix("~/") {
+            Some(rest) => self.home.join(rest),
+            None if Path::new(dir).is_absolute() => PathBuf::from(dir),
+            None => self.home.join(dir),
+        }
+    }
+
+    /// The first sign of `client` on this device, as a path.
+    pub fn find(&self, client: &ClientHints) -> Option<PathBuf> {
+        let config = client
+            .config_dirs
+            .iter()
+            .map(|d| self.expand(d))
+            .find(|d| d.is_dir());
+        let desktop = || {
+            self.application_dirs.iter().find_map(|dir| {
+                client
+                    .desktop_entries
+                    .iter()
+                    .map(|entry| dir.join(entry))
+                    .find(|f| f.is_file())
+            })
+        };
+        let executable = || {
+            self.path_dirs.iter().find_map(|dir| {
+                client
+                    .executables
+                    .iter()
+                    .map(|name| dir.join(name))
+                    .find(|f| is_executable(f))
+            })
+        };
+        config.or_else(desktop).or_else(executable)
+    }
+}
+
+fn is_executable(path: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        path.metadata()
+            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            .unwrap_or(false)
+    }
+    #[cfg(not(unix))]
+    {
+        path.is_file()
+    }
+}
+
+fn credentials() -> Result<Option<Map<String, Value>>, MonitorError> {
+    match std::env::var("MONITOR_CREDENTIALS") {
+        Ok(json) => serde_json::from_str(&json).map(Some).map_err(|e| {
+            MonitorError::Usage(format!("MONITOR_CREDENTIALS must be a JSON object: {e}"))
+        }),
+        Err(_) => Ok(None),
+    }
+}
+
+/// `monitor scan`.
+pub async fn scan(ctx: &Context, args: &ScanArgs) -> Result<Outcome, MonitorError> {
+    let client = ctx.client()?;
+    let home = match &args.home {
+        Some(home) => home.clone(),
+        None => dirs::home_dir()
+            .ok_or_else(|| MonitorError::Usage("no home folder known: pass --home DIR".into()))?,
+    };
+    let places = Places::new(home, args.only_home);
+    let modules = client.modules().await?;
+    let bindings = ctx.sync_bindings(&client).await?;
+    let mut state = ctx.store.state()?;
+    let mut found = 0;
+    let mut failed = None;
+    for module in &modules {
+        let Some((hints, evidence)) = clients(&module.detect, &module.name)
+            .into_iter()
+            .find_map(|c| places.find(&c).map(|e| (c, e)))
+        else {
+            continue;
+        };
+        found += 1;
+        let what = format!("{} ({})", hints.name, module.name);
+        if let Some(bound) = bindings.iter().find(|b| b.module == module.id) {
+            println!("{what}: already bound as {}", bound.account);
+            continue;
+        }
+        if state.declined.contains(&module.id) && !args.ask_again {
+            println!(
+                "{what}: you declined before (`monitor scan --ask-again` asks again, \
+                 `monitor bind {} ACCOUNT` binds it)",
+                module.id
+            );
+            continue;
+        }
+        let question = format!(
+            "found {what} at {}. Register {} for sync?",
+            evidence.display(),
+            hints.name
+        );
+        if !(args.yes || prompt::confirm(&question)?) {
+            state.declined.insert(module.id.clone());
+            ctx.store.save_state(&state)?;
+            println!("{what}: not registered; it will not be offered again");
+            continue;
+        }
+        let given = args
+            .account
+            .iter()
+            .find_map(|a| a.strip_prefix(&format!("{}=", module.id)));
+        let account = match given {
+            Some(account) => account.to_owned(),
+            None => prompt::text(&format!("your {} account:", module.name))?,
+        };
+        let credentials = match credentials()? {
+            Some(credentials) => credentials,
+            None => {
+                let password =
+                    prompt::secret(&format!("password of {account} on {}:", module.name))?;
+                Map::from_iter([("password".to_owned(), Value::String(password))])
+            }
+        };
+        match bind_account(ctx, &client, &module.id, &account, &credentials).await {
+            Ok(()) => {
+                state.declined.remove(&module.id);
+                ctx.store.save_state(&state)?;
+            }
+            Err(e) => {
+                eprintln!("{what}: not bound: {e}");
+                failed = Some(e);
+            }
+        }
+    }
+    if found == 0 {
+        println!("no IM client of a supported network found on this device");
+    }
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(Outcome::Done),
+    }
+}

@@ -1,0 +1,276 @@
+//! `monitor watch`: notices changes by itself. Each round it (a) reads every
+//! bound account's current settings through the gateway (connector `fetch`)
+//! and reports what differs from the last look, never the gateway's own
+//! pushes (`applied_by_gateway`); (b) reads the profile file; then sends the
+//! queued reports in order. A gateway that is unreachable only delays them.
+
+use super::client::{Client, ClientError};
+use super::report::{flush, queue_avatar, Sent};
+use super::store::{LocalBinding, QueuedReport, Seen, State};
+use super::{profile, Context, MonitorError, Outcome};
+use serde_json::{json, Map, Value};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Flags of `watch`.
+#[derive(Debug, clap::Args)]
+pub struct WatchArgs {
+    /// Seconds between two rounds.
+    #[arg(long, default_value_t = 10)]
+    interval: u64,
+    /// A TOML profile file other tools may edit (tables like `[matrix]`
+    /// with `signature`, `mood`, `avatar`).
+    #[arg(long, env = "MONITOR_PROFILE")]
+    profile: Option<PathBuf>,
+    /// One round, then exit (for scripts and cron).
+    #[arg(long)]
+    once: bool,
+}
+
+/// Messages shown once per watch, not every round.
+#[derive(Default)]
+struct Notes(BTreeSet<String>);
+
+impl Notes {
+    fn once(&mut self, message: String) {
+        if self.0.insert(message.clone()) {
+            eprintln!("{message}");
+        }
+    }
+}
+
+/// `monitor watch`.
+pub async fn watch(ctx: &Context, args: &WatchArgs) -> Result<Outcome, MonitorError> {
+    let client = ctx.client()?;
+    let mut notes = Notes::default();
+    eprintln!(
+        "watching {} every {} s{}",
+        client.server(),
+        args.interval,
+        args.profile
+            .as_ref()
+            .map(|p| format!(" and {}", p.display()))
+            .unwrap_or_default()
+    );
+    loop {
+        round(ctx, &client, args, &mut notes).await?;
+        if args.once {
+            return Ok(Outcome::Done);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(args.interval.max(1))) => {}
+            _ = tokio::signal::ctrl_c() => return Ok(Outcome::Done),
+        }
+    }
+}
+
+fn transient_or(e: MonitorError, notes: &mut Notes) -> Result<(), MonitorError> {
+    match e {
+        MonitorError::Client(e) if e.is_transient() => {
+            notes.once(format!("{e}; retrying every round"));
+            Ok(())
+        }
+        other => Err(other),
+    }
+}
+
+async fn round(
+    ctx: &Context,
+    client: &Client,
+    args: &WatchArgs,
+    notes: &mut Notes,
+) -> Result<(), MonitorError> {
+    let mut state = ctx.store.state()?;
+    match ctx.sync_bindings(client).await {
+        Ok(bindings) => {
+            notes.0.retain(|n| !n.starts_with("cannot reach"));
+            poll(ctx, client, &bindings, &mut state, notes).await?;
+        }
+        Err(e) => transient_or(e, notes)?,
+    }
+    if let Some(path) = &args.profile {
+        let bound = ctx.store.bindings()?;
+        match read_profile(ctx, path, &bound, &mut state, notes) {
+            Err(MonitorError::File { path, reason }) => notes.once(format!("{path}: {reason}")),
+            other => other?,
+        }
+    }
+    ctx.store.save_state(&state)?;
+    match flush(&ctx.store, client).await {
+        Ok(sent) => {
+            for outcome in sent {
+                match outcome {
+                    Sent::Accepted(report, receipt) => println!(
+                        "reported {} from {}: change {} {} ({} target(s))",
+                        report.settings,
+                        report.module,
+                        receipt.id,
+                        receipt.status,
+                        receipt.targets.len()
+                    ),
+                    Sent::Rejected(report, e) => eprintln!(
+                        "the gateway refused a report from {} (moved to rejected/): {e}",
+                        report.module
+                    ),
+                }
+            }
+        }
+        Err(e) => transient_or(e, notes)?,
+    }
+    Ok(())
+}
+
+fn enqueue(
+    ctx: &Context,
+    binding: &LocalBinding,
+    settings: Map<String, Value>,
+    source: String,
+    key: String,
+) -> Result<(), MonitorError> {
+    println!(
+        "noticed on {} {}: {}",
+        binding.module,
+        binding.account,
+        Value::Object(settings.clone())
+    );
+    ctx.store.enqueue(&QueuedReport {
+        module: binding.module.clone(),
+        account: Some(binding.account.clone()),
+        settings: Value::Object(settings),
+        idempotency_key: key,
+        source,
+    })?;
+    Ok(())
+}
+
+/// Reads each account's settings through the gateway; the first look at an
+/// account is its baseline, later differences are reported.
+async fn poll(
+    ctx: &Context,
+    client: &Client,
+    bindings: &[LocalBinding],
+    state: &mut State,
+    notes: &mut Notes,
+) -> Result<(), MonitorError> {
+    state
+        .seen
+        .retain(|id, _| bindings.iter().any(|b| &b.id == id));
+    for binding in bindings {
+        let current = match client.current_settings(&binding.id).await {
+            Ok(current) => current,
+            Err(e) if e.code() == Some("fetch_unsupported") => {
+                notes.once(format!(
+                    "{} {}: its connector cannot read settings back; only reports and the \
+                     profile file carry its changes",
+                    binding.module, binding.account
+                ));
+                continue;
+            }
+            Err(e @ ClientError::SessionExpired { .. }) => return Err(e.into()),
+            Err(e) => {
+                notes.once(format!("{} {}: {e}", binding.module, binding.account));
+                continue;
+            }
+        };
+        let now = Seen {
+            signature: current.signature.clone(),
+            mood: current.mood.clone(),
+            avatar_sha256: current.avatar.as_ref().map(|a| a.sha256.clone()),
+        };
+        if let Some(before) = state.seen.get(&binding.id) {
+            let echo = |field: &str| current.applied_by_gateway.iter().any(|f| f == field);
+            let mut settings = Map::new();
+            for (field, old, new) in [
+                ("signature", &before.signature, &now.signature),
+                ("mood", &before.mood, &now.mood),
+            ] {
+                if let Some(new) = new.as_ref().filter(|n| Some(*n) != old.as_ref()) {
+                    if !echo(field) {
+                        settings.insert(field.into(), json!(new));
+                    }
+                }
+            }
+            if now.avatar_sha256.is_some()
+                && now.avatar_sha256 != before.avatar_sha256
+                && !echo("avatar")
+            {
+                notes.once(format!(
+                    "{} {}: the avatar changed there; polling does not carry avatars yet \
+                     (`monitor report --avatar FILE` does)",
+                    binding.module, binding.account
+                ));
+            }
+            if !settings.is_empty() {
+                let source = format!("watch: {} {}", binding.module, binding.account);
+                enqueue(
+                    ctx,
+                    binding,
+                    settings,
+                    source,
+                    uuid::Uuid::new_v4().to_string(),
+                )?;
+            }
+        }
+        state.seen.insert(binding.id.clone(), now);
+    }
+    Ok(())
+}
+
+fn file_sha256(path: &Path) -> Result<String, MonitorError> {
+    let bytes = std::fs::read(path).map_err(|e| MonitorError::File {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    Ok(hex::encode(Sha256::digest(bytes)))
+}
+
+/// Reports each bound network's table of the profile file that differs from
+/// the last read (on the first read: everything in it).
+fn read_profile(
+    ctx: &Context,
+    path: &Path,
+    bound: &[LocalBinding],
+    state: &mut State,
+    notes: &mut Notes,
+) -> Result<(), MonitorError> {
+    for (module, entry) in profile::read(path)? {
+        let Some(binding) = bound.iter().find(|b| b.module == module) else {
+            notes.once(format!(
+                "{}: [{module}] is not a bound network; its changes are not reported",
+                path.display()
+            ));
+            continue;
+        };
+        let avatar_sha256 = entry.avatar.as_deref().map(file_sha256).transpose()?;
+        let now = Seen {
+            signature: entry.signature.clone(),
+            mood: entry.mood.clone(),
+            avatar_sha256,
+        };
+        let before = state.profile.get(&module).cloned().unwrap_or_default();
+        let key = uuid::Uuid::new_v4().to_string();
+        let mut settings = Map::new();
+        if now.signature.is_some() && now.signature != before.signature {
+            settings.insert("signature".into(), json!(now.signature));
+        }
+        if now.mood.is_some() && now.mood != before.mood {
+            settings.insert("mood".into(), json!(now.mood));
+        }
+        if let Some(avatar) = entry.avatar.as_deref() {
+            if now.avatar_sha256 != before.avatar_sha256 {
+                settings.insert(
+                    "avatar_file".into(),
+                    queue_avatar(&ctx.store, avatar, &key)?,
+                );
+            }
+        }
+        if !settings.is_empty() {
+            let source = format!("profile file {}", path.display());
+            enqueue(ctx, binding, settings, source, key)?;
+        }
+        state.profile.insert(module, now);
+    }
+    Ok(())
+}

@@ -1,0 +1,170 @@
+//! The real `monitor` binary, driven as a user drives it from a shell: each
+//! [`Monitor`] has its own config dir and home folder.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use tempfile::TempDir;
+use tokio::io::AsyncWriteExt;
+
+/// Environment variables the monitor reads; cleared so the caller's own
+/// settings never leak into a test.
+const MONITOR_ENV: [&str; 6] = [
+    "MONITOR_SERVER",
+    "MONITOR_CONFIG_DIR",
+    "MONITOR_PASSWORD",
+    "MONITOR_CREDENTIALS",
+    "MONITOR_PROFILE",
+    "XDG_CONFIG_HOME",
+];
+
+/// One user's monitor installation.
+pub struct Monitor {
+    /// Config dir (session, bindings, queue).
+    pub config: TempDir,
+    /// Home folder (for `scan` and profile files).
+    pub home: TempDir,
+}
+
+/// What one command did.
+#[derive(Debug)]
+pub struct Ran {
+    /// Exit code (-1 when killed by a signal).
+    pub code: i32,
+    /// Everything it printed on stdout.
+    pub stdout: String,
+    /// Everything it printed on stderr.
+    pub stderr: String,
+}
+
+impl Ran {
+    /// Asserts exit code `code`; returns self for more checks.
+    pub fn code(self, code: i32) -> Ran {
+        assert_eq!(self.code, code, "exit code of a monitor command: {self:#?}");
+        self
+    }
+
+    /// Asserts success.
+    pub fn ok(self) -> Ran {
+        self.code(0)
+    }
+
+    /// stdout and stderr together.
+    pub fn output(&self) -> String {
+        format!("{}{}", self.stdout, self.stderr)
+    }
+
+    /// Asserts that the output holds `text`.
+    pub fn says(self, text: &str) -> Ran {
+        assert!(
+            self.output().contains(text),
+            "expected {text:?} in the monitor's output: {self:#?}"
+        );
+        self
+    }
+}
+
+impl Default for Monitor {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Monitor {
+    /// A fresh installation.
+    pub fn new() -> Monitor {
+        Monitor {
+            config: tempfile::tempdir().expect("config dir"),
+            home: tempfile::tempdir().expect("home dir"),
+        }
+    }
+
+    /// The config dir.
+    pub fn dir(&self) -> &Path {
+        self.config.path()
+    }
+
+    fn command(&self, args: &[&str], envs: &[(&str, &str)]) -> tokio::process::Command {
+        let mut command = tokio::process::Command::new(crate::process::workspace_binary("monitor"));
+        for var in MONITOR_ENV {
+            command.env_remove(var);
+        }
+        command
+            .arg("--config-dir")
+            .arg(self.config.path())
+            .args(args)
+            .env("HOME", self.home.path())
+            .envs(envs.iter().copied())
+            .kill_on_drop(true);
+        command
+    }
+
+    /// Runs `monitor ARGS` with `stdin` as its input and waits for it.
+    pub async fn run_with(&self, args: &[&str], envs: &[(&str, &str)], stdin: &str) -> Ran {
+        let mut child = self
+            .command(args, envs)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn monitor");
+        let mut input = child.stdin.take().expect("stdin");
+        input
+            .write_all(stdin.as_bytes())
+            .await
+            .expect("write stdin");
+        drop(input);
+        let out = tokio::time::timeout(
+            std::time::Duration::from_secs(180),
+            child.wait_with_output(),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("monitor {args:?} did not finish in 180 s"))
+        .expect("monitor output");
+        Ran {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Runs `monitor ARGS` with nothing on stdin.
+    pub async fn run(&self, args: &[&str], envs: &[(&str, &str)]) -> Ran {
+        self.run_with(args, envs, "").await
+    }
+
+    /// Starts a long-running `monitor ARGS` (e.g. `watch`); killed on drop.
+    pub fn spawn(&self, args: &[&str], envs: &[(&str, &str)]) -> tokio::process::Child {
+        self.command(args, envs)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn monitor")
+    }
+
+    /// `monitor register` of `user` at `server` (password from the environment).
+    pub async fn register(&self, server: &str, user: &str) -> Ran {
+        self.run(
+            &["--server", server, "register", "--username", user],
+            &[("MONITOR_PASSWORD", "correct horse battery")],
+        )
+        .await
+        .ok()
+    }
+
+    /// A file in the config dir.
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.config.path().join(name)
+    }
+}
+
+impl Monitor {
+    /// The session token the monitor keeps.
+    pub fn token(&self) -> String {
+        let session = std::fs::read_to_string(self.file("session.json")).expect("session file");
+        serde_json::from_str::<serde_json::Value>(&session).expect("session JSON")["token"]
+            .as_str()
+            .expect("token")
+            .to_owned()
+    }
+}

@@ -1,0 +1,490 @@
+//! The `monitor` binary driven end to end against a gateway started through
+//! `run()`, with mock networks (webhook connector) as the other end: login
+//! and the private token file, bindings kept locally, `report` with its
+//! per-network lines and exit codes, the on-disk queue while the gateway is
+//! down, the profile file of `watch`, `scan` over a fake home folder, and
+//! the clear errors.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use e2e_tests::mock::{eventually, MockNetwork, Reply};
+use e2e_tests::monitor::Monitor;
+use e2e_tests::{detect_hints, webhook, TestGateway, TINY_PNG};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+const NO_CREDENTIALS: (&str, &str) = ("MONITOR_CREDENTIALS", "{}");
+
+async fn gateway() -> TestGateway {
+    TestGateway::start_with(|c| {
+        c.delivery.backoff_base = Duration::from_millis(100);
+        c.delivery.poll_interval = Duration::from_millis(50);
+    })
+    .await
+}
+
+/// Uploads a webhook module `id` posting to a new mock network, with `detect` hints.
+async fn network(gw: &TestGateway, id: &str, detect: Value) -> MockNetwork {
+    let mock = MockNetwork::start().await;
+    let mut manifest = mock.manifest(id, 100, 100);
+    manifest["detect"] = detect;
+    let r = gw.upload_module(&manifest, &webhook()).await;
+    assert_eq!(
+        r.status(),
+        StatusCode::CREATED,
+        "{}",
+        r.text().await.unwrap()
+    );
+    mock
+}
+
+/// The settings of every push a mock network accepted, oldest first.
+fn received(mock: &MockNetwork) -> Vec<Value> {
+    mock.accepted()
+        .into_iter()
+        .map(|h| h.body["settings"].clone())
+        .collect()
+}
+
+async fn wait_for(mock: &MockNetwork, what: &str, check: impl Fn(&[Value]) -> bool) {
+    eventually(what, Duration::from_secs(60), || async {
+        check(&received(mock)).then_some(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn login_keeps_a_private_token_and_bindings_are_kept_locally() {
+    let gw = gateway().await;
+    network(&gw, "alpha", json!({})).await;
+    network(&gw, "beta", json!({})).await;
+    let m = Monitor::new();
+    m.register(&gw.base, "alice").await.says("registered alice");
+
+    let session = std::fs::read_to_string(m.file("session.json")).unwrap();
+    assert!(session.contains("\"token\""), "{session}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(
+            mode(&m.file("session.json")),
+            0o600,
+            "token file readable by others"
+        );
+    }
+
+    let secret = ("MONITOR_CREDENTIALS", r#"{"token": "s3cr3t-alpha"}"#);
+    m.run(&["bind", "alpha", "alice-a"], &[secret])
+        .await
+        .ok()
+        .says("bound alice-a on alpha");
+    m.run(&["bind", "beta", "alice-b"], &[NO_CREDENTIALS])
+        .await
+        .ok();
+    let listed = m.run(&["bindings"], &[]).await.ok();
+    assert!(
+        listed.stdout.contains("alice-a") && listed.stdout.contains("alice-b"),
+        "{listed:?}"
+    );
+    let local = std::fs::read_to_string(m.file("bindings.json")).unwrap();
+    assert!(
+        local.contains("alice-a") && local.contains("alice-b"),
+        "{local}"
+    );
+    assert!(
+        !local.contains("s3cr3t"),
+        "credentials must not be kept locally: {local}"
+    );
+
+    // An unsupported module names the supported ones; a repeat is a conflict.
+    m.run(&["bind", "icq", "12345"], &[NO_CREDENTIALS])
+        .await
+        .code(1)
+        .says("module \"icq\" is not supported by this gateway; supported modules: alpha, beta");
+    m.run(&["bind", "alpha", "alice-a"], &[NO_CREDENTIALS])
+        .await
+        .code(1)
+        .says("already_bound");
+    m.run(
+        &["bind", "alpha", "alice-x"],
+        &[("MONITOR_CREDENTIALS", "not json")],
+    )
+    .await
+    .code(1)
+    .says("credentials must be a JSON object");
+
+    m.run(&["unbind", "beta"], &[])
+        .await
+        .ok()
+        .says("unbound alice-b on beta");
+    let local = std::fs::read_to_string(m.file("bindings.json")).unwrap();
+    assert!(!local.contains("alice-b"), "{local}");
+    let token = serde_json::from_str::<Value>(&session).unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let on_server = gw.get_json("/v1/bindings", Some(&token)).await;
+    assert_eq!(
+        on_server["bindings"].as_array().unwrap().len(),
+        1,
+        "{on_server}"
+    );
+
+    m.run(&["logout"], &[]).await.ok();
+    assert!(!m.file("session.json").exists());
+    assert_eq!(
+        gw.get("/v1/bindings", Some(&token)).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    m.run(&["bindings"], &[])
+        .await
+        .code(1)
+        .says("not logged in");
+    m.run(
+        &["--server", &gw.base, "login", "--username", "alice"],
+        &[("MONITOR_PASSWORD", "wrong password")],
+    )
+    .await
+    .code(1)
+    .says("invalid_credentials");
+    // The password can also come on stdin (no terminal).
+    m.run_with(
+        &["--server", &gw.base, "login", "-u", "alice"],
+        &[],
+        "correct horse battery\n",
+    )
+    .await
+    .ok()
+    .says("logged in as alice");
+}
+
+#[tokio::test]
+async fn report_shows_each_network_and_its_exit_code_says_whether_all_arrived() {
+    let gw = gateway().await;
+    network(&gw, "alpha", json!({})).await;
+    let beta = network(&gw, "beta", json!({})).await;
+    let gamma = network(&gw, "gamma", json!({})).await;
+    gamma.otherwise(Reply::Status(400));
+    let m = Monitor::new();
+    m.register(&gw.base, "alice").await;
+    for (module, account) in [
+        ("alpha", "alice-a"),
+        ("beta", "alice-b"),
+        ("gamma", "alice-g"),
+    ] {
+        m.run(&["bind", module, account], &[NO_CREDENTIALS])
+            .await
+            .ok();
+    }
+
+    let ran = m
+        .run(
+            &["report", "--module", "alpha", "--signature", "Hello"],
+            &[],
+        )
+        .await
+        .code(2);
+    assert!(ran.stdout.contains("2 target network(s)"), "{ran:?}");
+    let line = |module: &str| {
+        ran.stdout
+            .lines()
+            .find(|l| l.contains(&format!("{module} alice-")))
+            .unwrap_or_else(|| panic!("no line for {module}: {ran:?}"))
+            .to_owned()
+    };
+    assert!(
+        line("beta").starts_with("ok") && line("beta").contains("delivered: signature"),
+        "{ran:?}"
+    );
+    assert!(
+        line("gamma").starts_with("FAILED") && line("gamma").contains("HTTP 400"),
+        "{ran:?}"
+    );
+    assert_eq!(received(&beta), vec![json!({"signature": "Hello"})]);
+
+    m.run(&["unbind", "gamma"], &[]).await.ok();
+    m.run(
+        &[
+            "report",
+            "--module",
+            "alpha",
+            "--signature",
+            "Hi",
+            "--mood",
+            "calm",
+        ],
+        &[],
+    )
+    .await
+    .ok()
+    .says("delivered: signature, mood");
+    // The gateway applied "Hi" to beta: the same report from beta is an echo.
+    m.run(&["report", "--module", "beta", "--signature", "Hi"], &[])
+        .await
+        .ok()
+        .says("an echo");
+    assert_eq!(received(&beta).len(), 2);
+
+    // An avatar is checked locally, uploaded, and pushed.
+    let not_image = m.home.path().join("avatar.png");
+    std::fs::write(&not_image, b"just text").unwrap();
+    m.run(
+        &[
+            "report",
+            "--module",
+            "alpha",
+            "--avatar",
+            not_image.to_str().unwrap(),
+        ],
+        &[],
+    )
+    .await
+    .code(1)
+    .says("not an image");
+    let png = m.home.path().join("me.png");
+    std::fs::write(&png, TINY_PNG).unwrap();
+    m.run(
+        &[
+            "report",
+            "--module",
+            "alpha",
+            "--avatar",
+            png.to_str().unwrap(),
+        ],
+        &[],
+    )
+    .await
+    .ok()
+    .says("delivered: avatar");
+    assert!(
+        received(&beta)[2]["avatar"]["data"].is_string(),
+        "{:?}",
+        received(&beta)
+    );
+
+    // Clear errors, and nothing is left queued by them.
+    m.run(&["report", "--module", "alpha"], &[])
+        .await
+        .code(1)
+        .says("nothing to report");
+    m.run(&["report", "--module", "icq", "--signature", "x"], &[])
+        .await
+        .code(1)
+        .says("supported modules: alpha, beta, gamma");
+    m.run(&["report", "--module", "gamma", "--signature", "x"], &[])
+        .await
+        .code(1)
+        .says("you have no gamma account bound");
+    let status = m.run(&["status"], &[]).await.ok();
+    assert!(!status.stdout.contains("waiting"), "{status:?}");
+    assert!(
+        status.stdout.contains("partial") && status.stdout.contains("delivered to 1/2"),
+        "{status:?}"
+    );
+    assert_eq!(status.stdout.matches("from alpha").count(), 3, "{status:?}");
+}
+
+/// Alice's monitor with accounts on two mock networks, `alpha` and `beta`;
+/// returns the gateway, beta's network and the monitor.
+async fn alice_on_alpha_and_beta() -> (TestGateway, MockNetwork, Monitor) {
+    let gw = gateway().await;
+    network(&gw, "alpha", json!({})).await;
+    let beta = network(&gw, "beta", json!({})).await;
+    let m = Monitor::new();
+    m.register(&gw.base, "alice").await;
+    for (module, account) in [("alpha", "alice-a"), ("beta", "alice-b")] {
+        m.run(&["bind", module, account], &[NO_CREDENTIALS])
+            .await
+            .ok();
+    }
+    (gw, beta, m)
+}
+
+#[tokio::test]
+async fn reports_made_while_the_gateway_is_down_wait_on_disk_and_go_out_in_order() {
+    let (gw, beta, m) = alice_on_alpha_and_beta().await;
+
+    let base = gw.base.clone();
+    let stopped = gw.stop_keeping_data().await;
+    for text in ["one", "two"] {
+        m.run(&["report", "--module", "alpha", "--signature", text], &[])
+            .await
+            .code(3)
+            .says(&format!("cannot reach the gateway at {base}"))
+            .says("kept on disk");
+    }
+    m.run(&["status"], &[])
+        .await
+        .code(1)
+        .says("2 report(s) waiting");
+    let gw = TestGateway::start_again(stopped).await;
+
+    m.run(
+        &["report", "--module", "alpha", "--signature", "three"],
+        &[],
+    )
+    .await
+    .ok()
+    .says("sent an earlier queued report from alpha");
+    let token = m.token();
+    let listed = gw.get_json("/v1/changes?limit=10", Some(&token)).await;
+    let signatures: Vec<&str> = listed["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .map(|c| c["settings"]["signature"].as_str().unwrap())
+        .collect();
+    assert_eq!(signatures, ["one", "two", "three"], "{listed}");
+    wait_for(&beta, "beta to hold three", |got| {
+        got.last() == Some(&json!({"signature": "three"}))
+    })
+    .await;
+    assert!(
+        std::fs::read_dir(m.file("queue")).unwrap().next().is_none(),
+        "queue not empty"
+    );
+}
+
+#[tokio::test]
+async fn watch_reports_profile_file_edits_of_bound_networks_only() {
+    let (gw, beta, m) = alice_on_alpha_and_beta().await;
+    let profile = m.home.path().join("profile.toml");
+    let watch = ["watch", "--once", "--profile", profile.to_str().unwrap()];
+
+    std::fs::write(
+        &profile,
+        "[alpha]\nsignature = \"from the file\"\n[zeta]\nsignature = \"x\"\n",
+    )
+    .unwrap();
+    m.run(&watch, &[])
+        .await
+        .ok()
+        .says("[zeta] is not a bound network")
+        .says("cannot read settings back");
+    wait_for(&beta, "the file's signature on beta", |got| {
+        got == [json!({"signature": "from the file"})]
+    })
+    .await;
+
+    std::fs::write(
+        &profile,
+        "[alpha]\nsignature = \"from the file\"\nmood = \"sunny\"\n",
+    )
+    .unwrap();
+    m.run(&watch, &[]).await.ok();
+    wait_for(&beta, "only the mood, which changed", |got| {
+        got.len() == 2 && got[1] == json!({"mood": "sunny"})
+    })
+    .await;
+
+    // Nothing changed: nothing reported.
+    m.run(&watch, &[]).await.ok();
+    let token = m.token();
+    let listed = gw.get_json("/v1/changes", Some(&token)).await;
+    assert_eq!(listed["changes"].as_array().unwrap().len(), 2, "{listed}");
+
+    std::fs::write(&profile, "[alpha]\nsignatur = \"typo\"\n").unwrap();
+    m.run(&watch, &[]).await.ok().says("not a profile file");
+}
+
+#[tokio::test]
+async fn scan_offers_clients_found_on_the_device_and_remembers_a_decline() {
+    let gw = gateway().await;
+    network(&gw, "matrix", detect_hints("matrix")).await;
+    network(&gw, "xmpp", detect_hints("xmpp")).await;
+    let m = Monitor::new();
+    m.register(&gw.base, "alice").await;
+    let scan = ["scan", "--only-home"];
+
+    m.run(&scan, &[])
+        .await
+        .ok()
+        .says("no IM client of a supported network found");
+
+    // Element's config folder: offered, declined, not asked again.
+    std::fs::create_dir_all(m.home.path().join(".config/Element")).unwrap();
+    m.run_with(&scan, &[], "n\n")
+        .await
+        .ok()
+        .says("Register Element for sync? [y/N]")
+        .says("not registered");
+    let again = m.run(&scan, &[]).await.ok().says("you declined before");
+    assert!(!again.output().contains("[y/N]"), "asked again: {again:?}");
+
+    // --ask-again: yes, then the account and its credentials.
+    m.run_with(
+        &["scan", "--only-home", "--ask-again"],
+        &[NO_CREDENTIALS],
+        "y\n@alice:localhost\n",
+    )
+    .await
+    .ok()
+    .says("bound @alice:localhost on matrix");
+
+    // Pidgin's desktop entry, registered without a question for scripts.
+    let apps = m.home.path().join(".local/share/applications");
+    std::fs::create_dir_all(&apps).unwrap();
+    std::fs::write(
+        apps.join("pidgin.desktop"),
+        "[Desktop Entry]\nName=Pidgin\n",
+    )
+    .unwrap();
+    let ran = m
+        .run(
+            &[
+                "scan",
+                "--only-home",
+                "--yes",
+                "--account",
+                "xmpp=alice@localhost",
+            ],
+            &[NO_CREDENTIALS],
+        )
+        .await
+        .ok()
+        .says("bound alice@localhost on xmpp")
+        .says("Element (matrix network): already bound as @alice:localhost");
+    assert!(!ran.output().contains("[y/N]"), "{ran:?}");
+    let local = std::fs::read_to_string(m.file("bindings.json")).unwrap();
+    assert!(
+        local.contains("alice@localhost") && local.contains("@alice:localhost"),
+        "{local}"
+    );
+}
+
+#[tokio::test]
+async fn an_expired_session_asks_to_log_in_again_and_an_unreachable_gateway_says_so() {
+    let gw = TestGateway::start_with(|c| c.session_ttl = Duration::from_secs(1)).await;
+    network(&gw, "alpha", json!({})).await;
+    let m = Monitor::new();
+    m.register(&gw.base, "alice").await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    m.run(&["bindings"], &[])
+        .await
+        .code(1)
+        .says("has expired or was revoked: run `monitor login` again");
+    m.run(
+        &["bindings"],
+        &[("MONITOR_PASSWORD", "correct horse battery")],
+    )
+    .await
+    .ok()
+    .says("logging in again")
+    .says("no accounts bound yet");
+
+    let closed = "http://127.0.0.1:9";
+    Monitor::new()
+        .run(
+            &["--server", closed, "login", "-u", "alice"],
+            &[("MONITOR_PASSWORD", "x")],
+        )
+        .await
+        .code(1)
+        .says("cannot reach the gateway at http://127.0.0.1:9");
+    m.run(&["--server", closed, "bindings"], &[])
+        .await
+        .code(1)
+        .says(&format!("logged in at {}, not {closed}", gw.base));
+}

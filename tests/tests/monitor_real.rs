@@ -1,0 +1,173 @@
+//! The monitor against real servers, as a new user tries it: register, bind
+//! a Matrix account (real Synapse) and an XMPP account (real ejabberd),
+//! `monitor report` a new signature and see both networks' lines complete;
+//! then `monitor watch` picks up a signature set directly on Synapse and
+//! ejabberd follows, without the gateway's own push bouncing back.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use e2e_tests::ejabberd::Ejabberd;
+use e2e_tests::mock::{eventually, MockNetwork};
+use e2e_tests::monitor::Monitor;
+use e2e_tests::synapse::Synapse;
+use e2e_tests::{webhook, TestGateway};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+const MATRIX_USER: &str = "@alice:localhost";
+const MATRIX_PASSWORD: &str = "alice-matrix-pw";
+const XMPP_USER: &str = "alice@localhost";
+const XMPP_PASSWORD: &str = "alice-xmpp-pw";
+
+async fn upload(gw: &TestGateway, manifest: &Value, plugin: &[u8]) {
+    let r = gw.upload_module(manifest, plugin).await;
+    let status = r.status();
+    assert_eq!(status, StatusCode::CREATED, "{}", r.text().await.unwrap());
+}
+
+fn password(password: &str) -> (&'static str, String) {
+    (
+        "MONITOR_CREDENTIALS",
+        json!({"password": password}).to_string(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_monitor_binds_reports_and_watches_real_matrix_and_xmpp_accounts() {
+    let Some(synapse) = Synapse::start().await else {
+        return;
+    };
+    let Some(ej) = Ejabberd::start().await else {
+        return;
+    };
+    synapse.register("alice", MATRIX_PASSWORD);
+    ej.register("alice", XMPP_PASSWORD).await;
+    let gw = TestGateway::start_with(|c| {
+        c.delivery.backoff_base = Duration::from_millis(200);
+        c.delivery.poll_interval = Duration::from_millis(100);
+    })
+    .await;
+    upload(
+        &gw,
+        &synapse.manifest(),
+        &e2e_tests::plugin("matrix_connector"),
+    )
+    .await;
+    upload(&gw, &ej.manifest(), &e2e_tests::plugin("xmpp_connector")).await;
+    let phone = MockNetwork::start().await;
+    upload(&gw, &phone.manifest("phone", 100, 100), &webhook()).await;
+
+    let m = Monitor::new();
+    m.register(&gw.base, "alice").await;
+    let (var, wrong) = password("not her password");
+    m.run(&["bind", "xmpp", XMPP_USER], &[(var, &wrong)])
+        .await
+        .code(1)
+        .says("invalid_credentials");
+    let (var, matrix) = password(MATRIX_PASSWORD);
+    m.run(&["bind", "matrix", MATRIX_USER], &[(var, &matrix)])
+        .await
+        .ok();
+    let (var, xmpp) = password(XMPP_PASSWORD);
+    m.run(&["bind", "xmpp", XMPP_USER], &[(var, &xmpp)])
+        .await
+        .ok();
+    m.run(
+        &["bind", "phone", "alice@phone"],
+        &[("MONITOR_CREDENTIALS", "{}")],
+    )
+    .await
+    .ok();
+
+    // A signature changed on the phone reaches both real servers.
+    let signature = "Grüße aus Köln ✓";
+    let ran = m
+        .run(
+            &["report", "--module", "phone", "--signature", signature],
+            &[],
+        )
+        .await
+        .ok()
+        .says("2 target network(s)");
+    for account in [format!("matrix {MATRIX_USER}"), format!("xmpp {XMPP_USER}")] {
+        let line = ran
+            .stdout
+            .lines()
+            .find(|l| l.contains(&account))
+            .unwrap_or_else(|| panic!("no line for {account}: {ran:?}"));
+        assert!(
+            line.starts_with("ok") && line.contains("delivered: signature"),
+            "{ran:?}"
+        );
+    }
+    let matrix_token = synapse.login("alice", MATRIX_PASSWORD).await;
+    assert_eq!(
+        synapse
+            .status_msg(&matrix_token, MATRIX_USER)
+            .await
+            .as_deref(),
+        Some(signature)
+    );
+    assert_eq!(
+        ej.vcard("alice", "DESC", None).await.as_deref(),
+        Some(signature)
+    );
+
+    // watch: its first round is the baseline of both readable accounts.
+    let mut watcher = m.spawn(&["watch", "--interval", "1"], &[]);
+    let state = m.file("state.json");
+    eventually(
+        "the watch's first look at both accounts",
+        Duration::from_secs(60),
+        || {
+            let state = state.clone();
+            async move {
+                let text = std::fs::read_to_string(&state).ok()?;
+                let seen = serde_json::from_str::<Value>(&text).ok()?["seen"]
+                    .as_object()?
+                    .len();
+                (seen == 2).then_some(())
+            }
+        },
+    )
+    .await;
+
+    // A new status typed in a Matrix client: XMPP follows.
+    let typed = "Changed in Element";
+    synapse
+        .set_status_msg(&matrix_token, MATRIX_USER, typed)
+        .await;
+    eventually(
+        "ejabberd to follow Synapse",
+        Duration::from_secs(120),
+        || async {
+            (ej.vcard("alice", "DESC", None).await.as_deref() == Some(typed)).then_some(())
+        },
+    )
+    .await;
+    // The XMPP account now shows the gateway's own push: a few more rounds
+    // must not report it back as a change of the user's.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    watcher.start_kill().unwrap();
+    let out = watcher.wait_with_output().await.unwrap();
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        printed.contains(&format!("noticed on matrix {MATRIX_USER}")),
+        "{printed}"
+    );
+    let changes = gw.get_json("/v1/changes", Some(&m.token())).await;
+    let modules: Vec<&str> = changes["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["module"].as_str().unwrap())
+        .collect();
+    assert_eq!(modules, ["matrix", "phone"], "{changes}\n{printed}");
+    assert!(
+        phone
+            .accepted()
+            .iter()
+            .any(|h| h.body["settings"]["signature"] == typed),
+        "the phone's network got the Matrix change too"
+    );
+}
