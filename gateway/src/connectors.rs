@@ -236,6 +236,19 @@ impl Connectors {
         }
     }
 
+    /// Runs a connector call on the blocking pool: a call keeps its thread
+    /// busy while the plugin runs.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        ready: Arc<Ready>,
+        call: impl FnOnce(&PluginHost, &Ready) -> T + Send + 'static,
+    ) -> Result<T, ConnectorsError> {
+        let host = self.host.clone();
+        tokio::task::spawn_blocking(move || call(&host, &ready))
+            .await
+            .map_err(|e| ConnectorsError::Internal(e.to_string()))
+    }
+
     /// Checks an account's credentials with the module's connector.
     pub async fn verify(
         &self,
@@ -244,19 +257,18 @@ impl Connectors {
         credentials_json: String,
     ) -> Result<Result<(), CallError>, ConnectorsError> {
         let ready = self.get(module_id).await?;
-        let host = self.host.clone();
         let login = login.to_owned();
-        tokio::task::spawn_blocking(move || {
+        self.blocking(ready, move |host, ready| {
+            let limiter = ready.limiter.clone();
             host.verify(
                 &ready.plugin,
                 ready.grants.clone(),
-                ready.limiter.clone(),
+                limiter,
                 &login,
                 &credentials_json,
             )
         })
         .await
-        .map_err(|e| ConnectorsError::Internal(e.to_string()))
     }
 
     /// Reads an account's current settings through the module's connector.
@@ -267,9 +279,8 @@ impl Connectors {
         credentials_json: String,
     ) -> Result<Result<Settings, CallError>, ConnectorsError> {
         let ready = self.get(module_id).await?;
-        let host = self.host.clone();
         let login = login.to_owned();
-        tokio::task::spawn_blocking(move || {
+        self.blocking(ready, move |host, ready| {
             host.fetch(
                 &ready.plugin,
                 ready.grants.clone(),
@@ -278,7 +289,6 @@ impl Connectors {
             )
         })
         .await
-        .map_err(|e| ConnectorsError::Internal(e.to_string()))
     }
 
     /// Pushes settings to an account through a connector from
@@ -292,21 +302,21 @@ impl Connectors {
         settings: Settings,
         prepaid: bool,
     ) -> Result<Result<PushOutcome, CallError>, ConnectorsError> {
-        let host = self.host.clone();
-        tokio::task::spawn_blocking(move || {
+        self.blocking(ready, move |host, ready| {
+            let pacing = Pacing {
+                limiter: ready.limiter.clone(),
+                prepaid,
+            };
+            let grants = ready.grants.clone();
             host.push(
                 &ready.plugin,
-                ready.grants.clone(),
-                Pacing {
-                    limiter: ready.limiter.clone(),
-                    prepaid,
-                },
+                grants,
+                pacing,
                 &login,
                 &credentials_json,
                 &settings,
             )
         })
         .await
-        .map_err(|e| ConnectorsError::Internal(e.to_string()))
     }
 }

@@ -123,6 +123,20 @@ impl MasterKey {
             )
             .map_err(|_| SecretError::Unseal)
     }
+
+    /// A binding's IM credentials (JSON text), sealed for that binding and
+    /// user by the bindings API; `None` when they do not open.
+    pub fn open_credentials(
+        &self,
+        sealed: &[u8],
+        binding_id: &str,
+        user_id: &str,
+    ) -> Option<String> {
+        let context = credentials_context(binding_id, user_id);
+        self.open(sealed, context.as_bytes())
+            .ok()
+            .and_then(|plain| String::from_utf8(plain).ok())
+    }
 }
 
 /// A fresh random token: 256 bits, base64url without padding.

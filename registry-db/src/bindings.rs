@@ -80,10 +80,9 @@ impl Registry {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let placeholders: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
         let sql = format!(
             "SELECT {BINDING_COLUMNS} FROM bindings WHERE id IN ({})",
-            placeholders.join(", ")
+            crate::sql::params(1, ids.len())
         );
         let mut query = sqlx::query(&sql);
         for id in ids {

@@ -3,6 +3,7 @@
 //! transaction; and reading them back.
 
 use crate::federation_types::SettingsMap;
+use crate::sql::{case_map, params, rows, ROWS_PER_STATEMENT};
 use crate::{
     from_millis, to_millis, Backend, Change, ChangeRecorded, Delivery, DeliveryStatus, NewChange,
     Registry, RegistryError, Result, StoredAnswer,
@@ -115,10 +116,9 @@ impl Registry {
             let mut users: Vec<&str> = batch.iter().map(|c| c.user_id.as_str()).collect();
             users.sort_unstable();
             users.dedup();
-            let placeholders: Vec<String> = (1..=users.len()).map(|i| format!("${i}")).collect();
             let sql = format!(
                 "SELECT id FROM users WHERE id IN ({}) ORDER BY id FOR UPDATE",
-                placeholders.join(", ")
+                params(1, users.len())
             );
             let mut lock = sqlx::query(&sql);
             for user in users {
@@ -414,25 +414,6 @@ pub(crate) async fn unclaimed_open(
         .collect()
 }
 
-/// Rows per multi-row statement (keeps far below the engines' parameter
-/// limits).
-const ROWS_PER_STATEMENT: usize = 1000;
-
-/// `($first, $first+1, ..), (..)`: `rows` tuples of `per_row` parameters,
-/// each followed by the `extra` SQL expressions.
-fn rows(rows: usize, per_row: usize, first: usize, extra: &[&str]) -> String {
-    (0..rows)
-        .map(|r| {
-            let params = (0..per_row).map(|c| format!("${}", first + r * per_row + c));
-            let values: Vec<String> = params
-                .chain(extra.iter().map(|e| (*e).to_owned()))
-                .collect();
-            format!("({})", values.join(", "))
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 /// Splits a batch, in order, into rounds in which each user appears once.
 fn rounds(batch: Vec<NewChange>) -> Vec<Vec<NewChange>> {
     let mut rounds: Vec<(HashSet<String>, Vec<NewChange>)> = Vec::new();
@@ -471,18 +452,12 @@ async fn supersede_unclaimed(
         .collect();
     let mut older: Vec<(String, i64, SettingsMap)> = Vec::new();
     for chunk in targets.chunks(ROWS_PER_STATEMENT) {
-        let cases: String = (0..chunk.len())
-            .map(|i| format!(" WHEN ${} THEN ${}", 2 * i + 2, 2 * i + 3))
-            .collect();
-        let ids: Vec<String> = (0..chunk.len())
-            .map(|i| format!("${}", 2 * i + 2))
-            .collect();
+        let (superseded_by, ids) = case_map("binding_id", 2, chunk.len());
         let sql = format!(
             "UPDATE deliveries SET status = 'superseded', \
-             superseded_by = CASE binding_id{cases} END, updated_at = $1 \
-             WHERE binding_id IN ({}) AND status IN ('pending', 'retrying') \
-             AND (locked_until IS NULL OR locked_until < $1) RETURNING binding_id, seq, settings",
-            ids.join(", ")
+             superseded_by = {superseded_by}, updated_at = $1 \
+             WHERE binding_id IN ({ids}) AND status IN ('pending', 'retrying') \
+             AND (locked_until IS NULL OR locked_until < $1) RETURNING binding_id, seq, settings"
         );
         let mut query = sqlx::query(&sql).bind(now_ms);
         for (binding, change) in chunk {
@@ -540,11 +515,10 @@ async fn forget_reported_fields(
         .collect();
     let sources: Vec<&str> = reported.keys().copied().collect();
     for chunk in sources.chunks(ROWS_PER_STATEMENT) {
-        let ids: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
         let sql = format!(
             "SELECT id, binding_id, settings FROM deliveries WHERE binding_id IN ({}) \
              AND status IN ('pending', 'retrying') AND (locked_until IS NULL OR locked_until < $1)",
-            ids.join(", ")
+            params(2, chunk.len())
         );
         let mut query = sqlx::query(&sql).bind(now_ms);
         for id in chunk {
@@ -584,24 +558,21 @@ async fn forget_reported_fields(
     }
     for (fields, sources) in by_fields {
         for chunk in sources.chunks(ROWS_PER_STATEMENT) {
-            let paths = (0..fields.len()).map(|i| format!("${}", i + 1));
             let removed = match backend {
-                Backend::Sqlite => format!(
-                    "json_remove(last_applied, {})",
-                    paths.collect::<Vec<_>>().join(", ")
-                ),
+                Backend::Sqlite => {
+                    format!("json_remove(last_applied, {})", params(1, fields.len()))
+                }
                 Backend::Postgres => format!(
                     "(last_applied::jsonb{})::text",
-                    paths.map(|p| format!(" - {p}::text")).collect::<String>()
+                    (1..=fields.len())
+                        .map(|p| format!(" - ${p}::text"))
+                        .collect::<String>()
                 ),
             };
-            let ids: Vec<String> = (0..chunk.len())
-                .map(|i| format!("${}", fields.len() + i + 1))
-                .collect();
             let sql = format!(
                 "UPDATE bindings SET last_applied = NULLIF({removed}, '{{}}') \
                  WHERE last_applied IS NOT NULL AND id IN ({})",
-                ids.join(", ")
+                params(fields.len() + 1, chunk.len())
             );
             let mut query = sqlx::query(&sql);
             for field in &fields {

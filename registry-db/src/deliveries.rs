@@ -4,6 +4,7 @@
 use crate::changes::{
     delivery_from_row, settings_from_text, settings_text, unclaimed_open, DELIVERY_COLUMNS,
 };
+use crate::sql::{case_map, params};
 use crate::SettingsMap;
 use crate::{
     to_millis, AttemptOutcome, AttemptRecorded, Backend, Delivery, DeliveryStatus, Registry,
@@ -88,12 +89,10 @@ impl Registry {
         outcome: AttemptOutcome,
         now: DateTime<Utc>,
     ) -> Result<AttemptRecorded> {
-        let (mut tx, _writer) = self.begin_bookkeeping().await?;
-        let recorded = self
-            .finish_one(&mut tx, delivery_id, worker, outcome, to_millis(now))
-            .await?;
-        tx.commit().await?;
-        Ok(recorded)
+        self.finish_attempts(worker, vec![(delivery_id.to_owned(), outcome)], now)
+            .await?
+            .pop()
+            .ok_or(RegistryError::NotFound)
     }
 
     /// [`Registry::finish_attempt`] for many outcomes in one transaction
@@ -111,36 +110,62 @@ impl Registry {
         // Deliveries grouped by what they report, a few statements for all.
         let mut delivered: HashMap<(String, String), Vec<DeliveredItem>> = HashMap::new();
         for (i, (id, outcome)) in outcomes.into_iter().enumerate() {
-            match outcome {
+            let (error, next) = match outcome {
                 AttemptOutcome::Delivered {
                     applied,
                     truncated,
                     applied_settings,
-                } => delivered
-                    .entry((
-                        serde_json::to_string(&applied)?,
-                        serde_json::to_string(&truncated)?,
-                    ))
-                    .or_default()
-                    .push((i, id, applied_settings)),
-                other => {
-                    recorded[i] = match self.finish_one(&mut tx, &id, worker, other, now_ms).await {
-                        Err(RegistryError::NotFound) => AttemptRecorded::LeaseLost,
-                        done => done?,
-                    }
+                } => {
+                    delivered
+                        .entry((
+                            serde_json::to_string(&applied)?,
+                            serde_json::to_string(&truncated)?,
+                        ))
+                        .or_default()
+                        .push((i, id, applied_settings));
+                    continue;
                 }
-            }
+                AttemptOutcome::Retry {
+                    error,
+                    at,
+                    pause_module_until,
+                } => (
+                    Some(error),
+                    Unsuccessful::Retry {
+                        at,
+                        pause_module_until,
+                        attempted: true,
+                    },
+                ),
+                AttemptOutcome::Deferred { until } => (
+                    None,
+                    Unsuccessful::Retry {
+                        at: until,
+                        pause_module_until: Some(until),
+                        attempted: false,
+                    },
+                ),
+                AttemptOutcome::Failed { error, dead } => {
+                    (Some(error), Unsuccessful::Failed { dead })
+                }
+            };
+            recorded[i] = match self
+                .finish_one(&mut tx, &id, worker, error, next, now_ms)
+                .await
+            {
+                Err(RegistryError::NotFound) => AttemptRecorded::LeaseLost,
+                done => done?,
+            };
         }
         let mut applied_to: Vec<(String, SettingsMap)> = Vec::new();
         for ((applied, truncated), group) in delivered {
-            let ids = (0..group.len()).map(|i| format!("${}", i + 5));
             let sql = format!(
                 "UPDATE deliveries SET status = 'delivered', applied_fields = $3, \
                  truncated_fields = $4, last_error = NULL, delivered_at = $2, locked_by = NULL, \
                  locked_until = NULL, updated_at = $2 \
                  WHERE status = 'delivering' AND locked_by = $1 AND id IN ({}) \
                  RETURNING id, binding_id",
-                ids.collect::<Vec<_>>().join(", ")
+                params(5, group.len())
             );
             let mut query = sqlx::query(&sql)
                 .bind(worker)
@@ -180,23 +205,14 @@ impl Registry {
         if applied.is_empty() {
             return Ok(());
         }
-        let cases: String = (0..applied.len())
-            .map(|i| format!(" WHEN ${} THEN ${}", 2 * i + 1, 2 * i + 2))
-            .collect();
-        let ids: Vec<String> = (0..applied.len())
-            .map(|i| format!("${}", 2 * i + 1))
-            .collect();
-        let patch = format!("CASE id{cases} END");
+        let (patch, ids) = case_map("id", 1, applied.len());
         let merged = match self.backend {
             Backend::Sqlite => format!("json_patch(COALESCE(last_applied, '{{}}'), {patch})"),
             Backend::Postgres => {
                 format!("(COALESCE(last_applied, '{{}}')::jsonb || ({patch})::jsonb)::text")
             }
         };
-        let sql = format!(
-            "UPDATE bindings SET last_applied = {merged} WHERE id IN ({})",
-            ids.join(", ")
-        );
+        let sql = format!("UPDATE bindings SET last_applied = {merged} WHERE id IN ({ids})");
         let mut query = sqlx::query(&sql);
         for (binding_id, settings) in applied {
             query = query
@@ -207,47 +223,16 @@ impl Registry {
         Ok(())
     }
 
+    /// Records an attempt that did not deliver (the lease owner's only).
     async fn finish_one(
         &self,
         tx: &mut Transaction<'static, Any>,
         delivery_id: &str,
         worker: &str,
-        outcome: AttemptOutcome,
+        error: Option<String>,
+        next: Unsuccessful,
         now_ms: i64,
     ) -> Result<AttemptRecorded> {
-        let (error, next) = match outcome {
-            AttemptOutcome::Delivered {
-                applied,
-                truncated,
-                applied_settings,
-            } => {
-                let fields = (applied.as_slice(), truncated.as_slice());
-                return self
-                    .record_delivered(tx, delivery_id, worker, fields, &applied_settings, now_ms)
-                    .await;
-            }
-            AttemptOutcome::Retry {
-                error,
-                at,
-                pause_module_until,
-            } => (
-                Some(error),
-                Unsuccessful::Retry {
-                    at,
-                    pause_module_until,
-                    attempted: true,
-                },
-            ),
-            AttemptOutcome::Deferred { until } => (
-                None,
-                Unsuccessful::Retry {
-                    at: until,
-                    pause_module_until: Some(until),
-                    attempted: false,
-                },
-            ),
-            AttemptOutcome::Failed { error, dead } => (Some(error), Unsuccessful::Failed { dead }),
-        };
         let lock = self.lock_rows();
         let row = sqlx::query(&format!(
             "SELECT seq, binding_id, change_id, settings, status, locked_by \
@@ -353,57 +338,6 @@ impl Registry {
             }
         };
         Ok(recorded)
-    }
-
-    /// The common outcome in two statements: the delivery (fenced on the
-    /// lease owner) and the binding's `last_applied`, merged in SQL.
-    async fn record_delivered(
-        &self,
-        tx: &mut Transaction<'static, Any>,
-        delivery_id: &str,
-        worker: &str,
-        (applied, truncated): (&[String], &[String]),
-        applied_settings: &SettingsMap,
-        now_ms: i64,
-    ) -> Result<AttemptRecorded> {
-        let binding_id: Option<String> = sqlx::query_scalar(
-            "UPDATE deliveries SET status = 'delivered', applied_fields = $3, \
-             truncated_fields = $4, last_error = NULL, delivered_at = $2, locked_by = NULL, \
-             locked_until = NULL, updated_at = $2 \
-             WHERE id = $1 AND status = 'delivering' AND locked_by = $5 RETURNING binding_id",
-        )
-        .bind(delivery_id)
-        .bind(now_ms)
-        .bind(serde_json::to_string(applied)?)
-        .bind(serde_json::to_string(truncated)?)
-        .bind(worker)
-        .fetch_optional(&mut **tx)
-        .await?;
-        let Some(binding_id) = binding_id else {
-            let exists: Option<i64> =
-                sqlx::query_scalar("SELECT seq FROM deliveries WHERE id = $1")
-                    .bind(delivery_id)
-                    .fetch_optional(&mut **tx)
-                    .await?;
-            return match exists {
-                Some(_) => Ok(AttemptRecorded::LeaseLost),
-                None => Err(RegistryError::NotFound),
-            };
-        };
-        if !applied_settings.is_empty() {
-            let merge = match self.backend {
-                Backend::Sqlite => "json_patch(COALESCE(last_applied, '{}'), $2)",
-                Backend::Postgres => "(COALESCE(last_applied, '{}')::jsonb || $2::jsonb)::text",
-            };
-            sqlx::query(&format!(
-                "UPDATE bindings SET last_applied = {merge} WHERE id = $1"
-            ))
-            .bind(&binding_id)
-            .bind(settings_text(applied_settings)?)
-            .execute(&mut **tx)
-            .await?;
-        }
-        Ok(AttemptRecorded::Stored)
     }
 
     /// Gives back deliveries `worker` claimed but did not start (shutdown):

@@ -15,6 +15,7 @@ mod federation_types;
 mod media;
 mod modules;
 pub mod scratch;
+mod sql;
 mod types;
 mod users;
 

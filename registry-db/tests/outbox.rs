@@ -62,20 +62,30 @@ async fn world(reg: &Registry) {
         .await
         .unwrap();
     }
-    for (id, module) in [("src", "a"), ("dst", "b")] {
-        reg.create_binding(
-            NewBinding {
-                id: id.into(),
-                user_id: "u".into(),
-                module_id: module.into(),
-                account: format!("{id}@{module}"),
-                credentials: SealedCredentials(vec![1]),
-            },
-            now,
-        )
-        .await
-        .unwrap();
-    }
+    bind(reg, "u", "src", "a").await;
+    bind(reg, "u", "dst", "b").await;
+}
+
+/// Binding `id` of `user` on `module`, account `{id}@{module}`.
+async fn bind(reg: &Registry, user: &str, id: &str, module: &str) {
+    let binding = NewBinding {
+        id: id.into(),
+        user_id: user.into(),
+        module_id: module.into(),
+        account: format!("{id}@{module}"),
+        credentials: SealedCredentials(vec![1]),
+    };
+    reg.create_binding(binding, Utc::now()).await.unwrap();
+}
+
+/// A change `dst`'s own network reports (module b), with no targets.
+fn reported_by_dst(id: &str, value: Value) -> NewChange {
+    let mut own = change(id, value, None);
+    own.module_id = "b".into();
+    own.binding_id = Some("dst".into());
+    own.sources = vec!["dst".into()];
+    own.targets = vec![];
+    own
 }
 
 fn change(id: &str, values: Value, key: Option<&str>) -> NewChange {
@@ -349,25 +359,14 @@ async fn outcomes_stored_in_one_batch_update_last_applied_and_a_report_forgets_i
     on_every_backend(async |reg| {
         world(&reg).await;
         let now = Utc::now();
-        reg.create_binding(
-            NewBinding {
-                id: "dst2".into(),
-                user_id: "u".into(),
-                module_id: "b".into(),
-                account: "second@b".into(),
-                credentials: SealedCredentials(vec![1]),
-            },
-            now,
-        )
-        .await
-        .unwrap();
+        bind(&reg, "u", "dst2", "b").await;
         let lease = now + Duration::seconds(30);
         let mut c1 = change("c1", json!({"signature": "s1", "mood": "m1"}), None);
         c1.targets.push(NewDelivery {
             id: "c1-dst2".into(),
             binding_id: "dst2".into(),
             module_id: "b".into(),
-            account: "second@b".into(),
+            account: "dst2@b".into(),
         });
         reg.record_change(c1, now).await.unwrap();
         assert_eq!(
@@ -422,21 +421,13 @@ async fn outcomes_stored_in_one_batch_update_last_applied_and_a_report_forgets_i
         );
         // The network of `dst` now reports a signature itself: what the
         // gateway applied there no longer holds for that field.
-        let mut own = change("c2", json!({"signature": "mine"}), None);
-        own.module_id = "b".into();
-        own.binding_id = Some("dst".into());
-        own.sources = vec!["dst".into()];
-        own.targets = vec![];
+        let own = reported_by_dst("c2", json!({"signature": "mine"}));
         reg.record_change(own, now).await.unwrap();
         assert_eq!(
             reg.binding("u", "dst").await.unwrap().last_applied,
             Some(json!({"mood": "m1"}))
         );
-        let mut again = change("c3", json!({"mood": "mine"}), None);
-        again.module_id = "b".into();
-        again.binding_id = Some("dst".into());
-        again.sources = vec!["dst".into()];
-        again.targets = vec![];
+        let again = reported_by_dst("c3", json!({"mood": "mine"}));
         reg.record_change(again, now).await.unwrap();
         assert_eq!(reg.binding("u", "dst").await.unwrap().last_applied, None);
         assert_eq!(
@@ -453,20 +444,8 @@ async fn a_batch_of_reports_is_recorded_as_if_one_by_one() {
         world(&reg).await;
         let now = Utc::now();
         reg.create_user("v", "bob", "h", now).await.unwrap();
-        for (id, module) in [("vsrc", "a"), ("vdst", "b")] {
-            reg.create_binding(
-                NewBinding {
-                    id: id.into(),
-                    user_id: "v".into(),
-                    module_id: module.into(),
-                    account: format!("{id}@{module}"),
-                    credentials: SealedCredentials(vec![1]),
-                },
-                now,
-            )
-            .await
-            .unwrap();
-        }
+        bind(&reg, "v", "vsrc", "a").await;
+        bind(&reg, "v", "vdst", "b").await;
         let mut bob = change("cv", json!({"signature": "bob"}), None);
         bob.user_id = "v".into();
         bob.binding_id = Some("vsrc".into());

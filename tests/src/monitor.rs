@@ -156,9 +156,7 @@ impl Monitor {
     pub fn file(&self, name: &str) -> PathBuf {
         self.config.path().join(name)
     }
-}
 
-impl Monitor {
     /// The session token the monitor keeps.
     pub fn token(&self) -> String {
         let session = std::fs::read_to_string(self.file("session.json")).expect("session file");

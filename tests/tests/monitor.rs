@@ -120,10 +120,7 @@ async fn login_keeps_a_private_token_and_bindings_are_kept_locally() {
         .says("unbound alice-b on beta");
     let local = std::fs::read_to_string(m.file("bindings.json")).unwrap();
     assert!(!local.contains("alice-b"), "{local}");
-    let token = serde_json::from_str::<Value>(&session).unwrap()["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let token = m.token();
     let on_server = gw.get_json("/v1/bindings", Some(&token)).await;
     assert_eq!(
         on_server["bindings"].as_array().unwrap().len(),

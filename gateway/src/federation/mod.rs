@@ -160,21 +160,22 @@ async fn write_changes(
 ) {
     let mut batch = Vec::new();
     while next_batch(&pending, &mut batch, MAX_GROUP_COMMIT).await > 0 {
-        let (mut changes, mut replies): (Vec<_>, Vec<_>) = batch.drain(..).unzip();
+        let (changes, replies): (Vec<_>, Vec<_>) = batch.drain(..).unzip();
         let now = chrono::Utc::now();
-        if changes.len() == 1 {
-            if let (Some(change), Some(reply)) = (changes.pop(), replies.pop()) {
-                let _ = reply.send(registry.record_change(change, now).await);
-            }
-            continue;
-        }
-        match registry.record_changes(changes.clone(), now).await {
-            Ok(recorded) => {
+        // Kept to record one by one should the group fail.
+        let retry_alone = (changes.len() > 1).then(|| changes.clone());
+        match (registry.record_changes(changes, now).await, retry_alone) {
+            (Ok(recorded), _) => {
                 for (reply, recorded) in replies.into_iter().zip(recorded) {
                     let _ = reply.send(Ok(recorded));
                 }
             }
-            Err(e) => {
+            (Err(e), None) => {
+                if let Some(reply) = replies.into_iter().next() {
+                    let _ = reply.send(Err(e));
+                }
+            }
+            (Err(e), Some(changes)) => {
                 // One by one, so one bad report does not fail the rest.
                 tracing::debug!(error = %e, "a group commit failed; recording one by one");
                 for (change, reply) in changes.into_iter().zip(replies) {

@@ -8,7 +8,6 @@ use super::{normalise, Federation};
 use crate::connectors::ConnectorsError;
 use crate::host::{AvatarLimits, CallError, Field, Image, Settings};
 use crate::media::{self, AvatarTarget};
-use crate::secrets::credentials_context;
 use chrono::Utc;
 use rand::Rng;
 use registry_db::{AttemptOutcome, AttemptRecorded, Binding, Delivery, RegistryError, SettingsMap};
@@ -297,13 +296,11 @@ async fn push(
         }
         Err(e) => return retry(format!("connector: {e}"), None),
     };
-    let context = credentials_context(&binding.id, &binding.user_id);
-    let credentials = match federation
-        .master_key
-        .open(&binding.credentials.0, context.as_bytes())
-        .ok()
-        .and_then(|plain| String::from_utf8(plain).ok())
-    {
+    let credentials = match federation.master_key.open_credentials(
+        &binding.credentials.0,
+        &binding.id,
+        &binding.user_id,
+    ) {
         Some(c) => c,
         None => return fail("the stored credentials cannot be decrypted".into()),
     };

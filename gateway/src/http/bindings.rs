@@ -291,12 +291,7 @@ pub async fn current_settings(
     let credentials = state
         .config
         .master_key
-        .open(
-            &binding.credentials.0,
-            crate::secrets::credentials_context(&binding.id, &binding.user_id).as_bytes(),
-        )
-        .ok()
-        .and_then(|plain| String::from_utf8(plain).ok())
+        .open_credentials(&binding.credentials.0, &binding.id, &binding.user_id)
         .ok_or_else(|| ApiError::internal("the stored credentials cannot be decrypted"))?;
     let settings = match state
         .connectors

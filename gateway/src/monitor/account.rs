@@ -152,10 +152,8 @@ pub async fn modules(ctx: &Context) -> Result<Outcome, MonitorError> {
 
 fn credentials(args: &BindArgs) -> Result<Map<String, Value>, MonitorError> {
     let text = match args.credentials.as_deref() {
-        Some("-") => std::io::read_to_string(std::io::stdin()).map_err(|e| MonitorError::File {
-            path: "stdin".into(),
-            reason: e.to_string(),
-        })?,
+        Some("-") => std::io::read_to_string(std::io::stdin())
+            .map_err(MonitorError::file(std::path::Path::new("stdin")))?,
         Some(json) => json.to_owned(),
         None => {
             let question = format!("password of {} on {}:", args.account, args.module);

@@ -111,15 +111,18 @@ impl Client {
         &self.server
     }
 
-    fn request(&self, method: reqwest::Method, path: &str) -> RequestBuilder {
-        let builder = self
-            .http
-            .request(method, format!("{}{path}", self.server))
-            .timeout(REQUEST_TIMEOUT);
+    /// A request with the session token and no overall time limit (for
+    /// event streams, which last as long as the delivery).
+    fn untimed(&self, method: reqwest::Method, path: &str) -> RequestBuilder {
+        let builder = self.http.request(method, format!("{}{path}", self.server));
         match &self.token {
             Some(token) => builder.bearer_auth(token),
             None => builder,
         }
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> RequestBuilder {
+        self.untimed(method, path).timeout(REQUEST_TIMEOUT)
     }
 
     async fn send(&self, builder: RequestBuilder) -> Result<reqwest::Response, ClientError> {
@@ -291,11 +294,7 @@ impl Client {
     ) -> Result<impl Stream<Item = ChangeEvent> + use<>, ClientError> {
         use eventsource_stream::Eventsource;
         let path = format!("/v1/changes/{}/events", segment(id));
-        let builder = self
-            .http
-            .get(format!("{}{path}", self.server))
-            .bearer_auth(self.token.as_deref().unwrap_or_default());
-        let response = self.send(builder).await?;
+        let response = self.send(self.untimed(reqwest::Method::GET, &path)).await?;
         Ok(response
             .bytes_stream()
             .eventsource()

@@ -52,6 +52,21 @@ pub enum MonitorError {
     },
 }
 
+impl MonitorError {
+    /// For `map_err` on I/O of `path`.
+    pub fn file(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> MonitorError + '_ {
+        move |e| MonitorError::File {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        }
+    }
+
+    /// Reads a file the user named.
+    pub fn read(path: &std::path::Path) -> Result<Vec<u8>, MonitorError> {
+        std::fs::read(path).map_err(MonitorError::file(path))
+    }
+}
+
 /// How a command ended, as the process exit code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {

@@ -31,12 +31,7 @@ pub fn read(path: &Path) -> Result<BTreeMap<String, Entry>, MonitorError> {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
-        Err(e) => {
-            return Err(MonitorError::File {
-                path: path.display().to_string(),
-                reason: e.to_string(),
-            })
-        }
+        Err(e) => return Err(MonitorError::file(path)(e)),
     };
     let mut entries: BTreeMap<String, Entry> =
         toml::from_str(&text).map_err(|e| MonitorError::File {

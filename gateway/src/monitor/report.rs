@@ -4,7 +4,7 @@
 //! per network on the change's event stream.
 
 use super::client::{ChangeEvent, Client, ClientError};
-use super::store::{QueuedReport, Store};
+use super::store::{QueuedImage, QueuedReport, Store};
 use super::{Context, MonitorError, Outcome};
 use crate::federation::Receipt;
 use crate::http::changes::{ChangeView, TargetView};
@@ -72,20 +72,21 @@ pub fn image_type(path: &Path, bytes: &[u8]) -> Result<&'static str, MonitorErro
     Ok(content_type)
 }
 
-/// Copies an avatar into the queue folder (the original may change or go
-/// before the report is sent) after checking it is an image.
-pub fn queue_avatar(store: &Store, path: &Path, key: &str) -> Result<Value, MonitorError> {
-    let bytes = std::fs::read(path).map_err(|e| MonitorError::File {
-        path: path.display().to_string(),
-        reason: e.to_string(),
-    })?;
-    let content_type = image_type(path, &bytes)?;
-    let copy = store.dir().join("queue").join(format!("{key}.image"));
-    std::fs::write(&copy, &bytes).map_err(|e| MonitorError::File {
-        path: copy.display().to_string(),
-        reason: e.to_string(),
-    })?;
-    Ok(json!({"file": copy, "content_type": content_type}))
+/// Copies an avatar (`bytes`, read from `path`) into the queue folder
+/// after checking it is an image.
+pub fn queue_avatar(
+    store: &Store,
+    path: &Path,
+    bytes: &[u8],
+    key: &str,
+) -> Result<QueuedImage, MonitorError> {
+    let content_type = image_type(path, bytes)?;
+    let file = store.dir().join("queue").join(format!("{key}.image"));
+    std::fs::write(&file, bytes).map_err(MonitorError::file(&file))?;
+    Ok(QueuedImage {
+        file,
+        content_type: content_type.to_owned(),
+    })
 }
 
 /// What became of one queued report.
@@ -104,21 +105,13 @@ async fn send(
     report: &QueuedReport,
 ) -> Result<Result<Receipt, ClientError>, MonitorError> {
     let mut settings = report.settings.clone();
-    if let Some(image) = report.settings.get("avatar_file") {
-        let file = image["file"].as_str().unwrap_or_default();
-        let bytes = std::fs::read(file).map_err(|e| MonitorError::File {
-            path: file.to_owned(),
-            reason: e.to_string(),
-        })?;
-        let content_type = image["content_type"].as_str().unwrap_or("image/png");
-        let media = match client.upload_media(content_type, bytes).await {
+    if let Some(image) = &report.avatar {
+        let bytes = MonitorError::read(&image.file)?;
+        let media = match client.upload_media(&image.content_type, bytes).await {
             Ok(media) => media,
             Err(e) => return Ok(Err(e)),
         };
-        if let Some(map) = settings.as_object_mut() {
-            map.remove("avatar_file");
-            map.insert("avatar".into(), Value::String(media.id));
-        }
+        settings["avatar"] = Value::String(media.id);
     }
     let account = report.account.as_deref();
     Ok(client
@@ -135,9 +128,8 @@ pub async fn flush(store: &Store, client: &Client) -> Result<Vec<Sent>, MonitorE
         match send(client, &report).await? {
             Ok(receipt) => {
                 store.dequeue(&path)?;
-                let image = report.settings.get("avatar_file");
-                if let Some(file) = image.and_then(|i| i["file"].as_str()) {
-                    let _ = std::fs::remove_file(file);
+                if let Some(image) = &report.avatar {
+                    let _ = std::fs::remove_file(&image.file);
                 }
                 sent.push(Sent::Accepted(report, receipt));
             }
@@ -178,20 +170,27 @@ pub async fn report(ctx: &Context, args: &ReportArgs) -> Result<Outcome, Monitor
     if let Some(mood) = &args.mood {
         settings.insert("mood".into(), json!(mood));
     }
-    if let Some(path) = &args.avatar {
-        settings.insert("avatar_file".into(), queue_avatar(&ctx.store, path, &key)?);
-    }
+    let avatar = match &args.avatar {
+        Some(path) => Some(queue_avatar(
+            &ctx.store,
+            path,
+            &MonitorError::read(path)?,
+            &key,
+        )?),
+        None => None,
+    };
     ctx.store.enqueue(&QueuedReport {
         module: args.module.clone(),
         account: args.account.clone(),
         settings: Value::Object(settings),
+        avatar,
         idempotency_key: key.clone(),
         source: "monitor report".into(),
     })?;
     let sent = match flush(&ctx.store, &client).await {
         Ok(sent) => sent,
         Err(MonitorError::Client(e)) if e.is_transient() => {
-            let waiting = ctx.store.queued()?.len();
+            let waiting = ctx.store.waiting()?.len();
             eprintln!(
                 "{e}\nthe report is kept on disk ({waiting} waiting) and sent, in order, \
                  by the next `monitor report` or `monitor watch`"
@@ -421,7 +420,15 @@ pub async fn status(ctx: &Context, args: &StatusArgs) -> Result<Outcome, Monitor
     if !queued.is_empty() {
         println!("{} report(s) waiting to be sent:", queued.len());
         for (seq, _, report) in &queued {
-            println!("    #{seq} from {}: {}", report.module, report.settings);
+            let avatar = if report.avatar.is_some() {
+                " and a new avatar"
+            } else {
+                ""
+            };
+            println!(
+                "    #{seq} from {}: {}{avatar}",
+                report.module, report.settings
+            );
         }
     }
     let client = ctx.client()?;

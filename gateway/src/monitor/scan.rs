@@ -132,25 +132,22 @@ impl Places {
             .map(|d| self.expand(d))
             .find(|d| d.is_dir());
         let desktop = || {
-            self.application_dirs.iter().find_map(|dir| {
-                client
-                    .desktop_entries
-                    .iter()
-                    .map(|entry| dir.join(entry))
-                    .find(|f| f.is_file())
-            })
+            first_in(
+                &self.application_dirs,
+                &client.desktop_entries,
+                Path::is_file,
+            )
         };
-        let executable = || {
-            self.path_dirs.iter().find_map(|dir| {
-                client
-                    .executables
-                    .iter()
-                    .map(|name| dir.join(name))
-                    .find(|f| is_executable(f))
-            })
-        };
+        let executable = || first_in(&self.path_dirs, &client.executables, is_executable);
         config.or_else(desktop).or_else(executable)
     }
+}
+
+/// The first `dir/name` (in `dirs` order) that passes `found`.
+fn first_in(dirs: &[PathBuf], names: &[String], found: fn(&Path) -> bool) -> Option<PathBuf> {
+    dirs.iter()
+        .flat_map(|dir| names.iter().map(move |name| dir.join(name)))
+        .find(|path| found(path))
 }
 
 fn is_executable(path: &Path) -> bool {

@@ -81,6 +81,16 @@ pub struct State {
     pub declined: BTreeSet<String>,
 }
 
+/// An avatar waiting with its report: a copy in the queue folder (the
+/// original may change or go before the report is sent).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct QueuedImage {
+    /// The copy.
+    pub file: PathBuf,
+    /// Its MIME type.
+    pub content_type: String,
+}
+
 /// A report waiting in the queue. The idempotency key makes sending it twice
 /// harmless (the gateway answers the first receipt again).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -89,8 +99,11 @@ pub struct QueuedReport {
     pub module: String,
     /// Its account, when the user has several of that module.
     pub account: Option<String>,
-    /// `{"signature"?, "mood"?, "avatar"?: media id}`.
+    /// `{"signature"?, "mood"?}`.
     pub settings: Value,
+    /// A new avatar, uploaded when the report is sent.
+    #[serde(default)]
+    pub avatar: Option<QueuedImage>,
     /// Sent as `Idempotency-Key`.
     pub idempotency_key: String,
     /// Why it was queued (shown by `status`).
@@ -157,39 +170,41 @@ impl Store {
 
     /// Appends a report to the queue; returns its file.
     pub fn enqueue(&self, report: &QueuedReport) -> Result<PathBuf, StoreError> {
-        let next = self
-            .queued()?
-            .last()
-            .map(|(seq, _, _)| seq + 1)
-            .unwrap_or(1);
+        let next = self.waiting()?.last().map(|(seq, _)| seq + 1).unwrap_or(1);
         let path = self.dir.join("queue").join(format!("{next:010}.json"));
         write_json(&path, report)?;
         Ok(path)
     }
 
+    /// The queue's files, oldest first, by name only: (sequence, file).
+    pub fn waiting(&self) -> Result<Vec<(u64, PathBuf)>, StoreError> {
+        let dir = self.dir.join("queue");
+        let mut waiting: Vec<(u64, PathBuf)> = std::fs::read_dir(&dir)
+            .map_err(io(&dir))?
+            .flatten()
+            .filter_map(|entry| {
+                let path = entry.path();
+                let seq = path
+                    .file_name()?
+                    .to_str()?
+                    .strip_suffix(".json")?
+                    .parse()
+                    .ok()?;
+                Some((seq, path))
+            })
+            .collect();
+        waiting.sort_by_key(|(seq, _)| *seq);
+        Ok(waiting)
+    }
+
     /// The queued reports, oldest first: (sequence, file, report).
     pub fn queued(&self) -> Result<Vec<(u64, PathBuf, QueuedReport)>, StoreError> {
-        let dir = self.dir.join("queue");
-        let entries = std::fs::read_dir(&dir).map_err(|source| StoreError::Io {
-            path: dir.clone(),
-            source,
-        })?;
         let mut queued = Vec::new();
-        for entry in entries.flatten() {
-            let path = entry.path();
-            let Some(seq) = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .and_then(|n| n.strip_suffix(".json"))
-                .and_then(|n| n.parse::<u64>().ok())
-            else {
-                continue;
-            };
+        for (seq, path) in self.waiting()? {
             if let Some(report) = read_json(&path)? {
                 queued.push((seq, path, report));
             }
         }
-        queued.sort_by_key(|(seq, _, _)| *seq);
         Ok(queued)
     }
 

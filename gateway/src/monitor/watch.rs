@@ -6,10 +6,10 @@
 
 use super::client::{Client, ClientError};
 use super::report::{flush, queue_avatar, Sent};
-use super::store::{LocalBinding, QueuedReport, Seen, State};
+use super::store::{LocalBinding, QueuedImage, QueuedReport, Seen, State};
 use super::{profile, Context, MonitorError, Outcome};
+use crate::secrets::sha256_hex;
 use serde_json::{json, Map, Value};
-use sha2::{Digest, Sha256};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -83,15 +83,19 @@ async fn round(
     notes: &mut Notes,
 ) -> Result<(), MonitorError> {
     let mut state = ctx.store.state()?;
-    match ctx.sync_bindings(client).await {
+    let bound = match ctx.sync_bindings(client).await {
         Ok(bindings) => {
             notes.0.retain(|n| !n.starts_with("cannot reach"));
             poll(ctx, client, &bindings, &mut state, notes).await?;
+            bindings
         }
-        Err(e) => transient_or(e, notes)?,
-    }
+        Err(e) => {
+            transient_or(e, notes)?;
+            // Offline: the profile file still counts against the local copy.
+            ctx.store.bindings()?
+        }
+    };
     if let Some(path) = &args.profile {
-        let bound = ctx.store.bindings()?;
         match read_profile(ctx, path, &bound, &mut state, notes) {
             Err(MonitorError::File { path, reason }) => notes.once(format!("{path}: {reason}")),
             other => other?,
@@ -126,19 +130,26 @@ fn enqueue(
     ctx: &Context,
     binding: &LocalBinding,
     settings: Map<String, Value>,
+    avatar: Option<QueuedImage>,
     source: String,
     key: String,
 ) -> Result<(), MonitorError> {
     println!(
-        "noticed on {} {}: {}",
+        "noticed on {} {}: {}{}",
         binding.module,
         binding.account,
-        Value::Object(settings.clone())
+        Value::Object(settings.clone()),
+        if avatar.is_some() {
+            " and a new avatar"
+        } else {
+            ""
+        }
     );
     ctx.store.enqueue(&QueuedReport {
         module: binding.module.clone(),
         account: Some(binding.account.clone()),
         settings: Value::Object(settings),
+        avatar,
         idempotency_key: key,
         source,
     })?;
@@ -204,26 +215,13 @@ async fn poll(
             }
             if !settings.is_empty() {
                 let source = format!("watch: {} {}", binding.module, binding.account);
-                enqueue(
-                    ctx,
-                    binding,
-                    settings,
-                    source,
-                    uuid::Uuid::new_v4().to_string(),
-                )?;
+                let key = uuid::Uuid::new_v4().to_string();
+                enqueue(ctx, binding, settings, None, source, key)?;
             }
         }
         state.seen.insert(binding.id.clone(), now);
     }
     Ok(())
-}
-
-fn file_sha256(path: &Path) -> Result<String, MonitorError> {
-    let bytes = std::fs::read(path).map_err(|e| MonitorError::File {
-        path: path.display().to_string(),
-        reason: e.to_string(),
-    })?;
-    Ok(hex::encode(Sha256::digest(bytes)))
 }
 
 /// Reports each bound network's table of the profile file that differs from
@@ -243,11 +241,14 @@ fn read_profile(
             ));
             continue;
         };
-        let avatar_sha256 = entry.avatar.as_deref().map(file_sha256).transpose()?;
+        let avatar = match entry.avatar.as_deref() {
+            Some(path) => Some((path, MonitorError::read(path)?)),
+            None => None,
+        };
         let now = Seen {
             signature: entry.signature.clone(),
             mood: entry.mood.clone(),
-            avatar_sha256,
+            avatar_sha256: avatar.as_ref().map(|(_, bytes)| sha256_hex(bytes)),
         };
         let before = state.profile.get(&module).cloned().unwrap_or_default();
         let key = uuid::Uuid::new_v4().to_string();
@@ -258,17 +259,15 @@ fn read_profile(
         if now.mood.is_some() && now.mood != before.mood {
             settings.insert("mood".into(), json!(now.mood));
         }
-        if let Some(avatar) = entry.avatar.as_deref() {
-            if now.avatar_sha256 != before.avatar_sha256 {
-                settings.insert(
-                    "avatar_file".into(),
-                    queue_avatar(&ctx.store, avatar, &key)?,
-                );
+        let avatar = match avatar {
+            Some((path, bytes)) if now.avatar_sha256 != before.avatar_sha256 => {
+                Some(queue_avatar(&ctx.store, path, &bytes, &key)?)
             }
-        }
-        if !settings.is_empty() {
+            _ => None,
+        };
+        if !settings.is_empty() || avatar.is_some() {
             let source = format!("profile file {}", path.display());
-            enqueue(ctx, binding, settings, source, key)?;
+            enqueue(ctx, binding, settings, avatar, source, key)?;
         }
         state.profile.insert(module, now);
     }
