@@ -7,4 +7,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/test-servers.sh          # installs Synapse and ejabberd once
-exec cargo run --quiet -p e2e-tests --bin demo_servers
+echo "building the demo servers (tests/examples/demo_servers.rs; the first build takes several minutes)" >&2
+cargo build --quiet -p e2e-tests --example demo_servers
+exec cargo run --quiet -p e2e-tests --example demo_servers

@@ -6,6 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rustup target add wasm32-wasip2 >/dev/null 2>&1 || rustup target add wasm32-wasip2
+echo "building the reference connectors and the gateway (release; the first build takes about 10 minutes)" >&2
 (cd plugins && cargo build --quiet --release --target wasm32-wasip2)
 echo "reference connectors: $(ls plugins/target/wasm32-wasip2/release/*.wasm | tr '\n' ' ')" >&2
-exec cargo run --release -p gateway -- serve "$@"
+cargo build --release -p gateway --bin gateway
+exec target/release/gateway serve "$@"

@@ -1,14 +1,16 @@
 //! Plugin call overhead, excluding the network: instantiate the webhook
 //! connector from its `InstancePre` and `push` into it, with its HTTP import
 //! answered in-process; the same connector logic compiled natively for the
-//! ratio; and committed memory per instance with 100 calls in flight.
+//! ratio; committed memory per instance with 100 calls in flight; and how
+//! fast the host stops hostile plugins (an endless loop at the deadline, a
+//! 100 MiB answer at the response cap).
 //!
 //! Run: `cargo bench -p gateway --bench host_call` (builds the plugin first).
 #![allow(clippy::expect_used, clippy::unwrap_used, missing_docs)]
 
 mod common;
 
-use common::{percentiles, rss_bytes, webhook_wasm};
+use common::{hostile_wasm, percentiles, rss_bytes, webhook_wasm};
 use gateway::host::{Grants, HostLimits, HttpRequest, HttpResponse, PluginHost, Settings};
 use std::sync::{Arc, Barrier};
 use std::time::Instant;
@@ -159,5 +161,69 @@ fn main() {
         before as f64 / 1048576.0,
         during as f64 / 1048576.0,
         per / 1048576.0
+    );
+    hostile();
+}
+
+/// Time from call to typed error for the hostile plugin's endless loop and
+/// for an answer far above the response cap, served on loopback.
+fn hostile() {
+    use std::io::{Read, Write};
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let origin = format!("http://{}", listener.local_addr().expect("addr"));
+    std::thread::spawn(move || {
+        for mut sock in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut request = [0u8; 4096];
+                let _ = sock.read(&mut request);
+                let size = 100usize << 20;
+                let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {size}\r\n\r\n");
+                let chunk = vec![b'x'; 64 << 10];
+                if sock.write_all(head.as_bytes()).is_err() {
+                    return;
+                }
+                for _ in 0..size / chunk.len() {
+                    if sock.write_all(&chunk).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let limits = HostLimits::default();
+    let (deadline, cap) = (limits.call_timeout, limits.max_response_bytes);
+    let host = runtime.block_on(async { PluginHost::new(limits).expect("host") });
+    let grants = Grants {
+        module_id: "hostile".into(),
+        allowed_origins: vec![origin.clone()],
+        config_json: "{}".into(),
+    };
+    let plugin = host.load(&hostile_wasm(), grants.clone()).expect("load");
+    let grants = Arc::new(grants);
+    let timed = |login: String| {
+        let (host, plugin, grants) = (host.clone(), plugin.clone(), grants.clone());
+        runtime.block_on(async move {
+            tokio::task::spawn_blocking(move || {
+                let started = Instant::now();
+                let result = host.verify(&plugin, grants, None, &login, "{}");
+                (started.elapsed(), result)
+            })
+            .await
+            .expect("join")
+        })
+    };
+    let (took, result) = timed("loop".into());
+    println!(
+        "hostile plugin: endless loop stopped after {took:.2?} (deadline {deadline:?}): {result:?}"
+    );
+    let (took, result) = timed(format!("fetch:{origin}/huge"));
+    println!(
+        "hostile plugin: 100 MiB answer cut off after {took:.2?} (cap {} MiB): {}",
+        cap >> 20,
+        match result {
+            Err(e) => e.to_string(),
+            Ok(()) => "not cut off".into(),
+        }
     );
 }

@@ -1,5 +1,6 @@
 //! Runtime configuration of one gateway process.
 
+use crate::clock::SharedClock;
 use crate::host::HostLimits;
 use crate::secrets::{self, MasterKey, Secret, SecretError};
 use std::path::{Path, PathBuf};
@@ -15,7 +16,7 @@ pub struct Quota {
 }
 
 /// Everything `run()` needs. Build it with [`Config::new`] and adjust fields.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Config {
     /// Folder for the SQLite database and generated secrets.
     pub data_dir: PathBuf,
@@ -39,6 +40,21 @@ pub struct Config {
     pub host_limits: HostLimits,
     /// How deliveries are claimed, retried and given up.
     pub delivery: DeliveryConfig,
+    /// What "now" is (the system clock; tests inject their own).
+    pub clock: SharedClock,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("data_dir", &self.data_dir)
+            .field("database_url", &self.database_url)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("session_ttl", &self.session_ttl)
+            .field("host_limits", &self.host_limits)
+            .field("delivery", &self.delivery)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Delivery workers' settings.
@@ -131,6 +147,7 @@ impl Config {
             },
             host_limits: HostLimits::default(),
             delivery: DeliveryConfig::default(),
+            clock: crate::clock::system(),
         })
     }
 }

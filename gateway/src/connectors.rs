@@ -6,7 +6,7 @@ use crate::host::{
     CallError, Description, Grants, InvalidPlugin, LoadedPlugin, Pacing, PluginHost, PushOutcome,
     Settings,
 };
-use crate::modules::{self, Manifest};
+use crate::modules::{self, Manifest, ManifestExt};
 use crate::secrets::MasterKey;
 use governor::DefaultDirectRateLimiter;
 use registry_db::{Module, NewModule, Registry, RegistryError};
@@ -112,6 +112,7 @@ impl Connectors {
         &self,
         manifest: Manifest,
         plugin: Vec<u8>,
+        now: chrono::DateTime<chrono::Utc>,
     ) -> Result<Module, ConnectorsError> {
         let grants = manifest.grants();
         let host = self.host.clone();
@@ -130,7 +131,7 @@ impl Connectors {
             manifest: manifest.to_stored(&self.master_key),
             description: Some(description),
         };
-        let module = self.registry.upsert_module(new, chrono::Utc::now()).await?;
+        let module = self.registry.upsert_module(new, now).await?;
         self.remember(&module.id, Ready::new(module.version, loaded, &manifest));
         self.forget_library();
         Ok(module)

@@ -7,11 +7,13 @@
 //! Along the data's way: [`config`] (what a process runs with), [`http`]
 //! (router, handlers, DTOs, the one error type), [`host`] (the wasmtime plugin
 //! host; knows nothing of HTTP), [`registry_db`] underneath for storage.
-//! [`run`] is the entry point used by `main` and by the tests. [`monitor`] is
-//! the end user's `monitor` app, a client of the public API only.
+//! [`run`] is the entry point used by `main` and by the tests. The wire
+//! types live in `gateway-api`, shared with the `monitor` app.
 
 pub mod accounts;
+pub mod bindings;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod connectors;
 pub mod federation;
@@ -20,7 +22,6 @@ pub mod http;
 pub mod media;
 pub mod metrics;
 pub mod modules;
-pub mod monitor;
 pub mod secrets;
 
 pub use config::{Config, Quota};
@@ -72,10 +73,18 @@ pub async fn run(
         config.master_key.clone(),
         config.delivery.clone(),
         metrics.clone(),
+        config.clock.clone(),
+    ));
+    let bindings = Arc::new(bindings::Bindings::new(
+        registry.clone(),
+        connectors.clone(),
+        config.master_key.clone(),
+        config.clock.clone(),
     ));
     let state = http::AppState::new(http::Shared {
         registry: registry.clone(),
         connectors,
+        bindings,
         federation: federation.clone(),
         config,
         limits,
@@ -110,7 +119,7 @@ async fn janitor(state: http::AppState) {
         state.limits.shrink();
         if let Err(e) = state
             .registry
-            .purge_expired_sessions(chrono::Utc::now())
+            .purge_expired_sessions(state.config.clock.now())
             .await
         {
             tracing::warn!(error = %e, "expired sessions not purged");

@@ -2,43 +2,8 @@
 
 use crate::host::Grants;
 use crate::secrets::MasterKey;
-use serde::{Deserialize, Serialize};
+pub use gateway_api::{Manifest, RateLimit};
 use serde_json::{Map, Value};
-use utoipa::ToSchema;
-
-/// A module's manifest, as uploaded by the operator.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Manifest {
-    /// Unique module id: 1-32 characters of `[a-z0-9_-]`, starting with a letter.
-    pub id: String,
-    /// Human name, e.g. "Matrix".
-    pub name: String,
-    /// `scheme://host:port` the connector may call (the operator's grant).
-    #[serde(default)]
-    pub allowed_hosts: Vec<String>,
-    /// Outbound pushes allowed per second, with a burst.
-    #[serde(default)]
-    pub rate_limit: Option<RateLimit>,
-    /// Module-level settings and secrets (e.g. API base URL); sealed at rest.
-    #[serde(default)]
-    #[schema(value_type = Object)]
-    pub config: Map<String, Value>,
-    /// Hints for the monitor to notice the IM client on a device (S7).
-    #[serde(default)]
-    #[schema(value_type = Object)]
-    pub detect: Map<String, Value>,
-}
-
-/// A module's outbound rate limit.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RateLimit {
-    /// Sustained pushes per second (at least 1).
-    pub per_second: u32,
-    /// Pushes allowed at once (at least 1).
-    pub burst: u32,
-}
 
 /// Why a manifest was refused.
 #[derive(Debug, thiserror::Error)]
@@ -98,9 +63,19 @@ pub fn parse_origin(origin: &str) -> Result<(String, String, u16), String> {
     Ok((scheme.to_owned(), host.to_ascii_lowercase(), port))
 }
 
-impl Manifest {
+/// What the gateway does with a manifest beyond its wire shape.
+pub trait ManifestExt: Sized {
     /// Parses and checks a manifest.
-    pub fn parse(text: &str) -> Result<Self, ManifestError> {
+    fn parse(text: &str) -> Result<Self, ManifestError>;
+    /// The JSON stored in the registry: the config (which holds module
+    /// secrets) is sealed with the master key, bound to the module id.
+    fn to_stored(&self, key: &MasterKey) -> Value;
+    /// The permissions and config a connector call of this module gets.
+    fn grants(&self) -> Grants;
+}
+
+impl ManifestExt for Manifest {
+    fn parse(text: &str) -> Result<Self, ManifestError> {
         let manifest: Manifest = serde_json::from_str(text)?;
         if !valid_id(&manifest.id) {
             return Err(field(
@@ -125,12 +100,10 @@ impl Manifest {
         Ok(manifest)
     }
 
-    /// The JSON stored in the registry: the config (which holds module secrets)
-    /// is sealed with the master key, bound to the module id.
-    pub fn to_stored(&self, key: &MasterKey) -> Value {
+    fn to_stored(&self, key: &MasterKey) -> Value {
         use base64::Engine as _;
         let config = serde_json::to_vec(&self.config).unwrap_or_default();
-        let sealed = key.seal(&config, self.seal_context().as_bytes());
+        let sealed = key.seal(&config, seal_context(&self.id).as_bytes());
         serde_json::json!({
             "id": self.id,
             "name": self.name,
@@ -141,12 +114,7 @@ impl Manifest {
         })
     }
 
-    fn seal_context(&self) -> String {
-        seal_context(&self.id)
-    }
-
-    /// The permissions and config a connector call of this module gets.
-    pub fn grants(&self) -> Grants {
+    fn grants(&self) -> Grants {
         Grants {
             module_id: self.id.clone(),
             allowed_origins: self

@@ -176,15 +176,6 @@ pub struct NewDelivery {
     pub account: String,
 }
 
-/// The answer stored under an `Idempotency-Key`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StoredAnswer {
-    /// HTTP status code of the first answer.
-    pub status_code: u16,
-    /// Its JSON body.
-    pub body: Value,
-}
-
 /// A change to record (S4, S5): the change, its targets and the bookkeeping,
 /// in one transaction.
 #[derive(Debug, Clone)]
@@ -207,8 +198,9 @@ pub struct NewChange {
     /// what it applied there for these fields, and older pending deliveries of
     /// these fields to them are superseded (the network has newer values).
     pub sources: Vec<String>,
-    /// `Idempotency-Key` and the answer to store under it.
-    pub idempotency: Option<(String, StoredAnswer)>,
+    /// `Idempotency-Key` and the change's receipt to store under it (a JSON
+    /// document whose `status` is `pending`, `delivered` or `suppressed`).
+    pub idempotency: Option<(String, Value)>,
 }
 
 /// What recording a change did.
@@ -219,8 +211,9 @@ pub enum ChangeRecorded {
         /// The change's `seq`.
         seq: i64,
     },
-    /// The `Idempotency-Key` was used before: nothing was written.
-    Replayed(StoredAnswer),
+    /// The `Idempotency-Key` was used before: nothing was written; the
+    /// receipt stored with the first report.
+    Replayed(Value),
 }
 
 /// The result of one attempt, as a worker reports it.

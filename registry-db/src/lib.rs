@@ -14,16 +14,16 @@ mod error;
 mod federation_types;
 mod media;
 mod modules;
+#[cfg(feature = "test-util")]
 pub mod scratch;
 mod sql;
 mod types;
 mod users;
 
-pub use changes::change_status;
 pub use error::{RegistryError, Result};
 pub use federation_types::{
     AttemptOutcome, AttemptRecorded, Change, ChangeRecorded, Delivery, DeliveryStatus, Media,
-    NewChange, NewDelivery, SettingsMap, StoredAnswer,
+    NewChange, NewDelivery, SettingsMap,
 };
 pub use types::{
     AuditEvent, Binding, Module, NewBinding, NewModule, SealedCredentials, User, UserCredentials,

@@ -84,7 +84,8 @@ impl Monitor {
     }
 
     fn command(&self, args: &[&str], envs: &[(&str, &str)]) -> tokio::process::Command {
-        let mut command = tokio::process::Command::new(crate::process::workspace_binary("monitor"));
+        let mut command =
+            tokio::process::Command::new(crate::process::package_binary("e2e-monitor"));
         for var in MONITOR_ENV {
             command.env_remove(var);
         }

@@ -1,37 +1,27 @@
 //! The workspace's real binaries as child processes: `gateway` for tests that
 //! kill it (SIGKILL mid-delivery) or run several processes on one database,
-//! `monitor` for the end user's app.
+//! `monitor` for the end user's app. Both are this package's binaries
+//! `e2e-gateway` and `e2e-monitor` (the same entry points as the real ones),
+//! which Cargo builds fresh before the tests run.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
 
-/// The debug binary `name` of this workspace (`gateway`, `monitor`), built
-/// (or found fresh) once per test process.
-pub fn workspace_binary(name: &str) -> PathBuf {
-    static BUILT: Mutex<BTreeMap<String, Result<PathBuf, String>>> = Mutex::new(BTreeMap::new());
-    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
-    built
-        .entry(name.to_owned())
-        .or_insert_with(|| {
-            let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let out = Command::new(cargo)
-                .current_dir(&root)
-                .args(["build", "-p", "gateway", "--bin", name])
-                .output()
-                .map_err(|e| format!("cannot run cargo: {e}"))?;
-            if !out.status.success() {
-                return Err(format!(
-                    "building the {name} binary failed:\n{}",
-                    String::from_utf8_lossy(&out.stderr)
-                ));
-            }
-            Ok(root.join("target/debug").join(name))
-        })
-        .clone()
-        .unwrap_or_else(|e| panic!("{e}"))
+/// A binary of this package, next to the running test executable's folder
+/// (`target/<profile>/deps/..`).
+pub fn package_binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test executable's path");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>/deps");
+    let path = dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        path.is_file(),
+        "{} is missing: it is built by `cargo test -p e2e-tests`",
+        path.display()
+    );
+    path
 }
 
 /// A running `gateway serve` child; killed with SIGKILL when dropped.
@@ -46,7 +36,7 @@ impl GatewayProcess {
     /// waits until it answers `/readyz`.
     pub async fn start(args: &[&str], envs: &[(&str, &str)]) -> GatewayProcess {
         use std::io::BufRead;
-        let mut child = Command::new(workspace_binary("gateway"))
+        let mut child = Command::new(package_binary("e2e-gateway"))
             .args(["serve", "--listen", "127.0.0.1:0"])
             .args(args)
             .envs(envs.iter().copied())

@@ -7,8 +7,9 @@ use e2e_tests::{expect_error, hostile, TestGateway};
 use gateway::host::{CallError, Grants, HostLimits, PluginHost};
 use reqwest::StatusCode;
 use serde_json::json;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn limits() -> HostLimits {
@@ -21,11 +22,7 @@ fn limits() -> HostLimits {
 }
 
 /// Runs `verify` of the hostile plugin with `login` on a blocking thread.
-async fn verify(
-    host: &PluginHost,
-    origins: Vec<String>,
-    login: &str,
-) -> (Result<(), CallError>, Duration) {
+async fn verify(host: &PluginHost, origins: Vec<String>, login: &str) -> Result<(), CallError> {
     let host = host.clone();
     let login = login.to_owned();
     tokio::task::spawn_blocking(move || {
@@ -37,20 +34,22 @@ async fn verify(
         let plugin = host
             .load(&hostile(), grants.clone())
             .expect("hostile plugin loads");
-        let started = Instant::now();
-        let result = host.verify(&plugin, Arc::new(grants), None, &login, "{}");
-        (result, started.elapsed())
+        host.verify(&plugin, Arc::new(grants), None, &login, "{}")
     })
     .await
     .unwrap()
 }
 
-/// A loopback server answering every request with `body_len` bytes.
-async fn serve_bytes(body_len: usize) -> String {
+/// A loopback server answering every request with `body_len` bytes; the
+/// counter says how many body bytes it managed to send.
+async fn serve_counted(body_len: usize) -> (String, Arc<AtomicUsize>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let sent = Arc::new(AtomicUsize::new(0));
+    let counter = sent.clone();
     tokio::spawn(async move {
         while let Ok((mut sock, _)) = listener.accept().await {
+            let counter = counter.clone();
             tokio::spawn(async move {
                 let mut buf = [0u8; 4096];
                 let _ = sock.read(&mut buf).await;
@@ -65,35 +64,44 @@ async fn serve_bytes(body_len: usize) -> String {
                     if sock.write_all(&chunk[..n]).await.is_err() {
                         return;
                     }
+                    counter.fetch_add(n, Ordering::SeqCst);
                     left -= n;
                 }
             });
         }
     });
-    format!("http://{addr}")
+    (format!("http://{addr}"), sent)
+}
+
+/// A loopback server answering every request with `body_len` bytes.
+async fn serve_bytes(body_len: usize) -> String {
+    serve_counted(body_len).await.0
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_endless_loop_is_stopped_at_the_deadline() {
     let host = PluginHost::new(limits()).unwrap();
-    let (result, took) = verify(&host, vec![], "loop").await;
-    assert_eq!(result, Err(CallError::Timeout(1000)));
-    assert!(took < Duration::from_secs(3), "stopped after {took:?}");
+    // Stopped by the deadline (the typed error says which), not by the
+    // loop's own end: it has none. How fast: `cargo bench --bench host_call`.
+    assert_eq!(
+        verify(&host, vec![], "loop").await,
+        Err(CallError::Timeout(1000))
+    );
     // The same plugin still works for the next call: nothing leaked.
-    assert_eq!(verify(&host, vec![], "fine").await.0, Ok(()));
+    assert_eq!(verify(&host, vec![], "fine").await, Ok(()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_memory_bomb_hits_the_memory_cap() {
     let host = PluginHost::new(limits()).unwrap();
-    let (result, _) = verify(&host, vec![], "bomb").await;
+    let result = verify(&host, vec![], "bomb").await;
     assert_eq!(result, Err(CallError::MemoryLimit(32 << 20)));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panic_is_a_typed_trap() {
     let host = PluginHost::new(limits()).unwrap();
-    match verify(&host, vec![], "panic").await.0 {
+    match verify(&host, vec![], "panic").await {
         Err(CallError::Trap(message)) => assert!(!message.is_empty()),
         other => panic!("expected a trap, got {other:?}"),
     }
@@ -104,14 +112,14 @@ async fn calls_to_hosts_not_granted_are_denied_and_granted_ones_work() {
     let host = PluginHost::new(limits()).unwrap();
     let small = serve_bytes(5).await;
     let granted = vec![small.clone()];
-    let (denied, _) = verify(&host, granted.clone(), "fetch:http://127.0.0.1:9/secret").await;
+    let denied = verify(&host, granted.clone(), "fetch:http://127.0.0.1:9/secret").await;
     match denied {
         Err(CallError::Rejected(m)) => {
             assert!(m.contains("Denied") && m.contains("not granted"), "{m}")
         }
         other => panic!("expected a denial, got {other:?}"),
     }
-    let (ok, _) = verify(&host, granted, &format!("fetch:{small}/x")).await;
+    let ok = verify(&host, granted, &format!("fetch:{small}/x")).await;
     assert_eq!(
         ok,
         Err(CallError::Rejected("status 200 with 5 bytes".into()))
@@ -121,18 +129,29 @@ async fn calls_to_hosts_not_granted_are_denied_and_granted_ones_work() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_100_mib_answer_from_a_granted_host_is_cut_off() {
     let host = PluginHost::new(limits()).unwrap();
-    let big = serve_bytes(100 << 20).await;
-    let (result, took) = verify(&host, vec![big.clone()], &format!("fetch:{big}/huge")).await;
+    let (big, sent) = serve_counted(100 << 20).await;
+    let result = verify(&host, vec![big.clone()], &format!("fetch:{big}/huge")).await;
     match result {
         Err(CallError::Rejected(m)) => assert!(m.contains("TooLarge"), "{m}"),
         other => panic!("expected TooLarge, got {other:?}"),
     }
-    assert!(took < Duration::from_secs(3), "took {took:?}");
+    // Cut off at the cap: the server could not send more than the cap plus
+    // what the sockets' buffers hold before the host stopped reading.
+    let sent = sent.load(Ordering::SeqCst);
+    assert!(sent < 32 << 20, "the host read on: {sent} bytes sent");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_gateway_keeps_serving_while_a_plugin_spins() {
-    let gw = TestGateway::start_with(|c| c.host_limits = limits()).await;
+    // A deadline long enough that the other requests below are answered
+    // well inside it, however slow the machine.
+    let gw = TestGateway::start_with(|c| {
+        c.host_limits = HostLimits {
+            call_timeout: Duration::from_secs(10),
+            ..limits()
+        }
+    })
+    .await;
     let manifest = json!({"id": "hostile", "name": "Hostile"});
     assert_eq!(
         gw.upload_module(&manifest, &hostile()).await.status(),
@@ -153,13 +172,17 @@ async fn the_gateway_keeps_serving_while_a_plugin_spins() {
                 .unwrap()
         })
     };
-    // While the plugin spins, other requests are answered promptly.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // While the plugin spins, other requests are answered: all of them
+    // before the spinning call comes back at its deadline. (The short pause
+    // lets the bind reach the plugin first.)
+    tokio::time::sleep(Duration::from_millis(200)).await;
     for _ in 0..5 {
-        let started = Instant::now();
         assert_eq!(gw.get("/v1/modules", None).await.status(), StatusCode::OK);
-        assert!(started.elapsed() < Duration::from_millis(500));
     }
+    assert!(
+        !spin.is_finished(),
+        "the spinning call ended before the other requests were answered"
+    );
     let msg = expect_error(
         spin.await.unwrap(),
         StatusCode::BAD_GATEWAY,

@@ -453,11 +453,16 @@ async fn scan_offers_clients_found_on_the_device_and_remembers_a_decline() {
 
 #[tokio::test]
 async fn an_expired_session_asks_to_log_in_again_and_an_unreachable_gateway_says_so() {
-    let gw = TestGateway::start_with(|c| c.session_ttl = Duration::from_secs(1)).await;
+    let clock = gateway::clock::ManualClock::new();
+    let gw = TestGateway::start_with(|c| {
+        c.session_ttl = Duration::from_secs(3600);
+        c.clock = clock.shared();
+    })
+    .await;
     network(&gw, "alpha", json!({})).await;
     let m = Monitor::new();
     m.register(&gw.base, "alice").await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    clock.advance(Duration::from_secs(3601));
     m.run(&["bindings"], &[])
         .await
         .code(1)

@@ -6,7 +6,18 @@ use std::process::Command;
 
 /// Builds the webhook connector (release, wasm32-wasip2) and returns it.
 pub fn webhook_wasm() -> Vec<u8> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins");
+    plugin_wasm("../plugins", "webhook-connector")
+}
+
+/// Builds the hostile fixture plugin (endless loop, memory bomb, fetches).
+pub fn hostile_wasm() -> Vec<u8> {
+    plugin_wasm("../tests/fixtures", "hostile-connector")
+}
+
+/// Builds `package` of the plugin workspace `workspace` (relative to this
+/// crate) for wasm32-wasip2 and returns the component.
+fn plugin_wasm(workspace: &str, package: &str) -> Vec<u8> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join(workspace);
     // Inside the plugins workspace, so its .cargo/config.toml applies.
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .current_dir(&root)
@@ -16,12 +27,13 @@ pub fn webhook_wasm() -> Vec<u8> {
             "--target",
             "wasm32-wasip2",
             "-p",
-            "webhook-connector",
+            package,
         ])
         .status()
         .expect("cargo");
-    assert!(status.success(), "building the webhook plugin failed");
-    std::fs::read(root.join("target/wasm32-wasip2/release/webhook_connector.wasm")).expect("wasm")
+    assert!(status.success(), "building {package} failed");
+    let file = format!("{}.wasm", package.replace('-', "_"));
+    std::fs::read(root.join("target/wasm32-wasip2/release").join(file)).expect("wasm")
 }
 
 /// Resident set size of process `pid` ("self" for this one), in bytes.

@@ -3,49 +3,24 @@
 //! (echo suppression), and written with one delivery per other binding in one
 //! transaction (the outbox). [`worker`] pushes the deliveries. No HTTP here.
 
+pub mod attempt;
 pub mod normalise;
 pub mod worker;
 
+use crate::clock::SharedClock;
 use crate::config::DeliveryConfig;
 use crate::connectors::Connectors;
 use crate::host::Description;
 use crate::metrics::Metrics;
 use crate::secrets::MasterKey;
+use gateway_api::{ChangeStatus, Receipt, ReceiptTarget, Settings, TargetStatus};
 use registry_db::{
-    Binding, ChangeRecorded, NewChange, NewDelivery, Registry, RegistryError, SettingsMap,
-    StoredAnswer,
+    Binding, Change, ChangeRecorded, DeliveryStatus, NewChange, NewDelivery, Registry,
+    RegistryError, SettingsMap,
 };
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::sync::Arc;
 use tokio::sync::{broadcast, mpsc, oneshot, Notify};
-
-/// Settings reported by the monitor. `avatar` is a media id from `/v1/media`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ReportedSettings {
-    /// Media id of the new avatar.
-    pub avatar: Option<String>,
-    /// New signature (status text).
-    pub signature: Option<String>,
-    /// New mood.
-    pub mood: Option<String>,
-}
-
-impl ReportedSettings {
-    fn to_map(&self) -> SettingsMap {
-        let mut map = SettingsMap::new();
-        for (field, value) in [
-            ("avatar", &self.avatar),
-            ("signature", &self.signature),
-            ("mood", &self.mood),
-        ] {
-            if let Some(v) = value {
-                map.insert(field.to_owned(), Value::String(v.clone()));
-            }
-        }
-        map
-    }
-}
 
 /// A change report (S4).
 #[derive(Debug, Clone)]
@@ -57,33 +32,92 @@ pub struct Report {
     /// taken as the source.
     pub account: Option<String>,
     /// The new values.
-    pub settings: ReportedSettings,
+    pub settings: Settings,
     /// `Idempotency-Key`.
     pub idempotency_key: Option<String>,
 }
 
-/// One target of a change in the first answer.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct ReceiptTarget {
-    /// Target binding.
-    pub binding_id: String,
-    /// Its module.
-    pub module: String,
-    /// Its account.
-    pub account: String,
-    /// `pending` at first.
-    pub status: String,
+/// What became of a change report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reported {
+    /// Recorded, with one pending delivery per other binding (or none when
+    /// there is no other binding: then its status is already `delivered`).
+    Accepted(Receipt),
+    /// An echo of what the gateway itself applied there: recorded for the
+    /// history, nothing to deliver.
+    Suppressed(Receipt),
+    /// The `Idempotency-Key` was used before: nothing recorded; the first
+    /// receipt again.
+    Repeated(Receipt),
 }
 
-/// The first answer to a change report (stored under its idempotency key).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Receipt {
-    /// Change id.
-    pub id: String,
-    /// `pending`, `suppressed`, or `delivered` when there is no other binding.
-    pub status: String,
-    /// One per other binding.
-    pub targets: Vec<ReceiptTarget>,
+impl Reported {
+    /// The receipt, whatever became of the report.
+    pub fn receipt(&self) -> &Receipt {
+        match self {
+            Reported::Accepted(r) | Reported::Suppressed(r) | Reported::Repeated(r) => r,
+        }
+    }
+
+    /// The receipt, consuming this.
+    pub fn into_receipt(self) -> Receipt {
+        match self {
+            Reported::Accepted(r) | Reported::Suppressed(r) | Reported::Repeated(r) => r,
+        }
+    }
+}
+
+/// The reported settings as a stored map (only the fields given).
+fn settings_map(settings: &Settings) -> SettingsMap {
+    settings
+        .fields()
+        .map(|(field, value)| (field.to_owned(), Value::String(value.to_owned())))
+        .collect()
+}
+
+/// A stored settings map as settings (fields of other types are ignored).
+pub fn settings_of(map: &SettingsMap) -> Settings {
+    let text = |field: &str| map.get(field).and_then(Value::as_str).map(str::to_owned);
+    Settings {
+        avatar: text("avatar"),
+        signature: text("signature"),
+        mood: text("mood"),
+    }
+}
+
+/// Targets' statuses folded into the change's: `pending` until every target
+/// is final, then `delivered` (superseded counts: a newer change carried
+/// it), `failed`, or `partial`; `suppressed` for an echo.
+pub fn change_status(change: &Change) -> ChangeStatus {
+    if change.suppressed {
+        return ChangeStatus::Suppressed;
+    }
+    if change.targets.iter().any(|t| !t.status.is_final()) {
+        return ChangeStatus::Pending;
+    }
+    let failed = change
+        .targets
+        .iter()
+        .filter(|t| t.status == DeliveryStatus::Failed)
+        .count();
+    match failed {
+        0 => ChangeStatus::Delivered,
+        n if n == change.targets.len() => ChangeStatus::Failed,
+        _ => ChangeStatus::Partial,
+    }
+}
+
+/// True when `applied` (what the gateway last put on a network, normalised
+/// as the network stores it) holds `value` for `field`: the one echo rule,
+/// for reports and for settings read back from a network.
+pub fn applied_by_gateway(applied: &Value, field: &str, value: &str) -> bool {
+    applied.get(field).and_then(Value::as_str) == Some(value)
+}
+
+/// A receipt read back from its idempotency row.
+fn stored_receipt(stored: Value) -> Result<Receipt, RegistryError> {
+    serde_json::from_value(stored)
+        .map_err(|e| RegistryError::Corrupt(format!("stored receipt: {e}")))
 }
 
 /// Why a report was refused.
@@ -110,6 +144,7 @@ pub struct Federation {
     master_key: MasterKey,
     config: DeliveryConfig,
     metrics: Metrics,
+    clock: SharedClock,
     wake: Notify,
     updates: broadcast::Sender<String>,
     writer: mpsc::UnboundedSender<PendingChange>,
@@ -127,11 +162,15 @@ const MAX_GROUP_COMMIT: usize = 128;
 /// Records changes as they come, all that wait in one transaction (group
 /// commit): under load one commit serves many reports, and a lone report
 /// waits for nobody. Must be started inside the Tokio runtime.
-fn start_writer(registry: Registry) -> mpsc::UnboundedSender<PendingChange> {
+fn start_writer(registry: Registry, clock: SharedClock) -> mpsc::UnboundedSender<PendingChange> {
     let (queue, pending) = mpsc::unbounded_channel::<PendingChange>();
     let pending = Arc::new(tokio::sync::Mutex::new(pending));
     for _ in 0..parallel_commits(&registry) {
-        tokio::spawn(write_changes(registry.clone(), pending.clone()));
+        tokio::spawn(write_changes(
+            registry.clone(),
+            clock.clone(),
+            pending.clone(),
+        ));
     }
     queue
 }
@@ -156,12 +195,13 @@ async fn next_batch<T>(
 
 async fn write_changes(
     registry: Registry,
+    clock: SharedClock,
     pending: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<PendingChange>>>,
 ) {
     let mut batch = Vec::new();
     while next_batch(&pending, &mut batch, MAX_GROUP_COMMIT).await > 0 {
         let (changes, replies): (Vec<_>, Vec<_>) = batch.drain(..).unzip();
-        let now = chrono::Utc::now();
+        let now = clock.now();
         // Kept to record one by one should the group fail.
         let retry_alone = (changes.len() > 1).then(|| changes.clone());
         match (registry.record_changes(changes, now).await, retry_alone) {
@@ -194,9 +234,11 @@ impl Federation {
         master_key: MasterKey,
         config: DeliveryConfig,
         metrics: Metrics,
+        clock: SharedClock,
     ) -> Self {
         Federation {
-            writer: start_writer(registry.clone()),
+            writer: start_writer(registry.clone(), clock.clone()),
+            clock,
             registry,
             connectors,
             master_key,
@@ -218,16 +260,15 @@ impl Federation {
         self.updates.subscribe()
     }
 
-    /// Records a change report and its deliveries; answers the status code
-    /// (202, or 200 for an echo) and the receipt, or the first answer again
-    /// for a repeated idempotency key.
-    pub async fn report(&self, user_id: &str, report: Report) -> Result<StoredAnswer, ReportError> {
+    /// Records a change report and its deliveries (the outbox), or finds
+    /// the first receipt of a repeated idempotency key.
+    pub async fn report(&self, user_id: &str, report: Report) -> Result<Reported, ReportError> {
         if let Some(key) = &report.idempotency_key {
-            if let Some(first) = self.registry.idempotent_answer(user_id, key).await? {
-                return Ok(first);
+            if let Some(first) = self.registry.idempotent_receipt(user_id, key).await? {
+                return Ok(Reported::Repeated(stored_receipt(first)?));
             }
         }
-        let settings = report.settings.to_map();
+        let settings = settings_map(&report.settings);
         if settings.is_empty() {
             return Err(ReportError::Empty);
         }
@@ -251,9 +292,11 @@ impl Federation {
             .await?;
         let echo = sources.iter().any(|b| {
             b.last_applied.as_ref().is_some_and(|applied| {
-                normalised
-                    .iter()
-                    .all(|(field, value)| applied.get(field) == Some(value))
+                normalised.iter().all(|(field, value)| {
+                    value
+                        .as_str()
+                        .is_some_and(|v| applied_by_gateway(applied, field, v))
+                })
             })
         });
         let targets: Vec<NewDelivery> = if echo {
@@ -274,25 +317,21 @@ impl Federation {
         let receipt = Receipt {
             id: id.clone(),
             status: match (echo, targets.is_empty()) {
-                (true, _) => "suppressed",
-                (false, true) => "delivered",
-                (false, false) => "pending",
-            }
-            .to_owned(),
+                (true, _) => ChangeStatus::Suppressed,
+                (false, true) => ChangeStatus::Delivered,
+                (false, false) => ChangeStatus::Pending,
+            },
             targets: targets
                 .iter()
                 .map(|t| ReceiptTarget {
                     binding_id: t.binding_id.clone(),
                     module: t.module_id.clone(),
                     account: t.account.clone(),
-                    status: "pending".to_owned(),
+                    status: TargetStatus::Pending,
                 })
                 .collect(),
         };
-        let answer = StoredAnswer {
-            status_code: if echo { 200 } else { 202 },
-            body: serde_json::to_value(&receipt).map_err(RegistryError::from)?,
-        };
+        let stored = serde_json::to_value(&receipt).map_err(RegistryError::from)?;
         let (reply, recorded) = oneshot::channel();
         let change = NewChange {
             id,
@@ -303,20 +342,23 @@ impl Federation {
             suppressed: echo,
             targets,
             sources: sources.iter().map(|b| b.id.clone()).collect(),
-            idempotency: report.idempotency_key.map(|k| (k, answer.clone())),
+            idempotency: report.idempotency_key.map(|k| (k, stored)),
         };
         let stopped = || RegistryError::State("the change writer stopped".into());
         self.writer.send((change, reply)).map_err(|_| stopped())?;
         let recorded = recorded.await.map_err(|_| stopped())??;
         match recorded {
-            ChangeRecorded::Replayed(first) => Ok(first),
+            ChangeRecorded::Replayed(first) => Ok(Reported::Repeated(stored_receipt(first)?)),
             ChangeRecorded::Created { .. } => {
                 self.metrics
                     .changes
                     .with_label_values(&[receipt.status.as_str()])
                     .inc();
+                if echo {
+                    return Ok(Reported::Suppressed(receipt));
+                }
                 self.wake.notify_one();
-                Ok(answer)
+                Ok(Reported::Accepted(receipt))
             }
         }
     }
@@ -326,7 +368,7 @@ impl Federation {
     async fn normalised(
         &self,
         description: Option<&Description>,
-        settings: &ReportedSettings,
+        settings: &Settings,
         user_id: &str,
     ) -> Result<SettingsMap, ReportError> {
         let mut out = SettingsMap::new();

@@ -4,13 +4,13 @@
 //! module), failed at once for permanent errors, dead letter after the
 //! attempt or age cap.
 
+use super::attempt::{chrono_duration, classify, jitter, Attempt, Prepared, RetryPolicy};
 use super::{normalise, Federation};
 use crate::connectors::ConnectorsError;
-use crate::host::{AvatarLimits, CallError, Field, Image, Settings};
+use crate::host::{AvatarLimits, Image, Settings};
 use crate::media::{self, AvatarTarget};
 use chrono::Utc;
-use rand::Rng;
-use registry_db::{AttemptOutcome, AttemptRecorded, Binding, Delivery, RegistryError, SettingsMap};
+use registry_db::{AttemptOutcome, AttemptRecorded, Binding, Delivery, RegistryError};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -42,7 +42,7 @@ pub async fn run(federation: Arc<Federation>, mut stop: watch::Receiver<bool>) {
         let free = permits.available_permits();
         let mut claimed_all = false;
         if free > 0 {
-            let now = Utc::now();
+            let now = federation.clock.now();
             let lease = now + chrono_duration(federation.config.lease);
             match federation
                 .registry
@@ -152,7 +152,7 @@ async fn record(
     const MAX_BATCH: usize = 256;
     let mut batch = Vec::new();
     while super::next_batch(&outcomes, &mut batch, MAX_BATCH).await > 0 {
-        let now = Utc::now();
+        let now = federation.clock.now();
         let items = batch
             .iter()
             .map(|f| (f.delivery.id.clone(), f.outcome.clone()))
@@ -188,10 +188,6 @@ async fn record(
             );
         }
     }
-}
-
-fn chrono_duration(d: Duration) -> chrono::Duration {
-    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
 }
 
 /// Metrics, log and status updates for one stored (or not) outcome.
@@ -241,40 +237,24 @@ fn account(
     let _ = federation.updates.send(delivery.change_id);
 }
 
-/// Pushes one delivery and says what to record.
+/// Pushes one delivery and says what to record: the I/O of an attempt,
+/// with the decision left to [`classify`].
 async fn push(
     federation: &Federation,
     delivery: &Delivery,
     binding: Option<Binding>,
 ) -> AttemptOutcome {
-    let config = &federation.config;
-    let retry = |error: String, pause_secs: Option<u32>| -> AttemptOutcome {
-        let now = Utc::now();
-        let age = (now - delivery.created_at).to_std().unwrap_or_default();
-        if delivery.attempts >= i64::from(config.max_attempts) || age >= config.max_age {
-            return AttemptOutcome::Failed {
-                error: format!("gave up after {} attempts: {error}", delivery.attempts),
-                dead: true,
-            };
-        }
-        match pause_secs {
-            Some(secs) => {
-                let until = now + chrono::Duration::seconds(i64::from(secs.max(1)));
-                AttemptOutcome::Retry {
-                    error,
-                    at: until,
-                    pause_module_until: Some(until),
-                }
-            }
-            None => AttemptOutcome::Retry {
-                error,
-                at: now + chrono_duration(backoff(config, delivery.attempts)),
-                pause_module_until: None,
-            },
-        }
-    };
-    let fail = |error: String| AttemptOutcome::Failed { error, dead: false };
+    let attempt = attempt(federation, delivery, binding).await;
+    let policy = RetryPolicy::from(&federation.config);
+    classify(attempt, delivery, &policy, federation.clock.now(), jitter())
+}
 
+/// What one attempt came to.
+async fn attempt(
+    federation: &Federation,
+    delivery: &Delivery,
+    binding: Option<Binding>,
+) -> Attempt {
     let binding = match binding {
         Some(b) if b.user_id == delivery.user_id => Ok(b),
         _ => {
@@ -286,23 +266,24 @@ async fn push(
     };
     let binding = match binding {
         Ok(b) => b,
-        Err(RegistryError::NotFound) => return fail("the binding was removed".into()),
-        Err(e) => return retry(format!("registry: {e}"), None),
+        Err(RegistryError::NotFound) => {
+            return Attempt::Impossible("the binding was removed".into())
+        }
+        Err(e) => return Attempt::NotNow(format!("registry: {e}")),
     };
     let ready = match federation.connectors.get(&delivery.module_id).await {
         Ok(r) => r,
         Err(ConnectorsError::Unsupported(m)) => {
-            return fail(format!("module {m:?} is no longer supported"))
+            return Attempt::Impossible(format!("module {m:?} is no longer supported"))
         }
-        Err(e) => return retry(format!("connector: {e}"), None),
+        Err(e) => return Attempt::NotNow(format!("connector: {e}")),
     };
-    let credentials = match federation.master_key.open_credentials(
+    let Some(credentials) = federation.master_key.open_credentials(
         &binding.credentials.0,
         &binding.id,
         &binding.user_id,
-    ) {
-        Some(c) => c,
-        None => return fail("the stored credentials cannot be decrypted".into()),
+    ) else {
+        return Attempt::Impossible("the stored credentials cannot be decrypted".into());
     };
     // Latest-wins rather than a queue behind the rate limiter: without a
     // token now, the delivery goes back unclaimed until the limiter has one,
@@ -311,16 +292,15 @@ async fn push(
         if let Err(not_until) = limiter.check() {
             use governor::clock::Clock;
             let wait = not_until.wait_time_from(governor::clock::DefaultClock::default().now());
-            return AttemptOutcome::Deferred {
-                until: Utc::now() + chrono_duration(wait.max(Duration::from_millis(1))),
-            };
+            return Attempt::Paced { wait };
         }
     }
     let prepaid = ready.limiter.is_some();
-    let prepared = match prepare(federation, delivery, &ready.plugin.description).await {
+    let (settings, prepared) = match prepare(federation, delivery, &ready.plugin.description).await
+    {
         Ok(p) => p,
-        Err(Prepare::Fail(e)) => return fail(e),
-        Err(Prepare::Retry(e)) => return retry(e, None),
+        Err(Prepare::Fail(e)) => return Attempt::Impossible(e),
+        Err(Prepare::Retry(e)) => return Attempt::NotNow(e),
     };
     let called = federation
         .connectors
@@ -328,64 +308,14 @@ async fn push(
             ready,
             binding.account.clone(),
             credentials,
-            prepared.settings,
+            settings,
             prepaid,
         )
         .await;
     match called {
-        Ok(Ok(outcome)) => {
-            let applied: Vec<String> = outcome.applied.iter().map(|f| field_name(*f)).collect();
-            let mut truncated = prepared.truncated;
-            for f in &outcome.truncated {
-                let name = field_name(*f);
-                if !truncated.contains(&name) {
-                    truncated.push(name);
-                }
-            }
-            truncated.retain(|f| applied.contains(f));
-            let mut values = prepared.values;
-            values.retain(|field, _| applied.contains(field));
-            AttemptOutcome::Delivered {
-                applied,
-                truncated,
-                applied_settings: values,
-            }
-        }
-        Ok(Err(CallError::AuthFailed(m))) => fail(format!("authentication failed: {m}")),
-        Ok(Err(CallError::Rejected(m))) => fail(format!("rejected by the network: {m}")),
-        Ok(Err(CallError::RateLimited(secs))) => {
-            retry(format!("the network asked to wait {secs} s"), Some(secs))
-        }
-        Ok(Err(e)) => retry(e.to_string(), None),
-        Err(e) => retry(format!("connector: {e}"), None),
+        Ok(result) => Attempt::Called { prepared, result },
+        Err(e) => Attempt::NotNow(format!("connector: {e}")),
     }
-}
-
-/// `base * 2^(attempts-1)`, capped, then a random point in its upper half so
-/// that deliveries failing together do not retry together.
-fn backoff(config: &crate::config::DeliveryConfig, attempts: i64) -> Duration {
-    let exponent = u32::try_from(attempts.saturating_sub(1).clamp(0, 30)).unwrap_or(30);
-    let full = config
-        .backoff_base
-        .saturating_mul(1u32 << exponent)
-        .min(config.backoff_max);
-    full.mul_f64(rand::thread_rng().gen_range(0.5..=1.0))
-}
-
-fn field_name(field: Field) -> String {
-    match field {
-        Field::Avatar => "avatar",
-        Field::Signature => "signature",
-        Field::Mood => "mood",
-    }
-    .to_owned()
-}
-
-/// Settings ready for a connector, with the normalised values to remember.
-struct Prepared {
-    settings: Settings,
-    truncated: Vec<String>,
-    values: SettingsMap,
 }
 
 enum Prepare {
@@ -399,12 +329,9 @@ async fn prepare(
     federation: &Federation,
     delivery: &Delivery,
     description: &crate::host::Description,
-) -> Result<Prepared, Prepare> {
-    let mut prepared = Prepared {
-        settings: Settings::default(),
-        truncated: Vec::new(),
-        values: SettingsMap::new(),
-    };
+) -> Result<(Settings, Prepared), Prepare> {
+    let mut settings = Settings::default();
+    let mut prepared = Prepared::default();
     for (field, value) in &delivery.settings {
         let Some(text) = value.as_str() else {
             continue;
@@ -423,9 +350,9 @@ async fn prepare(
                     .values
                     .insert(field.clone(), Value::String(value.clone()));
                 if field == "signature" {
-                    prepared.settings.signature = Some(value);
+                    settings.signature = Some(value);
                 } else {
-                    prepared.settings.mood = Some(value);
+                    settings.mood = Some(value);
                 }
             }
             "avatar" => {
@@ -451,12 +378,12 @@ async fn prepare(
                         &image.0.data,
                     ))),
                 );
-                prepared.settings.avatar = Some(image.0);
+                settings.avatar = Some(image.0);
             }
             _ => {}
         }
     }
-    Ok(prepared)
+    Ok((settings, prepared))
 }
 
 async fn transcode(

@@ -6,7 +6,7 @@ use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiJson, AuthUser};
 use super::sessions::rfc3339;
 use super::AppState;
-use crate::federation::{Report, ReportError, ReportedSettings};
+use crate::federation::{self, Report, ReportError};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -14,13 +14,17 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures::Stream;
-use registry_db::{change_status, Change, Delivery};
-use serde::{Deserialize, Serialize};
+use gateway_api::{
+    ChangeEvent, ChangeList, ChangeRequest, ChangeView, DoneEvent, ProfileView, Receipt,
+    StreamError, TargetStatus, TargetView,
+};
+use registry_db::{Change, Delivery, DeliveryStatus};
+use serde::Deserialize;
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
 use std::time::Duration;
 use tokio::sync::broadcast::error::RecvError;
-use utoipa::{IntoParams, ToSchema};
+use utoipa::IntoParams;
 
 /// Routes of this resource.
 pub fn router() -> Router<AppState> {
@@ -39,109 +43,44 @@ const MAX_IDEMPOTENCY_KEY: usize = 255;
 /// (another gateway process may be delivering it).
 const SSE_POLL: Duration = Duration::from_secs(1);
 
-/// New settings; at least one field.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct SettingsRequest {
-    /// Media id from `POST /v1/media`.
-    pub avatar: Option<String>,
-    /// Status text.
-    pub signature: Option<String>,
-    /// Mood.
-    pub mood: Option<String>,
+/// A target as its owner sees it.
+pub fn target_view(d: &Delivery) -> TargetView {
+    TargetView {
+        binding_id: d.binding_id.clone(),
+        module: d.module_id.clone(),
+        account: d.account.clone(),
+        status: target_status(d.status),
+        attempts: d.attempts,
+        last_error: d.last_error.clone(),
+        applied_fields: d.applied_fields.clone(),
+        truncated_fields: d.truncated_fields.clone(),
+        delivered_at: d.delivered_at.map(rfc3339),
+        superseded_by: d.superseded_by.clone(),
+        next_attempt_at: (d.status == DeliveryStatus::Retrying).then(|| rfc3339(d.next_attempt_at)),
+        dead_letter: d.dead,
+    }
 }
 
-/// A change report.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ChangeRequest {
-    /// The module whose settings changed (must be bound).
-    pub module: String,
-    /// The account on that module, for a user with several accounts of it.
-    #[serde(default)]
-    pub account: Option<String>,
-    /// The new values.
-    pub settings: SettingsRequest,
-}
-
-/// One target of a change.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
-pub struct TargetView {
-    /// Target binding.
-    pub binding_id: String,
-    /// Its module.
-    pub module: String,
-    /// Its account.
-    pub account: String,
-    /// `pending`, `delivering`, `delivered`, `retrying`, `failed`, `superseded`.
-    pub status: String,
-    /// Attempts started.
-    pub attempts: i64,
-    /// Why the last attempt failed.
-    pub last_error: Option<String>,
-    /// Fields the network now holds.
-    pub applied_fields: Vec<String>,
-    /// Fields shortened or converted to fit the network.
-    pub truncated_fields: Vec<String>,
-    /// RFC 3339, once delivered.
-    pub delivered_at: Option<String>,
-    /// The newer change that carried this target's values, when superseded.
-    pub superseded_by: Option<String>,
-    /// RFC 3339 of the next attempt, when retrying.
-    pub next_attempt_at: Option<String>,
-    /// Gave up after the attempt or age cap (an operator may redrive it).
-    pub dead_letter: bool,
-}
-
-impl From<&Delivery> for TargetView {
-    fn from(d: &Delivery) -> Self {
-        TargetView {
-            binding_id: d.binding_id.clone(),
-            module: d.module_id.clone(),
-            account: d.account.clone(),
-            status: d.status.as_str().to_owned(),
-            attempts: d.attempts,
-            last_error: d.last_error.clone(),
-            applied_fields: d.applied_fields.clone(),
-            truncated_fields: d.truncated_fields.clone(),
-            delivered_at: d.delivered_at.map(rfc3339),
-            superseded_by: d.superseded_by.clone(),
-            next_attempt_at: (d.status == registry_db::DeliveryStatus::Retrying)
-                .then(|| rfc3339(d.next_attempt_at)),
-            dead_letter: d.dead,
-        }
+fn target_status(status: DeliveryStatus) -> TargetStatus {
+    match status {
+        DeliveryStatus::Pending => TargetStatus::Pending,
+        DeliveryStatus::Delivering => TargetStatus::Delivering,
+        DeliveryStatus::Delivered => TargetStatus::Delivered,
+        DeliveryStatus::Retrying => TargetStatus::Retrying,
+        DeliveryStatus::Failed => TargetStatus::Failed,
+        DeliveryStatus::Superseded => TargetStatus::Superseded,
     }
 }
 
 /// A change with its targets.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct ChangeView {
-    /// Opaque id.
-    pub id: String,
-    /// The reporting module.
-    pub module: String,
-    /// The reported settings.
-    #[schema(value_type = Object)]
-    pub settings: serde_json::Value,
-    /// RFC 3339.
-    pub created_at: String,
-    /// `pending` until every target is final, then `delivered`, `partial` or
-    /// `failed`; `suppressed` for an echo.
-    pub status: String,
-    /// One per other binding.
-    pub targets: Vec<TargetView>,
-}
-
-impl From<&Change> for ChangeView {
-    fn from(c: &Change) -> Self {
-        ChangeView {
-            id: c.id.clone(),
-            module: c.module_id.clone(),
-            settings: serde_json::Value::Object(c.settings.clone()),
-            created_at: rfc3339(c.created_at),
-            status: change_status(c).to_owned(),
-            targets: c.targets.iter().map(TargetView::from).collect(),
-        }
+pub fn change_view(c: &Change) -> ChangeView {
+    ChangeView {
+        id: c.id.clone(),
+        module: c.module_id.clone(),
+        settings: federation::settings_of(&c.settings),
+        created_at: rfc3339(c.created_at),
+        status: federation::change_status(c),
+        targets: c.targets.iter().map(target_view).collect(),
     }
 }
 
@@ -149,8 +88,8 @@ impl From<&Change> for ChangeView {
 #[utoipa::path(post, path = "/v1/changes", tag = "changes", request_body = ChangeRequest,
     params(("Idempotency-Key" = Option<String>, Header, description = "repeat-safe key")),
     security(("bearer" = [])), responses(
-    (status = 202, description = "accepted: {id, status, targets}"),
-    (status = 200, description = "an echo of what the gateway applied: suppressed"),
+    (status = 202, description = "accepted", body = Receipt),
+    (status = 200, description = "an echo of what the gateway applied: suppressed", body = Receipt),
     (status = 422, description = "empty_change, not_bound, unknown_media, invalid_body", body = ErrorBody)))]
 pub async fn create_change(
     State(state): State<AppState>,
@@ -191,14 +130,10 @@ pub async fn create_change(
     let report = Report {
         module: body.module,
         account: body.account,
-        settings: ReportedSettings {
-            avatar: body.settings.avatar,
-            signature: body.settings.signature,
-            mood: body.settings.mood,
-        },
+        settings: body.settings,
         idempotency_key,
     };
-    let answer = state
+    let reported = state
         .federation
         .report(&auth.user.id, report)
         .await
@@ -208,8 +143,13 @@ pub async fn create_change(
             ReportError::UnknownMedia(_) => ApiError::unprocessable("unknown_media", e.to_string()),
             ReportError::Registry(e) => e.into(),
         })?;
-    let status = StatusCode::from_u16(answer.status_code).unwrap_or(StatusCode::ACCEPTED);
-    Ok((status, Json(answer.body)).into_response())
+    // An echo changes nothing (200); anything else was accepted for
+    // delivery (202). A repeat answers as the first answer did.
+    let status = match reported.receipt().status {
+        gateway_api::ChangeStatus::Suppressed => StatusCode::OK,
+        _ => StatusCode::ACCEPTED,
+    };
+    Ok((status, Json(reported.into_receipt())).into_response())
 }
 
 /// `limit` and `before` of the change list.
@@ -219,15 +159,6 @@ pub struct ListQuery {
     pub limit: Option<i64>,
     /// Only changes older than this change id.
     pub before: Option<String>,
-}
-
-/// A page of changes.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct ChangeList {
-    /// Newest first.
-    pub changes: Vec<ChangeView>,
-    /// Pass as `before` for the next page; absent on the last page.
-    pub next_before: Option<String>,
 }
 
 /// The user's recent changes, newest first.
@@ -247,7 +178,7 @@ pub async fn list_changes(
         .then(|| changes.last().map(|c| c.id.clone()))
         .flatten();
     Ok(Json(ChangeList {
-        changes: changes.iter().map(ChangeView::from).collect(),
+        changes: changes.iter().map(change_view).collect(),
         next_before,
     }))
 }
@@ -263,7 +194,7 @@ pub async fn get_change(
     Path(id): Path<String>,
 ) -> Result<Json<ChangeView>, ApiError> {
     let change = state.registry.change(&auth.user.id, &id).await?;
-    Ok(Json(ChangeView::from(&change)))
+    Ok(Json(change_view(&change)))
 }
 
 struct Watch {
@@ -276,11 +207,8 @@ struct Watch {
     finished: bool,
 }
 
-fn json_event(name: &str, value: &impl Serialize) -> Event {
-    Event::default()
-        .event(name)
-        .json_data(value)
-        .unwrap_or_else(|_| Event::default().event(name))
+fn sse(event: &ChangeEvent) -> Event {
+    Event::default().event(event.name()).data(event.data())
 }
 
 impl Watch {
@@ -294,26 +222,26 @@ impl Watch {
         {
             Ok(change) => {
                 for target in &change.targets {
-                    let view = TargetView::from(target);
+                    let view = target_view(target);
                     if self.sent.get(&target.id) != Some(&view) {
-                        self.queue.push_back(json_event("target", &view));
+                        self.queue
+                            .push_back(sse(&ChangeEvent::Target(Box::new(view.clone()))));
                         self.sent.insert(target.id.clone(), view);
                     }
                 }
-                let status = change_status(&change);
-                if status != "pending" {
-                    self.queue.push_back(json_event(
-                        "done",
-                        &serde_json::json!({"id": change.id, "status": status}),
-                    ));
+                let status = federation::change_status(&change);
+                if status.is_final() {
+                    self.queue.push_back(sse(&ChangeEvent::Done(DoneEvent {
+                        id: change.id,
+                        status,
+                    })));
                     self.finished = true;
                 }
             }
             Err(e) => {
-                self.queue.push_back(json_event(
-                    "error",
-                    &serde_json::json!({"message": e.to_string()}),
-                ));
+                self.queue.push_back(sse(&ChangeEvent::Error(StreamError {
+                    message: e.to_string(),
+                })));
                 self.finished = true;
             }
         }
@@ -379,16 +307,6 @@ pub async fn change_events(
 }
 
 /// The user's current federated settings.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct ProfileView {
-    /// Latest reported value per field (`avatar` is a media id).
-    #[schema(value_type = Object)]
-    pub settings: serde_json::Value,
-    /// RFC 3339 of the latest change, absent before the first.
-    pub updated_at: Option<String>,
-}
-
-/// The user's current federated settings.
 #[utoipa::path(get, path = "/v1/profile", tag = "changes", security(("bearer" = [])),
     responses((status = 200, body = ProfileView)))]
 pub async fn profile(
@@ -400,7 +318,7 @@ pub async fn profile(
         None => (Default::default(), None),
     };
     Ok(Json(ProfileView {
-        settings: serde_json::Value::Object(settings),
+        settings: federation::settings_of(&settings),
         updated_at,
     }))
 }

@@ -1,6 +1,6 @@
 //! Operators' view of the delivery queue: dead letters and their redrive.
 
-use super::changes::TargetView;
+use super::changes::target_view;
 use super::error::{ApiError, ErrorBody};
 use super::extract::Admin;
 use super::{audit, AppState};
@@ -8,9 +8,8 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use gateway_api::{DeadLetters, DeliveryView};
 use registry_db::{Delivery, RegistryError};
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 
 /// Routes of this resource.
 pub fn router() -> Router<AppState> {
@@ -20,38 +19,14 @@ pub fn router() -> Router<AppState> {
 }
 
 /// A delivery as an operator sees it.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct DeliveryView {
-    /// Delivery id (for redrive).
-    pub id: String,
-    /// The change it belongs to.
-    pub change_id: String,
-    /// Owner.
-    pub user_id: String,
-    /// Fields it carries.
-    pub fields: Vec<String>,
-    /// Target and status.
-    #[serde(flatten)]
-    pub target: TargetView,
-}
-
-impl From<&Delivery> for DeliveryView {
-    fn from(d: &Delivery) -> Self {
-        DeliveryView {
-            id: d.id.clone(),
-            change_id: d.change_id.clone(),
-            user_id: d.user_id.clone(),
-            fields: d.settings.keys().cloned().collect(),
-            target: TargetView::from(d),
-        }
+fn delivery_view(d: &Delivery) -> DeliveryView {
+    DeliveryView {
+        id: d.id.clone(),
+        change_id: d.change_id.clone(),
+        user_id: d.user_id.clone(),
+        fields: d.settings.keys().cloned().collect(),
+        target: target_view(d),
     }
-}
-
-/// Dead letters.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct DeadLetters {
-    /// Newest first (at most 500).
-    pub deliveries: Vec<DeliveryView>,
 }
 
 /// Deliveries that gave up after the attempt or age cap.
@@ -64,7 +39,7 @@ pub async fn dead_letters(
 ) -> Result<Json<DeadLetters>, ApiError> {
     let dead = state.registry.dead_letters(500).await?;
     Ok(Json(DeadLetters {
-        deliveries: dead.iter().map(DeliveryView::from).collect(),
+        deliveries: dead.iter().map(delivery_view).collect(),
     }))
 }
 
@@ -78,7 +53,7 @@ pub async fn redrive(
     _admin: Admin,
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<DeliveryView>), ApiError> {
-    let delivery = match state.registry.redrive(&id, chrono::Utc::now()).await {
+    let delivery = match state.registry.redrive(&id, state.config.clock.now()).await {
         Ok(d) => d,
         Err(RegistryError::State(reason)) => {
             return Err(ApiError::new(
@@ -98,5 +73,5 @@ pub async fn redrive(
         serde_json::json!({}),
     )
     .await;
-    Ok((StatusCode::OK, Json(DeliveryView::from(&delivery))))
+    Ok((StatusCode::OK, Json(delivery_view(&delivery))))
 }

@@ -5,25 +5,8 @@ use axum::body::Body;
 use axum::http::{header, HeaderValue, Request, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+pub use gateway_api::{ErrorBody, ErrorDetail};
 use registry_db::RegistryError;
-use serde::Serialize;
-use utoipa::ToSchema;
-
-/// Body of every error answer.
-#[derive(Debug, Serialize, serde::Deserialize, ToSchema)]
-pub struct ErrorBody {
-    /// The error.
-    pub error: ErrorDetail,
-}
-
-/// Machine-readable code and human message.
-#[derive(Debug, Serialize, serde::Deserialize, ToSchema)]
-pub struct ErrorDetail {
-    /// snake_case code, stable across versions.
-    pub code: String,
-    /// Human-readable explanation.
-    pub message: String,
-}
 
 /// An error answer: status, code, message and maybe a `Retry-After`.
 #[derive(Debug)]

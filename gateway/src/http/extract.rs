@@ -66,7 +66,7 @@ fn bearer(parts: &Parts) -> Result<&str, ApiError> {
 async fn session_user(state: &AppState, token: &str) -> Result<Option<User>, ApiError> {
     match state
         .registry
-        .session_user(&sha256_hex(token.as_bytes()), chrono::Utc::now())
+        .session_user(&sha256_hex(token.as_bytes()), state.config.clock.now())
         .await
     {
         Ok(user) => Ok(Some(user)),

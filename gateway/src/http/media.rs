@@ -9,9 +9,8 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::{Json, Router};
+use gateway_api::MediaView;
 use registry_db::Media;
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 
 /// Routes of this resource.
 pub fn router(max_media_bytes: usize) -> Router<AppState> {
@@ -19,21 +18,6 @@ pub fn router(max_media_bytes: usize) -> Router<AppState> {
         "/v1/media",
         post(upload).layer(DefaultBodyLimit::max(max_media_bytes)),
     )
-}
-
-/// A stored image.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct MediaView {
-    /// Opaque id, used as `settings.avatar` in a change report.
-    pub id: String,
-    /// Hex SHA-256 of the bytes.
-    pub sha256: String,
-    /// MIME type.
-    pub content_type: String,
-    /// Pixels.
-    pub width: u32,
-    /// Pixels.
-    pub height: u32,
 }
 
 /// Stores an avatar image (raw bytes in the body).
@@ -78,7 +62,7 @@ pub async fn upload(
         width: info.width,
         height: info.height,
         data: bytes,
-        created_at: chrono::Utc::now(),
+        created_at: state.config.clock.now(),
     };
     state.registry.put_media(&stored).await?;
     Ok((

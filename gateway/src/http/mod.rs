@@ -14,6 +14,7 @@ pub mod openapi;
 pub mod sessions;
 pub mod users;
 
+use crate::bindings::Bindings;
 use crate::config::Config;
 use crate::connectors::Connectors;
 use crate::federation::Federation;
@@ -36,6 +37,8 @@ pub struct Shared {
     pub registry: Registry,
     /// Loaded connector plugins.
     pub connectors: Arc<Connectors>,
+    /// The users' application lists.
+    pub bindings: Arc<Bindings>,
     /// Change reports and their delivery.
     pub federation: Arc<Federation>,
     /// The process configuration.
@@ -70,7 +73,7 @@ pub async fn audit(
     detail: serde_json::Value,
 ) {
     let event = AuditEvent {
-        at: chrono::Utc::now(),
+        at: state.config.clock.now(),
         actor: actor.to_owned(),
         action: action.to_owned(),
         subject: subject.to_owned(),

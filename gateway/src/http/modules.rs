@@ -5,14 +5,14 @@ use super::error::{ApiError, ErrorBody};
 use super::extract::Admin;
 use super::{audit, AppState};
 use crate::connectors::ConnectorsError;
-use crate::modules::Manifest;
+use crate::modules::{Manifest, ManifestExt};
 use axum::extract::multipart::MultipartError;
 use axum::extract::{DefaultBodyLimit, Multipart, Path, State};
 use axum::http::StatusCode;
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
+use gateway_api::{ModuleList, ModuleView};
 use registry_db::RegistryError;
-use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 /// Routes of this resource.
@@ -26,50 +26,23 @@ pub fn router(max_plugin_bytes: usize) -> Router<AppState> {
         .route("/v1/admin/modules/{id}", delete(delete_module))
 }
 
-/// One supported module as clients see it (no grants, no config).
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct ModuleView {
-    /// Unique id.
-    pub id: String,
-    /// Human name.
-    pub name: String,
-    /// Increases with every upload under this id.
-    pub version: i64,
-    /// Settings the connector can set: `avatar`, `signature`, `mood`.
-    pub fields: Vec<String>,
-    /// The connector's limits (signature length, avatar size and formats...).
-    #[schema(value_type = Object)]
-    pub limits: serde_json::Value,
-    /// Hints for the monitor to notice the IM client on a device.
-    #[schema(value_type = Object)]
-    pub detect: serde_json::Value,
-}
-
-impl From<&registry_db::Module> for ModuleView {
-    fn from(m: &registry_db::Module) -> Self {
-        let described = |key: &str| m.description.as_ref().and_then(|d| d.get(key)).cloned();
-        ModuleView {
-            id: m.id.clone(),
-            name: m.name.clone(),
-            version: m.version,
-            fields: described("fields")
-                .and_then(|f| serde_json::from_value(f).ok())
-                .unwrap_or_default(),
-            limits: described("limits").unwrap_or_else(|| serde_json::json!({})),
-            detect: m
-                .manifest
-                .get("detect")
-                .cloned()
-                .unwrap_or_else(|| serde_json::json!({})),
-        }
+/// A module as clients see it (no grants, no config).
+pub fn module_view(m: &registry_db::Module) -> ModuleView {
+    let described = |key: &str| m.description.as_ref().and_then(|d| d.get(key)).cloned();
+    ModuleView {
+        id: m.id.clone(),
+        name: m.name.clone(),
+        version: m.version,
+        fields: described("fields")
+            .and_then(|f| serde_json::from_value(f).ok())
+            .unwrap_or_default(),
+        limits: described("limits").unwrap_or_else(|| serde_json::json!({})),
+        detect: m
+            .manifest
+            .get("detect")
+            .and_then(|d| serde_json::from_value(d.clone()).ok())
+            .unwrap_or_default(),
     }
-}
-
-/// The supported-module library.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct ModuleList {
-    /// Supported modules, by id.
-    pub modules: Vec<ModuleView>,
 }
 
 /// Lists the supported modules.
@@ -77,7 +50,7 @@ pub struct ModuleList {
 pub async fn list_modules(State(state): State<AppState>) -> Result<Json<ModuleList>, ApiError> {
     let modules = state.registry.list_modules(false).await?;
     Ok(Json(ModuleList {
-        modules: modules.iter().map(ModuleView::from).collect(),
+        modules: modules.iter().map(module_view).collect(),
     }))
 }
 
@@ -147,7 +120,11 @@ pub async fn upload_module(
     let manifest = Manifest::parse(&manifest_text)
         .map_err(|e| ApiError::unprocessable("invalid_manifest", e.to_string()))?;
 
-    let module = match state.connectors.install(manifest, plugin).await {
+    let module = match state
+        .connectors
+        .install(manifest, plugin, state.config.clock.now())
+        .await
+    {
         Ok(module) => module,
         Err(ConnectorsError::Invalid(e)) => {
             return Err(ApiError::unprocessable("invalid_plugin", e.to_string()))
@@ -163,7 +140,7 @@ pub async fn upload_module(
         serde_json::json!({"version": module.version, "plugin_sha256": module.plugin_digest}),
     )
     .await;
-    Ok((StatusCode::CREATED, Json(ModuleView::from(&module))))
+    Ok((StatusCode::CREATED, Json(module_view(&module))))
 }
 
 /// Removes a module from the library; its bindings stay but receive nothing.
@@ -177,7 +154,11 @@ pub async fn delete_module(
     _admin: Admin,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    match state.registry.disable_module(&id, chrono::Utc::now()).await {
+    match state
+        .registry
+        .disable_module(&id, state.config.clock.now())
+        .await
+    {
         Ok(()) => {}
         Err(RegistryError::NotFound) => {
             return Err(ApiError::not_found(&format!("supported module {id:?}")))

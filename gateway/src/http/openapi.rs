@@ -22,7 +22,10 @@ use utoipa::{Modify, OpenApi};
         changes::change_events, changes::profile,
         deliveries::dead_letters, deliveries::redrive,
     ),
-    components(schemas(error::ErrorBody, crate::modules::Manifest, crate::modules::RateLimit)),
+    components(schemas(
+        error::ErrorBody, gateway_api::Manifest, gateway_api::RateLimit,
+        gateway_api::DoneEvent, gateway_api::StreamError,
+    )),
     modifiers(&BearerAuth)
 )]
 struct ApiDoc;

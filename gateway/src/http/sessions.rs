@@ -2,7 +2,6 @@
 
 use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiJson, AuthUser};
-use super::users::Credentials;
 use super::AppState;
 use crate::accounts;
 use crate::secrets::{random_token, sha256_hex};
@@ -11,9 +10,8 @@ use axum::http::StatusCode;
 use axum::routing::{delete, post};
 use axum::{Json, Router};
 use chrono::{DateTime, SecondsFormat, Utc};
+use gateway_api::{Credentials, SessionView};
 use registry_db::RegistryError;
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 
 /// The login route (rate limited per IP by the caller).
 pub fn login_router() -> Router<AppState> {
@@ -23,15 +21,6 @@ pub fn login_router() -> Router<AppState> {
 /// The logout route.
 pub fn router() -> Router<AppState> {
     Router::new().route("/v1/sessions/current", delete(delete_session))
-}
-
-/// A new session.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct SessionView {
-    /// Bearer token for `Authorization: Bearer ...`. Shown once.
-    pub token: String,
-    /// RFC 3339 expiry.
-    pub expires_at: String,
 }
 
 /// RFC 3339 with milliseconds, the format of every time in the API.
@@ -71,7 +60,7 @@ pub async fn create_session(
         }
     };
     let token = random_token();
-    let now = Utc::now();
+    let now = state.config.clock.now();
     let ttl = chrono::Duration::from_std(state.config.session_ttl)
         .unwrap_or_else(|_| chrono::Duration::hours(24));
     let expires_at = now + ttl;

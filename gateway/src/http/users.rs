@@ -4,38 +4,16 @@ use super::error::{ApiError, ErrorBody};
 use super::extract::ApiJson;
 use super::{audit, AppState};
 use crate::accounts::{self, MAX_PASSWORD_BYTES, MIN_PASSWORD_CHARS};
-use crate::secrets::Secret;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
 use axum::{Json, Router};
+use gateway_api::{Credentials, UserView};
 use registry_db::RegistryError;
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 
 /// Routes of this resource (rate limited per IP by the caller).
 pub fn router() -> Router<AppState> {
     Router::new().route("/v1/users", post(create_user))
-}
-
-/// Registration or login request.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Credentials {
-    /// 3-64 characters of `[a-z0-9._-]`.
-    pub username: String,
-    /// At least 8 characters.
-    #[schema(value_type = String)]
-    pub password: Secret<String>,
-}
-
-/// A registered user.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct UserView {
-    /// Opaque id.
-    pub id: String,
-    /// Login name.
-    pub username: String,
 }
 
 /// Registers a user.
@@ -74,7 +52,7 @@ pub async fn create_user(
     let id = uuid::Uuid::new_v4().to_string();
     let user = match state
         .registry
-        .create_user(&id, &body.username, &hash, chrono::Utc::now())
+        .create_user(&id, &body.username, &hash, state.config.clock.now())
         .await
     {
         Ok(user) => user,

@@ -3,14 +3,14 @@
 //! reports go out in the order they were made), then its delivery is followed
 //! per network on the change's event stream.
 
-use super::client::{ChangeEvent, Client, ClientError};
-use super::store::{QueuedImage, QueuedReport, Store};
-use super::{Context, MonitorError, Outcome};
-use crate::federation::Receipt;
-use crate::http::changes::{ChangeView, TargetView};
+use crate::client::{Client, ClientError};
+use crate::store::{QueuedImage, QueuedReport, Store};
+use crate::{Context, MonitorError, Outcome};
 use futures::StreamExt;
+use gateway_api::{
+    ChangeEvent, ChangeStatus, ChangeView, Receipt, Settings, TargetStatus, TargetView,
+};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
-use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -111,7 +111,7 @@ async fn send(
             Ok(media) => media,
             Err(e) => return Ok(Err(e)),
         };
-        settings["avatar"] = Value::String(media.id);
+        settings.avatar = Some(media.id);
     }
     let account = report.account.as_deref();
     Ok(client
@@ -163,13 +163,11 @@ pub async fn report(ctx: &Context, args: &ReportArgs) -> Result<Outcome, Monitor
         Err(e) => return Err(e),
     }
     let key = uuid::Uuid::new_v4().to_string();
-    let mut settings = Map::new();
-    if let Some(signature) = &args.signature {
-        settings.insert("signature".into(), json!(signature));
-    }
-    if let Some(mood) = &args.mood {
-        settings.insert("mood".into(), json!(mood));
-    }
+    let settings = Settings {
+        avatar: None,
+        signature: args.signature.clone(),
+        mood: args.mood.clone(),
+    };
     let avatar = match &args.avatar {
         Some(path) => Some(queue_avatar(
             &ctx.store,
@@ -182,7 +180,7 @@ pub async fn report(ctx: &Context, args: &ReportArgs) -> Result<Outcome, Monitor
     ctx.store.enqueue(&QueuedReport {
         module: args.module.clone(),
         account: args.account.clone(),
-        settings: Value::Object(settings),
+        settings,
         avatar,
         idempotency_key: key.clone(),
         source: "monitor report".into(),
@@ -220,7 +218,7 @@ pub async fn report(ctx: &Context, args: &ReportArgs) -> Result<Outcome, Monitor
     let Some(receipt) = ours else {
         return Err(MonitorError::Usage("the report was not sent".into()));
     };
-    if receipt.status == "suppressed" {
+    if receipt.status == ChangeStatus::Suppressed {
         println!(
             "nothing to do: these settings are the ones the gateway itself last applied to {} (an echo)",
             args.module
@@ -232,9 +230,9 @@ pub async fn report(ctx: &Context, args: &ReportArgs) -> Result<Outcome, Monitor
 }
 
 fn describe(target: &TargetView) -> String {
-    let mut text = match target.status.as_str() {
-        "delivered" => format!("delivered: {}", fields(&target.applied_fields)),
-        "retrying" => format!(
+    let mut text = match target.status {
+        TargetStatus::Delivered => format!("delivered: {}", fields(&target.applied_fields)),
+        TargetStatus::Retrying => format!(
             "retrying after attempt {}{}",
             target.attempts,
             target
@@ -243,13 +241,13 @@ fn describe(target: &TargetView) -> String {
                 .map(|e| format!(": {e}"))
                 .unwrap_or_default()
         ),
-        "failed" => format!(
+        TargetStatus::Failed => format!(
             "failed: {}",
             target.last_error.as_deref().unwrap_or("no reason given")
         ),
-        "superseded" => "superseded by a newer change".to_owned(),
-        "delivering" => format!("delivering (attempt {})", target.attempts.max(1)),
-        other => other.to_owned(),
+        TargetStatus::Superseded => "superseded by a newer change".to_owned(),
+        TargetStatus::Delivering => format!("delivering (attempt {})", target.attempts.max(1)),
+        TargetStatus::Pending => "pending".to_owned(),
     };
     if !target.truncated_fields.is_empty() {
         text.push_str(&format!(
@@ -266,10 +264,6 @@ fn fields(list: &[String]) -> String {
     } else {
         list.join(", ")
     }
-}
-
-fn is_final(status: &str) -> bool {
-    matches!(status, "delivered" | "failed" | "superseded")
 }
 
 /// One progress line per target network, fed by the change's event stream,
@@ -340,8 +334,10 @@ async fn follow(
                             );
                         }
                         bar.set_message(describe(&target));
-                        if is_final(&target.status) {
-                            bar.finish();
+                        if target.status.is_final() {
+                            // Not `finish()`: a finished bar stays on screen
+                            // above the summary printed below, a duplicate.
+                            bar.disable_steady_tick();
                         }
                         *last = *target;
                     }
@@ -363,13 +359,17 @@ async fn follow(
     let mut pending = false;
     for (bar, target) in lines.values() {
         bar.finish_and_clear();
-        let mark = match target.status.as_str() {
-            "delivered" | "superseded" => "ok",
-            "failed" => "FAILED",
+        let delivered = matches!(
+            target.status,
+            TargetStatus::Delivered | TargetStatus::Superseded
+        );
+        let mark = match target.status {
+            _ if delivered => "ok",
+            TargetStatus::Failed => "FAILED",
             _ => "pending",
         };
-        delivered_everywhere &= matches!(target.status.as_str(), "delivered" | "superseded");
-        pending |= !is_final(&target.status);
+        delivered_everywhere &= delivered;
+        pending |= !target.status.is_final();
         println!(
             "{mark:<7} {:<width$} {}",
             format!("{} {}", target.module, target.account),
@@ -389,11 +389,24 @@ async fn follow(
     })
 }
 
+/// The settings as a person reads them: texts quoted, an avatar as such
+/// (its media id means nothing to the user).
+pub fn settings_text(settings: &Settings) -> String {
+    settings
+        .fields()
+        .map(|(field, value)| match field {
+            "avatar" => "a new avatar".to_owned(),
+            _ => format!("{field} {value:?}"),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn print_change(change: &ChangeView) {
     let delivered = change
         .targets
         .iter()
-        .filter(|t| t.status == "delivered")
+        .filter(|t| t.status == TargetStatus::Delivered)
         .count();
     println!(
         "{}  {}  from {:<10} {:<10} delivered to {delivered}/{}  {}",
@@ -402,7 +415,7 @@ fn print_change(change: &ChangeView) {
         change.module,
         change.status,
         change.targets.len(),
-        change.settings
+        settings_text(&change.settings)
     );
     for target in &change.targets {
         println!(
@@ -420,14 +433,14 @@ pub async fn status(ctx: &Context, args: &StatusArgs) -> Result<Outcome, Monitor
     if !queued.is_empty() {
         println!("{} report(s) waiting to be sent:", queued.len());
         for (seq, _, report) in &queued {
-            let avatar = if report.avatar.is_some() {
-                " and a new avatar"
-            } else {
-                ""
-            };
+            let mut settings = report.settings.clone();
+            if report.avatar.is_some() {
+                settings.avatar = Some(String::new());
+            }
             println!(
-                "    #{seq} from {}: {}{avatar}",
-                report.module, report.settings
+                "    #{seq} from {}: {}",
+                report.module,
+                settings_text(&settings)
             );
         }
     }

@@ -1,9 +1,9 @@
 //! Accounts: register, log in and out, the supported modules, and the user's
 //! bindings (on the gateway and in the local copy).
 
-use super::client::Client;
-use super::store::{LocalBinding, Session};
-use super::{prompt, Context, MonitorError, Outcome};
+use crate::client::Client;
+use crate::store::{LocalBinding, Session};
+use crate::{prompt, Context, MonitorError, Outcome};
 use serde_json::{Map, Value};
 
 /// Default gateway URL when neither `--server` nor a session names one.
@@ -129,7 +129,7 @@ pub async fn logout(ctx: &Context) -> Result<Outcome, MonitorError> {
     let client = Client::new(&session.server, Some(session.token));
     match client.logout().await {
         // Already expired on the gateway: forgetting it is all there is to do.
-        Ok(()) | Err(super::ClientError::SessionExpired { .. }) => {}
+        Ok(()) | Err(crate::ClientError::SessionExpired { .. }) => {}
         Err(e) => return Err(e.into()),
     }
     ctx.store.forget_session()?;

@@ -13,16 +13,17 @@
 //!
 //! A flat object with the three lists is one client named after the module.
 
-use super::account::bind_account;
-use super::{prompt, Context, MonitorError, Outcome};
-use serde::Deserialize;
+use crate::account::bind_account;
+use crate::{prompt, Context, MonitorError, Outcome};
+use gateway_api::ClientHints;
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
 
 /// Flags of `scan`.
 #[derive(Debug, clap::Args)]
 pub struct ScanArgs {
-    /// Register every client found without asking (accounts from --account).
+    /// Register without asking the clients whose account --account names;
+    /// report the others as found (for scripts: never prompts).
     #[arg(long)]
     yes: bool,
     /// Ask again about networks declined before.
@@ -37,47 +38,6 @@ pub struct ScanArgs {
     /// Look only under the home folder (not system folders nor PATH).
     #[arg(long)]
     only_home: bool,
-}
-
-/// One IM client a module's hints describe.
-#[derive(Debug, Default, Deserialize)]
-pub struct ClientHints {
-    /// Its name, e.g. "Element".
-    #[serde(default)]
-    pub name: String,
-    /// Folders it keeps its config in (`~/` is the home folder).
-    #[serde(default)]
-    pub config_dirs: Vec<String>,
-    /// Its `.desktop` file names.
-    #[serde(default)]
-    pub desktop_entries: Vec<String>,
-    /// Its executable names.
-    #[serde(default)]
-    pub executables: Vec<String>,
-}
-
-/// The clients in a module's `detect` object.
-pub fn clients(detect: &Value, module_name: &str) -> Vec<ClientHints> {
-    #[derive(Deserialize)]
-    struct Listed {
-        clients: Vec<ClientHints>,
-    }
-    if let Ok(listed) = serde_json::from_value::<Listed>(detect.clone()) {
-        return listed.clients;
-    }
-    match serde_json::from_value::<ClientHints>(detect.clone()) {
-        Ok(mut one)
-            if !(one.config_dirs.is_empty()
-                && one.desktop_entries.is_empty()
-                && one.executables.is_empty()) =>
-        {
-            if one.name.is_empty() {
-                one.name = module_name.to_owned();
-            }
-            vec![one]
-        }
-        _ => Vec::new(),
-    }
 }
 
 /// Where to look.
@@ -188,7 +148,9 @@ pub async fn scan(ctx: &Context, args: &ScanArgs) -> Result<Outcome, MonitorErro
     let mut found = 0;
     let mut failed = None;
     for module in &modules {
-        let Some((hints, evidence)) = clients(&module.detect, &module.name)
+        let Some((hints, evidence)) = module
+            .detect
+            .named_clients(&module.name)
             .into_iter()
             .find_map(|c| places.find(&c).map(|e| (c, e)))
         else {
@@ -208,6 +170,19 @@ pub async fn scan(ctx: &Context, args: &ScanArgs) -> Result<Outcome, MonitorErro
             );
             continue;
         }
+        let given = args
+            .account
+            .iter()
+            .find_map(|a| a.strip_prefix(&format!("{}=", module.id)));
+        if args.yes && given.is_none() {
+            // A script said yes to the accounts it named, not to questions.
+            println!(
+                "{what}: found at {}; not registered (no --account {}=ACCOUNT given)",
+                evidence.display(),
+                module.id
+            );
+            continue;
+        }
         let question = format!(
             "found {what} at {}. Register {} for sync?",
             evidence.display(),
@@ -219,10 +194,6 @@ pub async fn scan(ctx: &Context, args: &ScanArgs) -> Result<Outcome, MonitorErro
             println!("{what}: not registered; it will not be offered again");
             continue;
         }
-        let given = args
-            .account
-            .iter()
-            .find_map(|a| a.strip_prefix(&format!("{}=", module.id)));
         let account = match given {
             Some(account) => account.to_owned(),
             None => prompt::text(&format!("your {} account:", module.name))?,

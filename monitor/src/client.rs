@@ -1,17 +1,15 @@
-//! A typed client of the gateway's public API (`../shared/API.md`), using the
-//! same DTOs the server answers with.
+//! A typed client of the gateway's public API, using the wire types of
+//! `gateway-api` that the server answers with.
 
-use crate::federation::Receipt;
-use crate::http::bindings::{BindingList, BindingView, CurrentSettings};
-use crate::http::changes::{ChangeList, ChangeView, TargetView};
-use crate::http::media::MediaView;
-use crate::http::modules::{ModuleList, ModuleView};
-use crate::http::sessions::SessionView;
-use crate::http::users::UserView;
 use futures::{Stream, StreamExt};
+use gateway_api::{
+    BindingList, BindingView, ChangeEvent, ChangeList, ChangeRequest, ChangeView, Credentials,
+    CurrentSettings, ErrorBody, MediaView, ModuleList, ModuleView, NewBindingRequest, Receipt,
+    Redacted, SessionView, Settings, StreamError, UserView,
+};
 use reqwest::{RequestBuilder, StatusCode};
 use serde::de::DeserializeOwned;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 use std::time::Duration;
 
 /// Why a call to the gateway failed.
@@ -71,17 +69,6 @@ impl ClientError {
     }
 }
 
-/// One server-sent event of `GET /v1/changes/{id}/events`.
-#[derive(Debug)]
-pub enum ChangeEvent {
-    /// A target's status changed.
-    Target(Box<TargetView>),
-    /// Every target is final; the change's status.
-    Done(String),
-    /// The stream broke off with this message.
-    Error(String),
-}
-
 /// A client of one gateway, with or without a session token.
 #[derive(Debug, Clone)]
 pub struct Client {
@@ -131,23 +118,24 @@ impl Client {
         if status.is_success() {
             return Ok(response);
         }
-        let body: Value = response.json().await.unwrap_or(Value::Null);
-        let field = |key: &str| {
-            body.pointer(&format!("/error/{key}"))
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-        };
-        if status == StatusCode::UNAUTHORIZED
-            && field("code").as_deref() != Some("invalid_credentials")
-        {
+        let body = response.json::<ErrorBody>().await.ok().map(|b| b.error);
+        let code = body.as_ref().map(|e| e.code.as_str());
+        if status == StatusCode::UNAUTHORIZED && code != Some("invalid_credentials") {
             return Err(ClientError::SessionExpired {
                 server: self.server.clone(),
             });
         }
-        Err(ClientError::Api {
-            status: status.as_u16(),
-            code: field("code").unwrap_or_else(|| "http_error".into()),
-            message: field("message").unwrap_or_else(|| format!("HTTP {status}")),
+        Err(match body {
+            Some(error) => ClientError::Api {
+                status: status.as_u16(),
+                code: error.code,
+                message: error.message,
+            },
+            None => ClientError::Api {
+                status: status.as_u16(),
+                code: "http_error".into(),
+                message: format!("HTTP {status}"),
+            },
         })
     }
 
@@ -174,14 +162,14 @@ impl Client {
 
     /// `POST /v1/users`.
     pub async fn register(&self, username: &str, password: &str) -> Result<UserView, ClientError> {
-        let body = json!({"username": username, "password": password});
+        let body = credentials(username, password);
         self.json(self.request(reqwest::Method::POST, "/v1/users").json(&body))
             .await
     }
 
     /// `POST /v1/sessions`.
     pub async fn login(&self, username: &str, password: &str) -> Result<SessionView, ClientError> {
-        let body = json!({"username": username, "password": password});
+        let body = credentials(username, password);
         self.json(
             self.request(reqwest::Method::POST, "/v1/sessions")
                 .json(&body),
@@ -219,7 +207,11 @@ impl Client {
         account: &str,
         credentials: &Map<String, Value>,
     ) -> Result<BindingView, ClientError> {
-        let body = json!({"module": module, "account": account, "credentials": credentials});
+        let body = NewBindingRequest {
+            module: module.to_owned(),
+            account: account.to_owned(),
+            credentials: Redacted::new(credentials.clone()),
+        };
         self.json(
             self.request(reqwest::Method::POST, "/v1/bindings")
                 .json(&body),
@@ -260,13 +252,14 @@ impl Client {
         &self,
         module: &str,
         account: Option<&str>,
-        settings: &Value,
+        settings: &Settings,
         idempotency_key: &str,
     ) -> Result<Receipt, ClientError> {
-        let mut body = json!({"module": module, "settings": settings});
-        if let Some(account) = account {
-            body["account"] = json!(account);
-        }
+        let body = ChangeRequest {
+            module: module.to_owned(),
+            account: account.map(str::to_owned),
+            settings: settings.clone(),
+        };
         let builder = self
             .request(reqwest::Method::POST, "/v1/changes")
             .header("idempotency-key", idempotency_key)
@@ -295,25 +288,19 @@ impl Client {
         use eventsource_stream::Eventsource;
         let path = format!("/v1/changes/{}/events", segment(id));
         let response = self.send(self.untimed(reqwest::Method::GET, &path)).await?;
-        Ok(response
-            .bytes_stream()
-            .eventsource()
-            .map(|event| match event {
-                Ok(event) => match event.event.as_str() {
-                    "target" => serde_json::from_str(&event.data)
-                        .map(|t| ChangeEvent::Target(Box::new(t)))
-                        .unwrap_or_else(|e| ChangeEvent::Error(e.to_string())),
-                    "done" => {
-                        let status = serde_json::from_str::<Value>(&event.data)
-                            .ok()
-                            .and_then(|v| v.get("status")?.as_str().map(str::to_owned))
-                            .unwrap_or_default();
-                        ChangeEvent::Done(status)
-                    }
-                    _ => ChangeEvent::Error(event.data),
-                },
-                Err(e) => ChangeEvent::Error(e.to_string()),
-            }))
+        Ok(response.bytes_stream().eventsource().map(|event| {
+            let parsed = event
+                .map_err(|e| e.to_string())
+                .and_then(|e| ChangeEvent::parse(&e.event, &e.data).map_err(|e| e.to_string()));
+            parsed.unwrap_or_else(|message| ChangeEvent::Error(StreamError { message }))
+        }))
+    }
+}
+
+fn credentials(username: &str, password: &str) -> Credentials {
+    Credentials {
+        username: username.to_owned(),
+        password: Redacted::new(password.to_owned()),
     }
 }
 

@@ -1,8 +1,8 @@
 //! The `monitor` command line.
 
-use super::{account, report, scan, watch, Context, MonitorError, Outcome, EXIT_ERROR};
-use crate::monitor::client::ClientError;
-use crate::monitor::store::Store;
+use crate::client::ClientError;
+use crate::store::Store;
+use crate::{account, report, scan, watch, Context, MonitorError, Outcome, EXIT_ERROR};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -4,12 +4,11 @@
 //! pushes (`applied_by_gateway`); (b) reads the profile file; then sends the
 //! queued reports in order. A gateway that is unreachable only delays them.
 
-use super::client::{Client, ClientError};
-use super::report::{flush, queue_avatar, Sent};
-use super::store::{LocalBinding, QueuedImage, QueuedReport, Seen, State};
-use super::{profile, Context, MonitorError, Outcome};
-use crate::secrets::sha256_hex;
-use serde_json::{json, Map, Value};
+use crate::client::{Client, ClientError};
+use crate::report::{flush, queue_avatar, Sent};
+use crate::store::{LocalBinding, QueuedImage, QueuedReport, Seen, State};
+use crate::{profile, sha256_hex, Context, MonitorError, Outcome};
+use gateway_api::Settings;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -108,7 +107,7 @@ async fn round(
                 match outcome {
                     Sent::Accepted(report, receipt) => println!(
                         "reported {} from {}: change {} {} ({} target(s))",
-                        report.settings,
+                        crate::report::settings_text(&report.settings),
                         report.module,
                         receipt.id,
                         receipt.status,
@@ -129,26 +128,25 @@ async fn round(
 fn enqueue(
     ctx: &Context,
     binding: &LocalBinding,
-    settings: Map<String, Value>,
+    settings: Settings,
     avatar: Option<QueuedImage>,
     source: String,
     key: String,
 ) -> Result<(), MonitorError> {
+    let mut shown = settings.clone();
+    if avatar.is_some() {
+        shown.avatar = Some(String::new());
+    }
     println!(
-        "noticed on {} {}: {}{}",
+        "noticed on {} {}: {}",
         binding.module,
         binding.account,
-        Value::Object(settings.clone()),
-        if avatar.is_some() {
-            " and a new avatar"
-        } else {
-            ""
-        }
+        crate::report::settings_text(&shown)
     );
     ctx.store.enqueue(&QueuedReport {
         module: binding.module.clone(),
         account: Some(binding.account.clone()),
-        settings: Value::Object(settings),
+        settings,
         avatar,
         idempotency_key: key,
         source,
@@ -192,17 +190,15 @@ async fn poll(
         };
         if let Some(before) = state.seen.get(&binding.id) {
             let echo = |field: &str| current.applied_by_gateway.iter().any(|f| f == field);
-            let mut settings = Map::new();
-            for (field, old, new) in [
-                ("signature", &before.signature, &now.signature),
-                ("mood", &before.mood, &now.mood),
-            ] {
-                if let Some(new) = new.as_ref().filter(|n| Some(*n) != old.as_ref()) {
-                    if !echo(field) {
-                        settings.insert(field.into(), json!(new));
-                    }
-                }
-            }
+            let changed = |field: &str, old: &Option<String>, new: &Option<String>| {
+                new.clone()
+                    .filter(|n| Some(n) != old.as_ref() && !echo(field))
+            };
+            let settings = Settings {
+                avatar: None,
+                signature: changed("signature", &before.signature, &now.signature),
+                mood: changed("mood", &before.mood, &now.mood),
+            };
             if now.avatar_sha256.is_some()
                 && now.avatar_sha256 != before.avatar_sha256
                 && !echo("avatar")
@@ -225,7 +221,8 @@ async fn poll(
 }
 
 /// Reports each bound network's table of the profile file that differs from
-/// the last read (on the first read: everything in it).
+/// the last read. Unlike an account's first look, the file's first read is
+/// reported: the file says what the user wants set.
 fn read_profile(
     ctx: &Context,
     path: &Path,
@@ -252,13 +249,14 @@ fn read_profile(
         };
         let before = state.profile.get(&module).cloned().unwrap_or_default();
         let key = uuid::Uuid::new_v4().to_string();
-        let mut settings = Map::new();
-        if now.signature.is_some() && now.signature != before.signature {
-            settings.insert("signature".into(), json!(now.signature));
-        }
-        if now.mood.is_some() && now.mood != before.mood {
-            settings.insert("mood".into(), json!(now.mood));
-        }
+        let settings = Settings {
+            avatar: None,
+            signature: now
+                .signature
+                .clone()
+                .filter(|_| now.signature != before.signature),
+            mood: now.mood.clone().filter(|_| now.mood != before.mood),
+        };
         let avatar = match avatar {
             Some((path, bytes)) if now.avatar_sha256 != before.avatar_sha256 => {
                 Some(queue_avatar(&ctx.store, path, &bytes, &key)?)

@@ -100,7 +100,7 @@ pub struct QueuedReport {
     /// Its account, when the user has several of that module.
     pub account: Option<String>,
     /// `{"signature"?, "mood"?}`.
-    pub settings: Value,
+    pub settings: gateway_api::Settings,
     /// A new avatar, uploaded when the report is sent.
     #[serde(default)]
     pub avatar: Option<QueuedImage>,

@@ -8,7 +8,7 @@
 //! avatar = "avatar.png"   # relative to the profile file's folder
 //! ```
 
-use super::MonitorError;
+use crate::MonitorError;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

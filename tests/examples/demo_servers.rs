@@ -7,7 +7,7 @@
 //!
 //! ```sh
 //! ./scripts/test-servers.sh                        # installs Synapse and ejabberd
-//! cargo run -p e2e-tests --bin demo_servers         # or ./scripts/demo-servers.sh
+//! cargo run -p e2e-tests --example demo_servers     # or ./scripts/demo-servers.sh
 //! ```
 //!
 //! Ports: `DEMO_MATRIX_PORT` (18008), `DEMO_XMPP_PORT` (15280) and

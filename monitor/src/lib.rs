@@ -1,4 +1,6 @@
-//! The `monitor` app: the end user's client. It logs in, binds IM accounts
+//! # monitor
+//!
+//! The end user's client of the gateway. It logs in, binds IM accounts
 //! (kept on the gateway and in a local file, S3), reports settings changes
 //! (S4) and follows their delivery per network, detects changes by itself
 //! (`watch`) and notices IM clients installed on the device (`scan`, S7).
@@ -18,6 +20,12 @@ pub mod store;
 pub mod watch;
 
 pub use cli::main;
+
+/// Hex SHA-256 of `data` (to notice an avatar that changed).
+pub fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(data))
+}
 
 use client::{Client, ClientError};
 use store::{Session, Store, StoreError};

@@ -1,0 +1,36 @@
+//! Users and sessions (S1): `POST /v1/users`, `POST /v1/sessions`.
+
+use crate::Redacted;
+use serde::{Deserialize, Serialize};
+
+/// Registration or login request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct Credentials {
+    /// 3-64 characters of `[a-z0-9._-]`.
+    pub username: String,
+    /// At least 8 characters.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub password: Redacted<String>,
+}
+
+/// A registered user.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct UserView {
+    /// Opaque id.
+    pub id: String,
+    /// Login name.
+    pub username: String,
+}
+
+/// A new session.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SessionView {
+    /// Bearer token for `Authorization: Bearer ...`. Shown once.
+    pub token: String,
+    /// RFC 3339 expiry.
+    pub expires_at: String,
+}

@@ -1,0 +1,167 @@
+//! The supported-module library (S2): `GET /v1/modules` and the manifest of
+//! `POST /v1/admin/modules`, with the `detect` hints the monitor uses (S7).
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// One supported module as clients see it (no grants, no config).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ModuleView {
+    /// Unique id.
+    pub id: String,
+    /// Human name.
+    pub name: String,
+    /// Increases with every upload under this id.
+    pub version: i64,
+    /// Settings the connector can set: `avatar`, `signature`, `mood`.
+    pub fields: Vec<String>,
+    /// The connector's limits (signature length, avatar size and formats...).
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub limits: Value,
+    /// Hints for the monitor to notice the IM client on a device.
+    #[serde(default)]
+    pub detect: DetectHints,
+}
+
+/// The supported-module library.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ModuleList {
+    /// Supported modules, by id.
+    pub modules: Vec<ModuleView>,
+}
+
+/// A module's manifest, as uploaded by the operator (form part `manifest`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// Unique module id: 1-32 characters of `[a-z0-9_-]`, starting with a letter.
+    pub id: String,
+    /// Human name, e.g. "Matrix".
+    pub name: String,
+    /// `scheme://host:port` the connector may call (the operator's grant).
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
+    /// Outbound pushes allowed per second, with a burst.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimit>,
+    /// Module-level settings and secrets (e.g. API base URL); sealed at rest.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub config: Map<String, Value>,
+    /// Hints for the monitor to notice the IM client on a device (S7).
+    #[serde(default)]
+    pub detect: DetectHints,
+}
+
+/// A module's outbound rate limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    /// Sustained pushes per second (at least 1).
+    pub per_second: u32,
+    /// Pushes allowed at once (at least 1).
+    pub burst: u32,
+}
+
+/// How the monitor notices a module's IM clients on a device:
+/// `{"clients": [{"name", "config_dirs", "desktop_entries", "executables"}]}`,
+/// or the short form, one flat client object (named after the module when
+/// it has no name). Either form is kept as written.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(untagged)]
+pub enum DetectHints {
+    /// Several clients.
+    Listed {
+        /// The clients of this network.
+        clients: Vec<ClientHints>,
+    },
+    /// One client (`{}`: none).
+    One(ClientHints),
+}
+
+impl Default for DetectHints {
+    fn default() -> Self {
+        DetectHints::One(ClientHints::default())
+    }
+}
+
+/// One IM client a module's hints describe.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ClientHints {
+    /// Its name, e.g. "Element".
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    /// Folders it keeps its config in (`~/` is the home folder).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub config_dirs: Vec<String>,
+    /// Its `.desktop` file names.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub desktop_entries: Vec<String>,
+    /// Its executable names.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub executables: Vec<String>,
+}
+
+impl ClientHints {
+    /// True when the client names nothing to look for.
+    pub fn is_empty(&self) -> bool {
+        self.config_dirs.is_empty()
+            && self.desktop_entries.is_empty()
+            && self.executables.is_empty()
+    }
+}
+
+impl DetectHints {
+    /// The clients to look for, each with a name (`module_name` for an
+    /// unnamed one).
+    pub fn named_clients(&self, module_name: &str) -> Vec<ClientHints> {
+        let clients = match self {
+            DetectHints::Listed { clients } => clients.as_slice(),
+            DetectHints::One(one) => std::slice::from_ref(one),
+        };
+        clients
+            .iter()
+            .filter(|c| !c.is_empty())
+            .map(|c| {
+                let mut c = c.clone();
+                if c.name.trim().is_empty() {
+                    c.name = module_name.to_owned();
+                }
+                c
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hints_accept_the_listed_and_the_flat_form() {
+        let listed: DetectHints = serde_json::from_str(
+            r#"{"clients":[{"name":"Element","config_dirs":["~/.config/Element"]}]}"#,
+        )
+        .unwrap();
+        assert_eq!(listed.named_clients("Matrix")[0].name, "Element");
+        let flat: DetectHints = serde_json::from_str(r#"{"executables":["gajim"]}"#).unwrap();
+        assert_eq!(flat.named_clients("XMPP")[0].name, "XMPP");
+        let empty: DetectHints = serde_json::from_str("{}").unwrap();
+        assert!(empty.named_clients("XMPP").is_empty());
+        // Kept as written.
+        assert_eq!(serde_json::to_string(&empty).unwrap(), "{}");
+        assert_eq!(
+            serde_json::to_string(&flat).unwrap(),
+            r#"{"executables":["gajim"]}"#
+        );
+        assert!(serde_json::from_str::<DetectHints>(r#"{"executable":["typo"]}"#).is_err());
+        assert!(serde_json::from_str::<DetectHints>(r#"{"clients":"no"}"#).is_err());
+    }
+}

@@ -1,0 +1,5 @@
+//! The `monitor` binary: all logic lives in the library.
+
+fn main() -> std::process::ExitCode {
+    monitor::main()
+}
