@@ -2,45 +2,12 @@
 //! `TEST_DATABASE_URL` is set (mandatory under `CI=true`).
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+mod common;
+
 use chrono::{Duration, Utc};
-use registry_db::scratch::ScratchDatabase;
-use registry_db::{
-    AuditEvent, Backend, NewBinding, NewModule, Registry, RegistryError, SealedCredentials,
-};
+use common::on_every_backend;
+use registry_db::{AuditEvent, NewBinding, NewModule, Registry, RegistryError, SealedCredentials};
 use serde_json::json;
-
-/// Runs `check` against a fresh SQLite file and, when configured, a fresh
-/// PostgreSQL database.
-async fn on_every_backend(check: impl AsyncFn(Registry)) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let url = format!("sqlite://{}", dir.path().join("registry.db").display());
-    let sqlite = Registry::connect(&url).await.expect("open sqlite");
-    assert_eq!(sqlite.backend(), Backend::Sqlite);
-    check(sqlite.clone()).await;
-    sqlite.close().await;
-
-    let admin_url = match std::env::var("TEST_DATABASE_URL") {
-        Ok(url) if !url.is_empty() => url,
-        _ => {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "CI=true requires TEST_DATABASE_URL (a PostgreSQL server) for the registry tests"
-            );
-            eprintln!("TEST_DATABASE_URL unset: PostgreSQL run skipped (outside CI only)");
-            return;
-        }
-    };
-    let scratch = ScratchDatabase::create(&admin_url, "registry_test")
-        .await
-        .unwrap_or_else(|e| panic!("cannot create a PostgreSQL test database at {admin_url}: {e}"));
-    let pg = Registry::connect(scratch.url())
-        .await
-        .expect("open postgres");
-    assert_eq!(pg.backend(), Backend::Postgres);
-    check(pg.clone()).await;
-    pg.close().await;
-    scratch.drop_now().await.expect("drop scratch database");
-}
 
 fn module(id: &str, plugin: &[u8]) -> NewModule {
     NewModule {

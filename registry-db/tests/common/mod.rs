@@ -1,4 +1,4 @@
-//! Helpers of the outbox and change tests: every backend, a small world of
+//! Helpers of the registry tests: every backend, a small world of
 //! one user and two bindings, and change reports to record.
 // Each test crate including this module uses only some of the helpers.
 #![allow(dead_code)]
@@ -6,7 +6,8 @@
 use chrono::Utc;
 use registry_db::scratch::ScratchDatabase;
 use registry_db::{
-    NewBinding, NewChange, NewDelivery, NewModule, Registry, SealedCredentials, SettingsMap,
+    Backend, NewBinding, NewChange, NewDelivery, NewModule, Registry, SealedCredentials,
+    SettingsMap,
 };
 use serde_json::{json, Value};
 
@@ -19,7 +20,7 @@ pub fn postgres_admin_url() -> Option<String> {
     if url.is_none() {
         assert!(
             std::env::var("CI").as_deref() != Ok("true"),
-            "CI=true requires TEST_DATABASE_URL (a PostgreSQL server) for the outbox tests"
+            "CI=true requires TEST_DATABASE_URL (a PostgreSQL server) for the registry tests"
         );
         eprintln!("TEST_DATABASE_URL unset: PostgreSQL run skipped (outside CI only)");
     }
@@ -30,19 +31,21 @@ pub fn postgres_admin_url() -> Option<String> {
 /// PostgreSQL database.
 pub async fn on_every_backend(check: impl AsyncFn(Registry)) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let url = format!("sqlite://{}", dir.path().join("outbox.db").display());
+    let url = format!("sqlite://{}", dir.path().join("registry.db").display());
     let sqlite = Registry::connect(&url).await.expect("open sqlite");
+    assert_eq!(sqlite.backend(), Backend::Sqlite);
     check(sqlite.clone()).await;
     sqlite.close().await;
     let Some(admin_url) = postgres_admin_url() else {
         return;
     };
-    let scratch = ScratchDatabase::create(&admin_url, "outbox_test")
+    let scratch = ScratchDatabase::create(&admin_url, "registry_test")
         .await
         .unwrap_or_else(|e| panic!("cannot create a PostgreSQL test database at {admin_url}: {e}"));
     let pg = Registry::connect(scratch.url())
         .await
         .expect("open postgres");
+    assert_eq!(pg.backend(), Backend::Postgres);
     check(pg.clone()).await;
     pg.close().await;
     scratch.drop_now().await.expect("drop scratch database");
