@@ -118,7 +118,7 @@ fn config(
     let mut c = gateway::Config::new(dir).unwrap();
     c.database_url = url.to_owned();
     c.master_key = key.clone();
-    c.admin_token = gateway::secrets::Secret::new("bench-admin".to_owned());
+    c.admin_token = gateway::secrets::Secret::new("bench-admin-token-0123456789abcdef".to_owned());
     c.delivery.concurrency = concurrency;
     c.delivery.poll_interval = Duration::from_millis(20);
     c.user_quota = gateway::Quota {
@@ -137,7 +137,7 @@ async fn upload(base: &str, manifest: &Value, wasm: &[u8]) {
         );
     let r = reqwest::Client::new()
         .post(format!("{base}/v1/admin/modules"))
-        .bearer_auth("bench-admin")
+        .bearer_auth("bench-admin-token-0123456789abcdef")
         .multipart(form)
         .send()
         .await
@@ -399,7 +399,7 @@ async fn rss(users: usize, wasm: &[u8]) {
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir.path())
         .env("GATEWAY_MASTER_KEY", key.to_hex())
-        .env("GATEWAY_ADMIN_TOKEN", "bench-admin")
+        .env("GATEWAY_ADMIN_TOKEN", "bench-admin-token-0123456789abcdef")
         .env("GATEWAY_USER_RATE", "100000")
         .env("GATEWAY_USER_BURST", "100000")
         .stdout(std::process::Stdio::piped())

@@ -10,9 +10,28 @@ use crate::connectors::{Connectors, ConnectorsError};
 use crate::federation;
 use crate::host::{CallError, Settings};
 use crate::secrets::{credentials_context, MasterKey};
+use crate::throttle::{FailureGate, FailureQuota, Throttled};
 use registry_db::{Binding, NewBinding, Registry, RegistryError, SealedCredentials};
 use serde_json::{Map, Value};
 use std::sync::Arc;
+use std::time::Duration;
+
+/// Refused credential checks of one account of one module (whoever sends
+/// them) before the account is refused for a while: guessing a password
+/// through the gateway, with the module's admin rights, is as slow as this.
+pub const ACCOUNT_FAILURES: FailureQuota = FailureQuota {
+    burst: 5,
+    refill: Duration::from_secs(60),
+};
+/// Refused credential checks of one user, over all accounts.
+pub const USER_FAILURES: FailureQuota = FailureQuota {
+    burst: 10,
+    refill: Duration::from_secs(30),
+};
+
+/// Bindings one user may have: more would only let one user load the
+/// connectors (every change fans out to each binding).
+pub const MAX_BINDINGS_PER_USER: usize = 64;
 
 /// Longest account login accepted.
 pub const MAX_ACCOUNT_BYTES: usize = 320;
@@ -36,6 +55,9 @@ pub enum BindingError {
     /// The credentials are refused (by their size or by the network).
     #[error("{0}")]
     InvalidCredentials(String),
+    /// The user has as many bindings as allowed.
+    #[error("at most {MAX_BINDINGS_PER_USER} accounts may be bound; unbind one first")]
+    TooMany,
     /// The user has this account of this module bound already.
     #[error("{module} account {account:?} is already bound")]
     AlreadyBound {
@@ -66,6 +88,9 @@ pub enum BindingError {
     /// The network or its connector failed.
     #[error("{0}")]
     ModuleUnavailable(String),
+    /// Too many refused credential checks for this account or this user.
+    #[error("too many refused credential checks; {0}")]
+    Throttled(#[from] Throttled),
     /// Something on the gateway's side failed (logged, not shown).
     #[error("{0}")]
     Internal(String),
@@ -117,6 +142,10 @@ pub struct Bindings {
     connectors: Arc<Connectors>,
     master_key: MasterKey,
     clock: SharedClock,
+    /// Refused checks per (module, account).
+    account_failures: FailureGate<(String, String)>,
+    /// Refused checks per user.
+    user_failures: FailureGate<String>,
 }
 
 impl Bindings {
@@ -132,7 +161,15 @@ impl Bindings {
             connectors,
             master_key,
             clock,
+            account_failures: FailureGate::new(ACCOUNT_FAILURES),
+            user_failures: FailureGate::new(USER_FAILURES),
         }
+    }
+
+    /// Forgets failure counts that no longer matter (memory stays bounded).
+    pub fn shrink(&self) {
+        self.account_failures.shrink();
+        self.user_failures.shrink();
     }
 
     /// Checks the account with the module's connector, then binds it to the
@@ -157,9 +194,24 @@ impl Bindings {
                 "credentials are at most {MAX_CREDENTIALS_BYTES} bytes"
             )));
         }
+        if self.registry.list_bindings(user_id).await?.len() >= MAX_BINDINGS_PER_USER {
+            return Err(BindingError::TooMany);
+        }
+        let account_key = (new.module.to_owned(), account.to_owned());
+        let user_key = user_id.to_owned();
+        self.account_failures.check(&account_key)?;
+        self.user_failures.check(&user_key)?;
         let json = String::from_utf8_lossy(&plaintext).into_owned();
         let verified = self.connectors.verify(new.module, account, json).await;
-        self.called(new.module, Call::Verify, verified).await?;
+        match self.called(new.module, Call::Verify, verified).await {
+            Ok(()) => {}
+            Err(e @ BindingError::InvalidCredentials(_)) => {
+                self.account_failures.failed(&account_key);
+                self.user_failures.failed(&user_key);
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        }
         let id = uuid::Uuid::new_v4().to_string();
         let sealed = self
             .master_key

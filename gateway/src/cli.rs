@@ -63,6 +63,19 @@ pub struct ServeArgs {
     /// First retry delay in milliseconds (doubles per attempt, with jitter).
     #[arg(long, env = "GATEWAY_DELIVERY_BACKOFF_MS", default_value_t = 1000)]
     delivery_backoff_ms: u64,
+    /// A reverse proxy (address or CIDR block) whose `Forwarded` /
+    /// `X-Forwarded-For` headers name the client, for per-client limits;
+    /// repeatable (or comma-separated in the environment).
+    #[arg(long = "trusted-proxy", env = "GATEWAY_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_net)]
+    trusted_proxies: Vec<ipnet::IpNet>,
+}
+
+/// An address (as a /32 or /128) or a CIDR block.
+fn parse_net(text: &str) -> Result<ipnet::IpNet, String> {
+    let text = text.trim();
+    text.parse::<ipnet::IpNet>()
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("{text:?} is neither an IP address nor a CIDR block"))
 }
 
 /// Entry point of the `gateway` binary.
@@ -121,6 +134,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.delivery.lease = std::time::Duration::from_secs(args.delivery_lease_secs);
     config.delivery.max_attempts = args.delivery_max_attempts;
     config.delivery.backoff_base = std::time::Duration::from_millis(args.delivery_backoff_ms);
+    config.trusted_proxies = args.trusted_proxies;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;

@@ -36,6 +36,9 @@ pub struct Config {
     pub anonymous_quota: Quota,
     /// Per user (or the admin), on every authenticated endpoint.
     pub user_quota: Quota,
+    /// Reverse proxies whose `Forwarded` / `X-Forwarded-For` name the
+    /// client (for per-client limits); empty: every peer is the client.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Deadline, memory cap and pool size of plugin calls.
     pub host_limits: HostLimits,
     /// How deliveries are claimed, retried and given up.
@@ -54,6 +57,44 @@ impl std::fmt::Debug for Config {
             .field("host_limits", &self.host_limits)
             .field("delivery", &self.delivery)
             .finish_non_exhaustive()
+    }
+}
+
+/// A configuration that cannot work.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A lease that may run out while its push is still running would let
+    /// another process push the same delivery again.
+    #[error(
+        "the delivery lease ({lease:?}) must be longer than the plugin call deadline ({deadline:?})"
+    )]
+    LeaseTooShort {
+        /// The lease.
+        lease: Duration,
+        /// The call deadline.
+        deadline: Duration,
+    },
+    /// An admin token short enough to guess.
+    #[error("the admin token must be at least {MIN_ADMIN_TOKEN_CHARS} characters")]
+    WeakAdminToken,
+}
+
+/// Shortest admin token accepted.
+pub const MIN_ADMIN_TOKEN_CHARS: usize = 32;
+
+impl Config {
+    /// Refuses settings that cannot work together.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        if self.delivery.lease <= self.host_limits.call_timeout {
+            return Err(ConfigError::LeaseTooShort {
+                lease: self.delivery.lease,
+                deadline: self.host_limits.call_timeout,
+            });
+        }
+        if self.admin_token.expose().chars().count() < MIN_ADMIN_TOKEN_CHARS {
+            return Err(ConfigError::WeakAdminToken);
+        }
+        Ok(())
     }
 }
 
@@ -145,6 +186,7 @@ impl Config {
                 per_second: 50,
                 burst: 200,
             },
+            trusted_proxies: Vec::new(),
             host_limits: HostLimits::default(),
             delivery: DeliveryConfig::default(),
             clock: crate::clock::system(),

@@ -24,25 +24,33 @@ pub struct Ready {
     pub plugin: LoadedPlugin,
     /// Origins and config of the module.
     pub grants: Arc<Grants>,
-    /// The module's outbound rate limit (manifest `rate_limit`), shared by
-    /// every call of this module in this process.
+    /// The module's outbound rate limit (manifest `rate_limit`) for
+    /// deliveries, shared by every push of this module in this process.
     pub limiter: Option<Arc<DefaultDirectRateLimiter>>,
+    /// A separate, smaller budget (a quarter of the rate limit, at least 1
+    /// per second) for interactive calls (a new binding's `verify`), so
+    /// that users checking credentials, right or wrong, never take the
+    /// tokens deliveries need.
+    pub interactive: Option<Arc<DefaultDirectRateLimiter>>,
 }
 
 impl Ready {
     fn new(version: i64, plugin: LoadedPlugin, manifest: &Manifest) -> Self {
-        let limiter = manifest.rate_limit.and_then(|limit| {
-            let rate = NonZeroU32::new(limit.per_second)?;
-            let burst = NonZeroU32::new(limit.burst)?;
-            Some(Arc::new(governor::RateLimiter::direct(
-                governor::Quota::per_second(rate).allow_burst(burst),
-            )))
-        });
+        let limiter = |share: u32| {
+            manifest.rate_limit.and_then(|limit| {
+                let rate = NonZeroU32::new(limit.per_second.div_ceil(share))?;
+                let burst = NonZeroU32::new(limit.burst.div_ceil(share))?;
+                Some(Arc::new(governor::RateLimiter::direct(
+                    governor::Quota::per_second(rate).allow_burst(burst),
+                )))
+            })
+        };
         Ready {
             version,
             plugin,
             grants: Arc::new(manifest.grants()),
-            limiter,
+            limiter: limiter(1),
+            interactive: limiter(4),
         }
     }
 }
@@ -260,7 +268,7 @@ impl Connectors {
         let ready = self.get(module_id).await?;
         let login = login.to_owned();
         self.blocking(ready, move |host, ready| {
-            let limiter = ready.limiter.clone();
+            let limiter = ready.interactive.clone();
             host.verify(
                 &ready.plugin,
                 ready.grants.clone(),

@@ -23,10 +23,11 @@ pub mod media;
 pub mod metrics;
 pub mod modules;
 pub mod secrets;
+pub mod throttle;
 
 pub use config::{Config, Quota};
 
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,6 +47,24 @@ pub enum RunError {
     /// Metrics could not be registered.
     #[error(transparent)]
     Metrics(#[from] metrics::MetricsError),
+    /// The configuration contradicts itself.
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    /// The master key does not open the data the database already holds
+    /// sealed: another key sealed it. Every delivery would fail, so the
+    /// gateway does not start.
+    #[error(
+        "master key mismatch: this database holds credentials and module config sealed with \
+         another master key (a node with its own data dir, or a master-key file that was lost \
+         and generated anew), so this node could not decrypt them and every delivery would \
+         fail; refusing to start. Start it with the original key: set GATEWAY_MASTER_KEY to \
+         it, or put it into {}. Every node sharing one database needs the same key",
+        .key_file.display()
+    )]
+    MasterKeyMismatch {
+        /// Where this node looks for its key when GATEWAY_MASTER_KEY is unset.
+        key_file: std::path::PathBuf,
+    },
     /// The HTTP server failed.
     #[error("http server: {0}")]
     Serve(#[from] std::io::Error),
@@ -58,14 +77,34 @@ pub async fn run(
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
+    config.check()?;
     let registry = registry_db::Registry::connect(&config.database_url).await?;
+    // A key other than the one the stored data is sealed with would fail
+    // every delivery this node claims, for good: refuse to start instead.
+    match secrets::check_master_key(&config.master_key, &registry, config.clock.now()).await {
+        Ok(secrets::KeyCheck::Verified) => {}
+        Ok(first) => tracing::info!(check = ?first, "master key check value stored"),
+        Err(e) => {
+            registry.close().await;
+            return Err(match e {
+                secrets::KeyCheckError::Mismatch => RunError::MasterKeyMismatch {
+                    key_file: config.data_dir.join("master-key"),
+                },
+                secrets::KeyCheckError::Registry(e) => RunError::Registry(e),
+            });
+        }
+    }
     let host = host::PluginHost::new(config.host_limits.clone())?;
     let connectors = Arc::new(connectors::Connectors::new(
         host,
         registry.clone(),
         config.master_key.clone(),
     ));
-    let limits = http::limits::Limiters::new(config.anonymous_quota, config.user_quota)?;
+    let limits = http::limits::Limiters::new(
+        config.anonymous_quota,
+        config.user_quota,
+        config.trusted_proxies.clone(),
+    )?;
     let metrics = metrics::Metrics::new()?;
     let federation = Arc::new(federation::Federation::new(
         registry.clone(),
@@ -81,6 +120,7 @@ pub async fn run(
         config.master_key.clone(),
         config.clock.clone(),
     ));
+    let (stop, stopping) = tokio::sync::watch::channel(false);
     let state = http::AppState::new(http::Shared {
         registry: registry.clone(),
         connectors,
@@ -89,9 +129,10 @@ pub async fn run(
         config,
         limits,
         metrics,
+        stopping: stopping.clone(),
+        streams: Default::default(),
     });
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let workers = tokio::spawn(federation::worker::run(federation, stopped));
+    let workers = tokio::spawn(federation::worker::run(federation, stopping.clone()));
     let janitor = tokio::spawn(janitor(state.clone()));
     let app = http::router(state);
     let served = axum::serve(
@@ -100,15 +141,37 @@ pub async fn run(
     )
     .with_graceful_shutdown(async move {
         shutdown.await;
-        // Stop claiming at once; pushes in flight finish below.
+        // Stop claiming at once and end event streams; requests and pushes
+        // in flight finish below.
         let _ = stop.send(true);
     })
-    .await;
+    .into_future();
+    // In-flight requests get a grace period, not forever: a client that
+    // keeps a connection busy cannot hold the process.
+    let served = tokio::select! {
+        served = served => served,
+        () = grace_after(stopping, SHUTDOWN_GRACE) => {
+            tracing::warn!("requests still running {SHUTDOWN_GRACE:?} after shutdown began; stopping anyway");
+            Ok(())
+        }
+    };
     let _ = workers.await;
     janitor.abort();
     registry.close().await;
     served?;
     Ok(())
+}
+
+/// How long in-flight requests may run once shutdown began.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Completes `grace` after `stopping` turns true.
+async fn grace_after(mut stopping: tokio::sync::watch::Receiver<bool>, grace: Duration) {
+    if stopping.wait_for(|stop| *stop).await.is_err() {
+        // The sender is gone without a stop: never complete.
+        std::future::pending::<()>().await;
+    }
+    tokio::time::sleep(grace).await;
 }
 
 /// Periodic housekeeping: expired sessions, idle rate-limit keys.
@@ -117,6 +180,7 @@ async fn janitor(state: http::AppState) {
     loop {
         tick.tick().await;
         state.limits.shrink();
+        state.bindings.shrink();
         if let Err(e) = state
             .registry
             .purge_expired_sessions(state.config.clock.now())

@@ -173,30 +173,79 @@ fn load_or_create(file: &Path, make: impl FnOnce() -> String) -> Result<String, 
         path: file.display().to_string(),
         source,
     };
-    match std::fs::read_to_string(file) {
-        Ok(text) => Ok(text.trim().to_owned()),
+    let read = || std::fs::read_to_string(file).map(|text| text.trim().to_owned());
+    match read() {
+        Ok(text) => Ok(text),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let value = make();
-            write_private(file, &value).map_err(io)?;
-            Ok(value)
+            match write_private(file, &value) {
+                Ok(()) => Ok(value),
+                // Another process sharing the data dir created it meanwhile:
+                // theirs is the secret both must use.
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => read().map_err(io),
+                Err(e) => Err(io(e)),
+            }
         }
         Err(e) => Err(io(e)),
     }
 }
 
+/// Creates `file` holding `value` (mode 0600) atomically: the value goes to a
+/// private temp file, is synced, and only then appears under its name. A
+/// crash leaves no file or the whole secret, never an empty admin token or a
+/// truncated master key. Fails with `AlreadyExists` when `file` exists.
 fn write_private(file: &Path, value: &str) -> std::io::Result<()> {
     use std::io::Write;
+    let dir = match file.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let name = file.file_name().unwrap_or_default().to_string_lossy();
+    let mut suffix = [0u8; 8];
+    rand::rngs::OsRng.fill_bytes(&mut suffix);
+    let temp = dir.join(format!(".{name}.{}.tmp", hex::encode(suffix)));
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
+        // Private from the first byte: the temp file holds the secret too.
         options.mode(0o600);
     }
-    let mut f = options.open(file)?;
-    f.write_all(value.as_bytes())?;
-    f.write_all(b"\n")?;
-    f.sync_all()
+    let written = options.open(&temp).and_then(|mut f| {
+        f.write_all(value.as_bytes())?;
+        f.write_all(b"\n")?;
+        f.sync_all()
+    });
+    let published = written.and_then(|()| publish(&temp, file));
+    // The temp name is gone after a rename; after a link it is a second
+    // name of the file and must go.
+    let _ = std::fs::remove_file(&temp);
+    published?;
+    sync_dir(dir)
+}
+
+/// Gives `temp` the name `file` unless `file` exists. A hard link does that
+/// atomically; a plain rename would replace a secret another process has just
+/// created and already uses (its master key would then be lost).
+fn publish(temp: &Path, file: &Path) -> std::io::Result<()> {
+    match std::fs::hard_link(temp, file) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(e),
+        // Filesystems without hard links: rename, checking first (a race
+        // remains only between two processes creating one data dir at once).
+        Err(_) if file.exists() => Err(std::io::ErrorKind::AlreadyExists.into()),
+        Err(_) => std::fs::rename(temp, file),
+    }
+}
+
+/// Makes the new directory entry itself survive a crash.
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    std::fs::File::open(dir)?.sync_all()?;
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
 }
 
 /// The admin token: `from_env` if set, else `<data_dir>/admin-token`,
@@ -223,6 +272,90 @@ pub fn master_key(from_env: Option<String>, data_dir: &Path) -> Result<MasterKey
             MasterKey::parse(&text)
         }
     }
+}
+
+/// The context the key check value is sealed under: no record's context looks
+/// like it, so no sealed record can stand in for it.
+const KEY_CHECK_CONTEXT: &[u8] = b"gateway:key-check:v1";
+/// What the key check value holds; only whether it opens matters.
+const KEY_CHECK_TEXT: &[u8] = b"the master key of this registry";
+
+/// How the master key passed [`check_master_key`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyCheck {
+    /// The registry's check value opens with the key.
+    Verified,
+    /// A new registry without sealed data: the key's check value was stored.
+    Stored,
+    /// A registry from before check values: one item of its sealed data
+    /// opened with the key, and the key's check value was stored.
+    Adopted,
+}
+
+/// Why [`check_master_key`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyCheckError {
+    /// The key does not open what the registry already holds sealed.
+    #[error("the master key does not open the data this registry holds sealed")]
+    Mismatch,
+    /// The registry could not be read or written.
+    #[error(transparent)]
+    Registry(#[from] registry_db::RegistryError),
+}
+
+/// Checks that `key` is the key the registry's data is sealed with, so a node
+/// with another key (its own data dir, a lost master-key file) is refused at
+/// start instead of failing every delivery it claims. The first start stores
+/// a check value sealed with the key; a registry from before check values is
+/// checked against one item of its sealed data and then gets its check value.
+pub async fn check_master_key(
+    key: &MasterKey,
+    registry: &registry_db::Registry,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<KeyCheck, KeyCheckError> {
+    let opens = |check: &[u8]| key.open(check, KEY_CHECK_CONTEXT).is_ok();
+    if let Some(check) = registry.key_check().await? {
+        return if opens(&check) {
+            Ok(KeyCheck::Verified)
+        } else {
+            Err(KeyCheckError::Mismatch)
+        };
+    }
+    let outcome = match sealed_sample_opens(key, registry).await? {
+        Some(false) => return Err(KeyCheckError::Mismatch),
+        Some(true) => KeyCheck::Adopted,
+        None => KeyCheck::Stored,
+    };
+    let stored = registry
+        .init_key_check(&key.seal(KEY_CHECK_TEXT, KEY_CHECK_CONTEXT), now)
+        .await?;
+    // A node starting at the same moment may have stored its value first;
+    // the stored one is what this key must open.
+    if opens(&stored) {
+        Ok(outcome)
+    } else {
+        Err(KeyCheckError::Mismatch)
+    }
+}
+
+/// Whether `key` opens one item of the registry's sealed data (the oldest
+/// binding's credentials, else a module's config); `None` without any.
+async fn sealed_sample_opens(
+    key: &MasterKey,
+    registry: &registry_db::Registry,
+) -> Result<Option<bool>, registry_db::RegistryError> {
+    if let Some(binding) = registry.first_binding().await? {
+        let context = credentials_context(&binding.id, &binding.user_id);
+        return Ok(Some(
+            key.open(&binding.credentials.0, context.as_bytes()).is_ok(),
+        ));
+    }
+    // Every module stored by the gateway holds its config sealed.
+    let modules = registry.list_modules(true).await?;
+    Ok(modules
+        .iter()
+        .find(|m| m.manifest.get("config_sealed").is_some())
+        .map(|m| crate::modules::stored_manifest(&m.manifest, key).is_ok()))
 }
 
 #[cfg(test)]
@@ -274,5 +407,27 @@ mod tests {
         let env = admin_token(Some("from-env".into()), dir.path()).unwrap();
         assert_eq!(env.expose(), "from-env");
         assert_eq!(format!("{env:?}"), "<redacted>");
+    }
+
+    #[test]
+    fn secret_files_appear_whole_and_only_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = &dir.path().join("master-key");
+        // Processes racing to create the file all end up with the one value
+        // that was written, none with a value of their own.
+        let values: Vec<String> = std::thread::scope(|s| {
+            let racers: Vec<_> = (0..8)
+                .map(|i| s.spawn(move || load_or_create(file, || format!("value-{i}")).unwrap()))
+                .collect();
+            racers.into_iter().map(|r| r.join().unwrap()).collect()
+        });
+        let on_disk = std::fs::read_to_string(file).unwrap();
+        assert!(values.iter().all(|v| v == on_disk.trim()), "{values:?}");
+        // No temp file is left beside it.
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["master-key"]);
     }
 }

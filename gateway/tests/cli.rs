@@ -119,3 +119,45 @@ fn an_unsupported_database_url_is_a_clear_startup_error() {
     assert!(err.contains("unsupported database URL"), "{err}");
     assert!(!err.contains("hunter2"), "password leaked: {err}");
 }
+
+/// `gateway serve` with `args` and `envs` that must refuse to start: its
+/// exit status and what it printed on stderr.
+fn refused(args: &[&str], envs: &[(&str, &str)]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .args(args)
+        .env_remove("GATEWAY_ADMIN_TOKEN")
+        .env_remove("GATEWAY_MASTER_KEY")
+        .env_remove("GATEWAY_DATABASE_URL")
+        .envs(envs.iter().copied())
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "it started: {out:?}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn a_short_admin_token_is_refused() {
+    let said = refused(&[], &[("GATEWAY_ADMIN_TOKEN", "hunter2")]);
+    assert!(said.contains("at least 32 characters"), "{said}");
+}
+
+#[test]
+fn a_lease_shorter_than_the_plugin_deadline_is_refused() {
+    let said = refused(&["--delivery-lease-secs", "0"], &[]);
+    assert!(
+        said.contains("must be longer than the plugin call deadline"),
+        "{said}"
+    );
+}
+
+#[test]
+fn a_trusted_proxy_must_be_an_address_or_a_block() {
+    let said = refused(&["--trusted-proxy", "proxy.example"], &[]);
+    assert!(
+        said.contains("neither an IP address nor a CIDR block"),
+        "{said}"
+    );
+}

@@ -4,7 +4,7 @@
 //! per network on the change's event stream.
 
 use crate::client::{Client, ClientError};
-use crate::store::{QueuedImage, QueuedReport, Store};
+use crate::store::{QueuedImage, QueuedReport, Sending, Store};
 use crate::{Context, MonitorError, Outcome};
 use futures::StreamExt;
 use gateway_api::{
@@ -72,8 +72,8 @@ pub fn image_type(path: &Path, bytes: &[u8]) -> Result<&'static str, MonitorErro
     Ok(content_type)
 }
 
-/// Copies an avatar (`bytes`, read from `path`) into the queue folder
-/// after checking it is an image.
+/// Copies an avatar (`bytes`, read from `path`) into the queue folder,
+/// durably, after checking it is an image.
 pub fn queue_avatar(
     store: &Store,
     path: &Path,
@@ -81,8 +81,7 @@ pub fn queue_avatar(
     key: &str,
 ) -> Result<QueuedImage, MonitorError> {
     let content_type = image_type(path, bytes)?;
-    let file = store.dir().join("queue").join(format!("{key}.image"));
-    std::fs::write(&file, bytes).map_err(MonitorError::file(&file))?;
+    let file = store.queue_image(key, bytes)?;
     Ok(QueuedImage {
         file,
         content_type: content_type.to_owned(),
@@ -121,8 +120,15 @@ async fn send(
 
 /// Sends the queued reports, oldest first. Stops at the first one that
 /// cannot be sent now (gateway unreachable, overloaded, session expired),
-/// keeping it and the ones after it for later, in order.
-pub async fn flush(store: &Store, client: &Client) -> Result<Vec<Sent>, MonitorError> {
+/// keeping it and the ones after it for later, in order. `_sending` is the
+/// proof that no other monitor process sends the queue meanwhile (see
+/// [`Store::lock_sending`]): while it is held, no one else removes or
+/// sends what this listing holds, and others only add newer reports.
+pub async fn flush(
+    store: &Store,
+    client: &Client,
+    _sending: &Sending,
+) -> Result<Vec<Sent>, MonitorError> {
     let mut sent = Vec::new();
     for (_, path, report) in store.queued()? {
         match send(client, &report).await? {
@@ -168,6 +174,16 @@ pub async fn report(ctx: &Context, args: &ReportArgs) -> Result<Outcome, Monitor
         signature: args.signature.clone(),
         mood: args.mood.clone(),
     };
+    // Our turn to send is taken before the report is queued, so no other
+    // monitor (a `watch`) sends it in between: this command must see its
+    // own receipt to follow the delivery.
+    let sending = match ctx.store.try_lock_sending()? {
+        Some(sending) => sending,
+        None => {
+            eprintln!("another monitor is sending the queued reports; waiting for it to finish");
+            ctx.store.lock_sending()?
+        }
+    };
     let avatar = match &args.avatar {
         Some(path) => Some(queue_avatar(
             &ctx.store,
@@ -185,7 +201,10 @@ pub async fn report(ctx: &Context, args: &ReportArgs) -> Result<Outcome, Monitor
         idempotency_key: key.clone(),
         source: "monitor report".into(),
     })?;
-    let sent = match flush(&ctx.store, &client).await {
+    let flushed = flush(&ctx.store, &client, &sending).await;
+    // Released before following the delivery, which may take minutes.
+    drop(sending);
+    let sent = match flushed {
         Ok(sent) => sent,
         Err(MonitorError::Client(e)) if e.is_transient() => {
             let waiting = ctx.store.waiting()?.len();

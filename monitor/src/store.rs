@@ -1,13 +1,21 @@
 //! The monitor's files in its config dir: the session (mode 0600), the local
 //! copy of the bindings (S3), what it last saw per account, and the on-disk
 //! queue of reports not yet accepted by the gateway.
+//!
+//! Several monitor processes may use one config dir at once (`watch` in the
+//! background, `report` from a script): every file is written whole and
+//! durably (unique temp file, fsync, rename, fsync of the folder), the queue
+//! is numbered under an exclusive lock file, and only one process at a time
+//! sends the queue (see [`Store::lock_sending`]).
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Why a local file could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -110,6 +118,21 @@ pub struct QueuedReport {
     pub source: String,
 }
 
+/// The right to send the queue: an exclusive lock on `send.lock` in the
+/// config dir, released when this is dropped (or the process ends).
+#[derive(Debug)]
+#[must_use = "the lock is released when this is dropped"]
+pub struct Sending {
+    _file: File,
+}
+
+/// The right to number and move the queue's files: an exclusive lock on
+/// `queue.lock`, released when dropped.
+#[derive(Debug)]
+struct Numbering {
+    _file: File,
+}
+
 /// The monitor's config dir and its files.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -121,6 +144,9 @@ impl Store {
     pub fn open(dir: PathBuf) -> Result<Store, StoreError> {
         create_private_dir(&dir)?;
         create_private_dir(&dir.join("queue"))?;
+        // The queue folder's own entry must survive a crash too, or the
+        // reports in it would be lost with it.
+        sync_dir(&dir)?;
         Ok(Store { dir })
     }
 
@@ -168,11 +194,64 @@ impl Store {
         write_json(&self.path("state.json"), state)
     }
 
-    /// Appends a report to the queue; returns its file.
+    /// Waits for the right to send the queue and takes it. Only one monitor
+    /// process sends at a time: two senders could otherwise send a later
+    /// report while an earlier one is still on its way, or move a report to
+    /// `rejected/` that the other just got accepted. Blocks the calling
+    /// thread; the holder is another process, whose sending is bounded by
+    /// the client's request timeouts.
+    pub fn lock_sending(&self) -> Result<Sending, StoreError> {
+        let path = self.path("send.lock");
+        let file = open_lock_file(&path)?;
+        lock_exclusive(&file).map_err(io(&path))?;
+        Ok(Sending { _file: file })
+    }
+
+    /// The right to send the queue if no other process has it now.
+    pub fn try_lock_sending(&self) -> Result<Option<Sending>, StoreError> {
+        let path = self.path("send.lock");
+        let file = open_lock_file(&path)?;
+        match fs4::FileExt::try_lock(&file) {
+            Ok(()) => Ok(Some(Sending { _file: file })),
+            Err(fs4::TryLockError::WouldBlock) => Ok(None),
+            Err(fs4::TryLockError::Error(e)) => Err(io(&path)(e)),
+        }
+    }
+
+    // Why a lock file rather than `create_new` (O_EXCL) and a retry with the
+    // next number: a queued report is written to a temp file and renamed into
+    // place so nobody ever reads half of one, and rename replaces an existing
+    // file silently, so O_EXCL could only guard an empty placeholder that a
+    // concurrent `flush` or `status` would read as damaged (and that a crash
+    // would leave behind). The lock also keeps the numbers in the order the
+    // reports were made, each durable before the next is numbered, and the
+    // kernel releases it when its holder dies, so a crash leaves no stale lock.
+    fn lock_numbering(&self) -> Result<Numbering, StoreError> {
+        let path = self.path("queue.lock");
+        let file = open_lock_file(&path)?;
+        lock_exclusive(&file).map_err(io(&path))?;
+        Ok(Numbering { _file: file })
+    }
+
+    /// Appends a report to the queue, durably; returns its file. Safe with
+    /// other writers in other threads or processes: each report gets its own
+    /// number, higher than every report already waiting.
     pub fn enqueue(&self, report: &QueuedReport) -> Result<PathBuf, StoreError> {
+        let queue = self.dir.join("queue");
+        let bytes = to_json(&queue, report)?;
+        let _numbering = self.lock_numbering()?;
         let next = self.waiting()?.last().map(|(seq, _)| seq + 1).unwrap_or(1);
-        let path = self.dir.join("queue").join(format!("{next:010}.json"));
-        write_json(&path, report)?;
+        let path = queue.join(format!("{next:010}.json"));
+        write_durable(&path, &bytes)?;
+        Ok(path)
+    }
+
+    /// Copies an avatar into the queue folder, durably, before the report
+    /// that names it is queued; returns the copy. `key` is the report's
+    /// idempotency key, unique, so no lock is needed.
+    pub fn queue_image(&self, key: &str, bytes: &[u8]) -> Result<PathBuf, StoreError> {
+        let path = self.dir.join("queue").join(format!("{key}.image"));
+        write_durable(&path, bytes)?;
         Ok(path)
     }
 
@@ -197,7 +276,8 @@ impl Store {
         Ok(waiting)
     }
 
-    /// The queued reports, oldest first: (sequence, file, report).
+    /// The queued reports, oldest first: (sequence, file, report). A file
+    /// another process removed since the listing is skipped.
     pub fn queued(&self) -> Result<Vec<(u64, PathBuf, QueuedReport)>, StoreError> {
         let mut queued = Vec::new();
         for (seq, path) in self.waiting()? {
@@ -208,22 +288,42 @@ impl Store {
         Ok(queued)
     }
 
-    /// Removes a sent report from the queue.
+    /// Removes a sent report from the queue. (Not synced: should a crash
+    /// bring it back, it is sent again under the same idempotency key,
+    /// which the gateway answers with the first receipt.)
     pub fn dequeue(&self, path: &Path) -> Result<(), StoreError> {
         remove(path)
     }
 
     /// Moves a report the gateway refused out of the queue, with the reason,
     /// so it neither blocks the reports behind it nor disappears unseen.
+    /// Queue numbers start again at 1 once the queue is empty, so a name
+    /// already taken in `rejected/` gets a suffix instead of being replaced.
     pub fn reject(&self, path: &Path, reason: &str) -> Result<PathBuf, StoreError> {
         let dir = self.dir.join("rejected");
         create_private_dir(&dir)?;
-        let name = path.file_name().map(PathBuf::from).unwrap_or_default();
-        let target = dir.join(name);
+        let stem = path
+            .file_stem()
+            .and_then(|stem| stem.to_str())
+            .unwrap_or("report")
+            .to_owned();
         let mut report: Value = read_json(path)?.unwrap_or(Value::Null);
         report["rejected_because"] = Value::String(reason.to_owned());
-        write_json(&target, &report)?;
+        let bytes = to_json(path, &report)?;
+        let _numbering = self.lock_numbering()?;
+        let mut target = dir.join(format!("{stem}.json"));
+        let mut n = 1;
+        while target.try_exists().map_err(io(&target))? {
+            n += 1;
+            target = dir.join(format!("{stem}-{n}.json"));
+        }
+        write_durable(&target, &bytes)?;
+        // Synced so the new folder's entry outlives a crash as well.
+        sync_dir(&self.dir)?;
         remove(path)?;
+        if let Some(queue) = path.parent() {
+            sync_dir(queue)?;
+        }
         Ok(target)
     }
 }
@@ -243,6 +343,38 @@ fn create_private_dir(dir: &Path) -> Result<(), StoreError> {
     builder.create(dir).map_err(io(dir))
 }
 
+/// Options for a new file readable by its owner only.
+fn private_file() -> std::fs::OpenOptions {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options
+}
+
+fn open_lock_file(path: &Path) -> Result<File, StoreError> {
+    // Never truncated nor removed: removing a lock file while another
+    // process waits on it would let a third lock a new file beside it.
+    private_file()
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(io(path))
+}
+
+/// `flock(LOCK_EX)` (`LockFileEx` on Windows) through `fs4`. Called by
+/// path rather than as a method: since Rust 1.89 `File` has an inherent
+/// `lock` of its own. The lock belongs to this open file, so two threads of
+/// one process exclude each other just as two processes do.
+fn lock_exclusive(file: &File) -> std::io::Result<()> {
+    loop {
+        match fs4::FileExt::lock(file) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
 fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, StoreError> {
     match std::fs::read(path) {
         Ok(bytes) => {
@@ -258,22 +390,67 @@ fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, StoreError> 
     }
 }
 
-/// Writes a file readable by its owner only, atomically (temp file, fsync,
-/// rename): a crash leaves the old or the new content, never half of one.
-fn write_json(path: &Path, value: &impl Serialize) -> Result<(), StoreError> {
-    let bytes = serde_json::to_vec_pretty(value).map_err(|source| StoreError::Damaged {
+fn to_json(path: &Path, value: &impl Serialize) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec_pretty(value).map_err(|source| StoreError::Damaged {
         path: path.to_owned(),
         source,
-    })?;
-    let tmp = path.with_extension("tmp");
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
+    })
+}
+
+fn write_json(path: &Path, value: &impl Serialize) -> Result<(), StoreError> {
+    write_durable(path, &to_json(path, value)?)
+}
+
+/// Makes temp file names unique within this process; the pid makes them
+/// unique between processes.
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Writes a file readable by its owner only, atomically and durably: a new
+/// temp file of its own (two writers of one file must not share a temp
+/// file, or one could rename the other's half-written bytes into place),
+/// fsync, rename, fsync of the folder (without it the rename itself may be
+/// lost in a crash). A crash leaves the old or the new content, never half
+/// of one; once this returns, the new content survives a crash. The temp
+/// name starts with a dot and ends in `.tmp`, so the queue never lists it.
+fn write_durable(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let (tmp, mut file) = loop {
+        let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let tmp = dir.join(format!(".{name}.{}.{n}.tmp", std::process::id()));
+        // `create_new`: a leftover of a crashed process with a recycled pid
+        // is skipped, never written into.
+        match private_file().create_new(true).open(&tmp) {
+            Ok(file) => break (tmp, file),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(io(&tmp)(e)),
+        }
+    };
+    let written = file.write_all(bytes).and_then(|()| file.sync_all());
+    drop(file);
+    let renamed = written
+        .map_err(io(&tmp))
+        .and_then(|()| std::fs::rename(&tmp, path).map_err(io(path)));
+    if let Err(e) = renamed {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    sync_dir(dir)
+}
+
+/// Makes a folder's entries (a rename, a new file) durable. Unix only:
+/// on Windows a folder cannot be opened as a file to sync it.
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
     #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(&tmp).map_err(io(&tmp))?;
-    file.write_all(&bytes).map_err(io(&tmp))?;
-    file.sync_all().map_err(io(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(io(path))
+    File::open(dir)
+        .and_then(|dir| dir.sync_all())
+        .map_err(io(dir))?;
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
 }
 
 fn remove(path: &Path) -> Result<(), StoreError> {

@@ -101,7 +101,8 @@ async fn round(
         }
     }
     ctx.store.save_state(&state)?;
-    match flush(&ctx.store, client).await {
+    let sending = ctx.store.lock_sending()?;
+    match flush(&ctx.store, client, &sending).await {
         Ok(sent) => {
             for outcome in sent {
                 match outcome {

@@ -179,7 +179,10 @@ pub mod http {
     impl Response {
         /// `Ok` for 2xx; otherwise the usual meaning of the status as a typed
         /// error: 401/403 auth-failed, 429 rate-limited (Retry-After seconds),
-        /// 408/5xx transient, other 4xx rejected.
+        /// 408/5xx transient, other 4xx rejected. The text quotes the start of
+        /// the answer's body and users see it: when the URL itself is secret
+        /// (a hook token in the path), keep the status and drop the text, as
+        /// error pages often quote the path they were asked for.
         pub fn error_for_status(&self) -> Result<(), crate::ConnectorError> {
             use crate::ConnectorError as E;
             let text: String = String::from_utf8_lossy(&self.body)

@@ -92,6 +92,15 @@ impl Registry {
         rows.iter().map(binding_from_row).collect()
     }
 
+    /// The oldest binding of any user, `None` when there is none: one sample
+    /// of sealed credentials, to check a master key against a registry that
+    /// has no key check value yet.
+    pub async fn first_binding(&self) -> Result<Option<Binding>> {
+        let sql = format!("SELECT {BINDING_COLUMNS} FROM bindings ORDER BY created_at, id LIMIT 1");
+        let row = sqlx::query(&sql).fetch_optional(&self.pool).await?;
+        row.as_ref().map(binding_from_row).transpose()
+    }
+
     /// Removes one of the user's bindings.
     pub async fn delete_binding(&self, user_id: &str, id: &str) -> Result<()> {
         let done = sqlx::query("DELETE FROM bindings WHERE user_id = $1 AND id = $2")

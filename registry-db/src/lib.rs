@@ -12,6 +12,7 @@ mod changes;
 mod deliveries;
 mod error;
 mod federation_types;
+mod key_check;
 mod media;
 mod modules;
 #[cfg(feature = "test-util")]
@@ -43,6 +44,24 @@ pub enum Backend {
     Postgres,
 }
 
+/// SQLite commit durability of the read pool's connections: in WAL mode a
+/// commit is synced at the next checkpoint, not at once (faster, and the
+/// database stays consistent; only the latest commits can be lost).
+const SYNC_NORMAL: &str = "PRAGMA synchronous = NORMAL";
+/// SQLite commit durability of the write connections: every commit syncs the
+/// WAL before it returns.
+const SYNC_FULL: &str = "PRAGMA synchronous = FULL";
+/// Starts a durable write transaction on SQLite (see `Registry::begin_write`).
+const BEGIN_DURABLE: &str = "PRAGMA synchronous = FULL; BEGIN IMMEDIATE";
+/// Starts a bookkeeping transaction on SQLite (see
+/// `Registry::begin_bookkeeping`).
+const BEGIN_BOOKKEEPING: &str = "PRAGMA synchronous = NORMAL; BEGIN IMMEDIATE";
+
+/// A transaction on a write connection.
+pub(crate) type WriteTx = sqlx::Transaction<'static, sqlx::Any>;
+/// This process's turn as SQLite's one writer (`None` on PostgreSQL).
+pub(crate) type WriterGuard = tokio::sync::OwnedMutexGuard<()>;
+
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 
@@ -70,7 +89,12 @@ impl Registry {
             Backend::Sqlite => (sqlite_url(url), 8, 1),
             Backend::Postgres => (url.to_owned(), 16, 6),
         };
-        let options = || {
+        // `synchronous` is each connection's commit durability on SQLite.
+        // Write transactions set their own before they begin (see
+        // `begin_write`); the read pool keeps NORMAL, so its single-statement
+        // writes (accounts, sessions, modules, bindings) are as durable as
+        // before this setting existed.
+        let options = |synchronous: &'static str| {
             AnyPoolOptions::new()
                 .acquire_timeout(Duration::from_secs(10))
                 .after_connect(move |conn, _meta| {
@@ -81,7 +105,7 @@ impl Registry {
                             conn.execute("PRAGMA journal_mode = WAL").await?;
                             conn.execute("PRAGMA busy_timeout = 10000").await?;
                             conn.execute("PRAGMA foreign_keys = ON").await?;
-                            conn.execute("PRAGMA synchronous = NORMAL").await?;
+                            conn.execute(synchronous).await?;
                             // Pages are read through a shared mapping instead of
                             // a copy per connection after every other writer's
                             // commit.
@@ -91,8 +115,14 @@ impl Registry {
                     })
                 })
         };
-        let pool = options().max_connections(max).connect(&url).await?;
-        let writes = options().max_connections(max_writes).connect(&url).await?;
+        let pool = options(SYNC_NORMAL)
+            .max_connections(max)
+            .connect(&url)
+            .await?;
+        let writes = options(SYNC_FULL)
+            .max_connections(max_writes)
+            .connect(&url)
+            .await?;
         let registry = Registry {
             pool,
             writes,
@@ -111,44 +141,86 @@ impl Registry {
         Ok(())
     }
 
-    /// A transaction that will write. SQLite takes the write lock up front,
-    /// so a transaction that reads first cannot fail to upgrade later.
-    /// Keep the returned guard until the transaction ends.
-    pub(crate) async fn begin_write(
-        &self,
-    ) -> Result<(
-        sqlx::Transaction<'static, sqlx::Any>,
-        Option<tokio::sync::OwnedMutexGuard<()>>,
-    )> {
-        Ok(match self.backend {
-            Backend::Sqlite => {
-                let guard = self.writer.clone().lock_owned().await;
-                (
-                    self.writes.begin_with("BEGIN IMMEDIATE").await?,
-                    Some(guard),
-                )
-            }
-            Backend::Postgres => (self.writes.begin().await?, None),
-        })
+    /// A transaction that will write and whose commit is durable when it
+    /// returns: change reports use it, and their `202` promises exactly that.
+    /// SQLite takes the write lock up front, so a transaction that reads
+    /// first cannot fail to upgrade later. Keep the returned guard until the
+    /// transaction ends.
+    pub(crate) async fn begin_write(&self) -> Result<(WriteTx, Option<WriterGuard>)> {
+        // In WAL mode NORMAL syncs the WAL only at checkpoints, so a commit
+        // can be lost on power loss; FULL syncs it at every commit. The
+        // setting cannot change inside a transaction, hence before BEGIN, in
+        // the same call.
+        self.begin_on_writer(BEGIN_DURABLE).await
     }
 
     /// A write transaction whose commit need not wait for the WAL flush: for
     /// delivery bookkeeping, where a commit lost with a database crash only
     /// means a delivery is claimed and pushed again (at-least-once). Change
     /// reports never use it: their `202` promises durability.
-    pub(crate) async fn begin_bookkeeping(
-        &self,
-    ) -> Result<(
-        sqlx::Transaction<'static, sqlx::Any>,
-        Option<tokio::sync::OwnedMutexGuard<()>>,
-    )> {
-        let (mut tx, guard) = self.begin_write().await?;
+    pub(crate) async fn begin_bookkeeping(&self) -> Result<(WriteTx, Option<WriterGuard>)> {
+        let (mut tx, guard) = self.begin_on_writer(BEGIN_BOOKKEEPING).await?;
         if self.backend == Backend::Postgres {
             sqlx::query("SET LOCAL synchronous_commit = off")
                 .execute(&mut *tx)
                 .await?;
         }
         Ok((tx, guard))
+    }
+
+    /// A transaction on a write connection; `sqlite_begin` is the SQLite
+    /// statement list that starts it.
+    async fn begin_on_writer(
+        &self,
+        sqlite_begin: &'static str,
+    ) -> Result<(WriteTx, Option<WriterGuard>)> {
+        Ok(match self.backend {
+            Backend::Sqlite => {
+                let guard = self.writer.clone().lock_owned().await;
+                (self.writes.begin_with(sqlite_begin).await?, Some(guard))
+            }
+            Backend::Postgres => (self.writes.begin().await?, None),
+        })
+    }
+
+    /// The commit durability in force inside a change-report transaction
+    /// ([`CommitDurability::writes`]) and a delivery-bookkeeping transaction
+    /// ([`CommitDurability::bookkeeping`]), as the engine reports it. For
+    /// tests: a `202` must mean the report survives a power loss.
+    #[cfg(feature = "test-util")]
+    pub async fn commit_durability(&self) -> Result<CommitDurability> {
+        Ok(CommitDurability {
+            writes: self.durability_in(self.begin_write().await?).await?,
+            bookkeeping: self.durability_in(self.begin_bookkeeping().await?).await?,
+        })
+    }
+
+    #[cfg(feature = "test-util")]
+    async fn durability_in(
+        &self,
+        (mut tx, _writer): (WriteTx, Option<WriterGuard>),
+    ) -> Result<String> {
+        let setting = match self.backend {
+            Backend::Sqlite => {
+                let level: i64 = sqlx::query_scalar("PRAGMA synchronous")
+                    .fetch_one(&mut *tx)
+                    .await?;
+                match level {
+                    0 => "off".to_owned(),
+                    1 => "normal".to_owned(),
+                    2 => "full".to_owned(),
+                    3 => "extra".to_owned(),
+                    other => other.to_string(),
+                }
+            }
+            Backend::Postgres => {
+                sqlx::query_scalar("SHOW synchronous_commit")
+                    .fetch_one(&mut *tx)
+                    .await?
+            }
+        };
+        tx.rollback().await?;
+        Ok(setting)
     }
 
     /// Row locking for a read-then-write inside a transaction (SQLite's
@@ -190,6 +262,18 @@ impl Registry {
         self.writes.close().await;
         self.pool.close().await;
     }
+}
+
+/// Commit durability settings, from [`Registry::commit_durability`]: SQLite's
+/// `synchronous` by name (`off`, `normal`, `full`, `extra`), PostgreSQL's
+/// `synchronous_commit` (`on`, `off`, ...).
+#[cfg(feature = "test-util")]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommitDurability {
+    /// Inside the transactions that record change reports.
+    pub writes: String,
+    /// Inside the transactions that claim deliveries and record outcomes.
+    pub bookkeeping: String,
 }
 
 fn backend_of(url: &str) -> Result<Backend> {

@@ -260,6 +260,39 @@ impl TestGateway {
             .to_owned()
     }
 
+    /// Reports `settings` from `module` for the user of `token`; the change
+    /// id of the `202`.
+    pub async fn report(&self, token: &str, module: &str, settings: Value) -> String {
+        let body = json!({"module": module, "settings": settings});
+        let r = self.post_json("/v1/changes", Some(token), &body).await;
+        assert_eq!(r.status(), StatusCode::ACCEPTED, "report from {module}");
+        r.json::<Value>().await.expect("json")["id"]
+            .as_str()
+            .expect("change id")
+            .to_owned()
+    }
+
+    /// Webhook modules `alpha` and `beta`, a user `name` with an account on
+    /// each, and a change reported from alpha: the user's token and the
+    /// change id. (On a gateway with delivery concurrency 0 the change
+    /// stays pending.)
+    pub async fn user_with_a_change(&self, name: &str) -> (String, String) {
+        for id in ["alpha", "beta"] {
+            let r = self.upload_module(&manifest(id), &webhook()).await;
+            assert_eq!(r.status(), StatusCode::CREATED, "upload {id}");
+        }
+        let token = self.user_token(name).await;
+        for module in ["alpha", "beta"] {
+            let body = json!({"module": module, "account": name, "credentials": {}});
+            let r = self.post_json("/v1/bindings", Some(&token), &body).await;
+            assert_eq!(r.status(), StatusCode::CREATED, "bind {module}");
+        }
+        let id = self
+            .report(&token, "alpha", json!({"signature": "still pending"}))
+            .await;
+        (token, id)
+    }
+
     /// Uploads a module as the admin.
     pub async fn upload_module(&self, manifest: &Value, plugin: &[u8]) -> Response {
         self.upload_module_as(&self.admin_token.clone(), manifest.to_string(), plugin)

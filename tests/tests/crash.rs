@@ -13,14 +13,15 @@ use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::time::Duration;
 
-const ADMIN: &str = "crash-test-admin-token";
+const ADMIN: &str = "crash-test-admin-token-0123456789abcdef";
 const WAIT: Duration = Duration::from_secs(90);
 
-/// Flags for a fast, crash-friendly gateway: short leases, quick retries,
-/// few deliveries at once (so some are still queued when it dies).
+/// Flags for a fast, crash-friendly gateway: short leases (just over the
+/// 5 s plugin call deadline), quick retries, few deliveries at once (so
+/// some are still queued when it dies).
 const FLAGS: &[&str] = &[
     "--delivery-lease-secs",
-    "3",
+    "6",
     "--delivery-backoff-ms",
     "200",
     "--delivery-concurrency",

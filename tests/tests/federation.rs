@@ -535,3 +535,25 @@ async fn faults_are_retried_and_pushes_never_exceed_the_module_rate() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_and_direction_override_characters_never_reach_a_network() {
+    let w = World::new(&["source", "alpha"]).await;
+    let (status, receipt) = w
+        .report(
+            "source",
+            json!({"signature": "invoice\u{202E}fdp.exe\u{0007}", "mood": "two\nlines"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{receipt}");
+    let change = w.settled(&receipt["id"]).await;
+    assert_eq!(
+        change["settings"],
+        json!({"signature": "invoicefdp.exe", "mood": "two lines"})
+    );
+    let pushed = &w.mock("alpha").accepted()[0].body["settings"];
+    assert_eq!(
+        pushed,
+        &json!({"signature": "invoicefdp.exe", "mood": "two lines"})
+    );
+}

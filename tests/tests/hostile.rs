@@ -1,6 +1,7 @@
-//! Isolation: a hostile plugin (endless loop, memory bomb, panic, call to a
-//! host it was not granted, a 100 MiB answer from a granted host) ends in a
-//! typed error within its limits, and the gateway keeps serving meanwhile.
+//! Isolation: a hostile plugin (endless loop, memory bomb, panic, sleep in
+//! the host, call to a host it was not granted, a 100 MiB answer from a
+//! granted host) ends in a typed error within its limits, and the gateway
+//! keeps serving meanwhile. Errors a plugin sees carry no secret of the URL.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use e2e_tests::{expect_error, hostile, TestGateway};
@@ -89,6 +90,54 @@ async fn an_endless_loop_is_stopped_at_the_deadline() {
     );
     // The same plugin still works for the next call: nothing leaked.
     assert_eq!(verify(&host, vec![], "fine").await, Ok(()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 3)]
+async fn a_sleep_in_the_host_is_stopped_at_the_deadline() {
+    let host = PluginHost::new(limits()).unwrap();
+    // The plugin sleeps 30 s through WASI, inside host code where the epoch
+    // deadline does not reach. Left alone, it would come back only after
+    // its sleep (and trap then, the deadline long gone). The yardstick is a
+    // spinning call with a 10 s deadline, run alongside: the sleeping call
+    // must be stopped (at its 1 s deadline) before the spinning one is.
+    let slow_host = PluginHost::new(HostLimits {
+        call_timeout: Duration::from_secs(10),
+        ..limits()
+    })
+    .unwrap();
+    let spin = tokio::spawn(async move { verify(&slow_host, vec![], "loop").await });
+    assert_eq!(
+        verify(&host, vec![], "sleep").await,
+        Err(CallError::Timeout(1000))
+    );
+    assert!(
+        !spin.is_finished(),
+        "the sleeping call outlived a call with a ten times longer deadline"
+    );
+    assert_eq!(spin.await.unwrap(), Err(CallError::Timeout(10_000)));
+    // The slot and the thread are free again: the next call works.
+    assert_eq!(verify(&host, vec![], "fine").await, Ok(()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_errors_do_not_carry_the_url_path() {
+    let host = PluginHost::new(limits()).unwrap();
+    // A granted origin where nothing listens: the connection is refused.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let origin = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let with_user = origin.replace("http://", "http://hook:SECRET-PASS-789@");
+    let login = format!("fetch:{with_user}/hook/SECRET-TOKEN-123?key=SECRET-QUERY-456");
+    match verify(&host, vec![origin.clone()], &login).await {
+        Err(CallError::Rejected(m)) => {
+            // What failed and where stays readable: the origin and the cause.
+            assert!(m.contains("Failed") && m.contains(&origin), "{m}");
+            for secret in ["SECRET-TOKEN-123", "SECRET-QUERY-456", "SECRET-PASS-789"] {
+                assert!(!m.contains(secret), "{m}");
+            }
+        }
+        other => panic!("expected a failed request, got {other:?}"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

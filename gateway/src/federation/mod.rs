@@ -268,6 +268,13 @@ impl Federation {
                 return Ok(Reported::Repeated(stored_receipt(first)?));
             }
         }
+        let mut report = report;
+        for text in [&mut report.settings.signature, &mut report.settings.mood]
+            .into_iter()
+            .flatten()
+        {
+            *text = normalise::clean(text);
+        }
         let settings = settings_map(&report.settings);
         if settings.is_empty() {
             return Err(ReportError::Empty);

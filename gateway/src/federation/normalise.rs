@@ -22,6 +22,21 @@ pub fn text(value: &str, max_chars: Option<u32>) -> (String, bool) {
     }
 }
 
+/// `value` without control characters (a line break becomes a space) and
+/// without bidirectional overrides and isolates, which could make a status
+/// read differently from what it says on other users' screens.
+pub fn clean(value: &str) -> String {
+    value
+        .chars()
+        .filter_map(|c| match c {
+            '\n' | '\r' | '\t' => Some(' '),
+            c if c.is_control() => None,
+            '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}' => None,
+            c => Some(c),
+        })
+        .collect()
+}
+
 /// A signature as the network described by `description` stores it.
 pub fn signature(value: &str, description: Option<&Description>) -> (String, bool) {
     text(
@@ -45,5 +60,13 @@ mod tests {
         assert_eq!(text("héllo wörld", Some(5)), ("héllo".to_owned(), true));
         assert_eq!(text("ab cd", Some(3)), ("ab".to_owned(), true));
         assert_eq!(text("日本語", Some(3)), ("日本語".to_owned(), false));
+    }
+
+    #[test]
+    fn controls_and_direction_overrides_are_removed() {
+        assert_eq!(clean("paid\u{202E}gnp.exe"), "paidgnp.exe");
+        assert_eq!(clean("a\u{0007}b\u{2066}c\u{2069}"), "abc");
+        assert_eq!(clean("two\nlines\tand tab"), "two lines and tab");
+        assert_eq!(clean("emoji 🎉 and ünïcödé"), "emoji 🎉 and ünïcödé");
     }
 }

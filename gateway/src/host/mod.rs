@@ -1,7 +1,8 @@
 //! The plugin host: one wasmtime `Engine` (pooling allocator, epoch
 //! interruption), an `InstancePre` per module version, a fresh `Store` per
 //! connector call with a deadline and a memory cap, and the imports a plugin
-//! is granted (outbound HTTP to granted origins, log, clock).
+//! is granted (outbound HTTP to granted origins, log, clock, and the part of
+//! WASI a Rust connector imports, its blocking calls cut at the deadline).
 //!
 //! This module knows nothing of HTTP serving (no axum here): callers pass
 //! bytes, grants and settings and get typed results back.
@@ -10,6 +11,7 @@ mod abi;
 mod bindings;
 mod outbound;
 pub mod types;
+mod wasi;
 
 pub use abi::SUPPORTED_ABI;
 pub use types::{
@@ -227,7 +229,7 @@ impl PluginHost {
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config).map_err(err)?;
         let mut linker = Linker::<CallState>::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(err)?;
+        wasi::add_to_linker(&mut linker).map_err(err)?;
         Connector::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |s| s)
             .map_err(err)?;
         let weak = engine.weak();
@@ -327,12 +329,16 @@ impl PluginHost {
         if state.memory_exceeded {
             return CallError::MemoryLimit(self.limits.memory_bytes);
         }
-        match error.downcast_ref::<wasmtime::Trap>() {
-            Some(wasmtime::Trap::Interrupt) => {
-                CallError::Timeout(self.limits.call_timeout.as_millis() as u64)
-            }
-            _ => CallError::Trap(format!("{error:#}").chars().take(500).collect()),
+        // Stopped at the deadline either in wasm code (the epoch interrupt)
+        // or waiting in a blocking host call (`wasi::DeadlineReached`).
+        let interrupted = matches!(
+            error.downcast_ref::<wasmtime::Trap>(),
+            Some(wasmtime::Trap::Interrupt)
+        );
+        if interrupted || error.downcast_ref::<wasi::DeadlineReached>().is_some() {
+            return CallError::Timeout(self.limits.call_timeout.as_millis() as u64);
         }
+        CallError::Trap(format!("{error:#}").chars().take(500).collect())
     }
 
     /// Runs `verify()` for an account. Blocking: call from a blocking thread.

@@ -1,5 +1,10 @@
 //! The host side of the plugin imports: outbound HTTP limited to granted
 //! origins, logging, clock.
+//!
+//! Errors of the HTTP import reach users (a connector passes them on, and
+//! they end up as a delivery's `last_error`), so they name at most the
+//! origin: a URL's path, query and userinfo may hold a secret (a webhook
+//! token, an API key).
 
 use super::bindings::gateway::connector::{clock, http, log, types as wit_types};
 use super::types::HttpRequest;
@@ -23,8 +28,9 @@ pub fn origin_of(url: &reqwest::Url) -> Option<String> {
 
 impl CallState {
     fn check_granted(&self, url: &reqwest::Url) -> Result<(), http::HttpError> {
-        let origin = origin_of(url)
-            .ok_or_else(|| http::HttpError::Denied(format!("{url} has no host or port")))?;
+        let origin = origin_of(url).ok_or_else(|| {
+            http::HttpError::Denied(format!("a {}: URL has no host or port", url.scheme()))
+        })?;
         if self.grants.allowed_origins.iter().any(|o| o == &origin) {
             Ok(())
         } else {
@@ -48,7 +54,7 @@ impl CallState {
         let method = reqwest::Method::from_bytes(request.method.as_bytes())
             .map_err(|_| http::HttpError::Failed(format!("bad method {:?}", request.method)))?;
         let mut url = reqwest::Url::parse(&request.url)
-            .map_err(|e| http::HttpError::Failed(format!("bad URL {:?}: {e}", request.url)))?;
+            .map_err(|e| http::HttpError::Failed(format!("bad URL: {e}")))?;
         let prepaid = std::mem::take(&mut self.outbound.prepaid);
         if let Some(limiter) = self.outbound.limiter.clone().filter(|_| !prepaid) {
             while let Err(not_until) = limiter.check() {
@@ -106,7 +112,7 @@ impl CallState {
                 builder = builder.header(h.name.as_str(), h.value.as_str());
             }
             let cap = self.outbound.max_response_bytes;
-            let answer = runtime.block_on(async move {
+            let exchange = async move {
                 let mut response = builder.send().await?;
                 let status = response.status().as_u16();
                 let headers: Vec<http::Header> = response
@@ -129,11 +135,15 @@ impl CallState {
                     headers,
                     body: data,
                 }))
-            });
+            };
+            // reqwest's timeout covers the body too; the outer one makes the
+            // bound on this blocking wait plain whatever the client does.
+            let answer = runtime.block_on(tokio::time::timeout(timeout, exchange));
             let response = match answer {
-                Ok(result) => result?,
-                Err(e) if e.is_timeout() => return Err(http::HttpError::Timeout),
-                Err(e) => return Err(http::HttpError::Failed(format!("{e}"))),
+                Err(_elapsed) => return Err(http::HttpError::Timeout),
+                Ok(Ok(result)) => result?,
+                Ok(Err(e)) if e.is_timeout() => return Err(http::HttpError::Timeout),
+                Ok(Err(e)) => return Err(http::HttpError::Failed(failure(&url, e))),
             };
             if (300..400).contains(&response.status) && response.status != 304 {
                 let location = response
@@ -143,7 +153,7 @@ impl CallState {
                     .map(|h| h.value.clone());
                 if let Some(location) = location {
                     url = url.join(&location).map_err(|e| {
-                        http::HttpError::Failed(format!("bad redirect {location:?}: {e}"))
+                        http::HttpError::Failed(format!("bad redirect location: {e}"))
                     })?;
                     if response.status == 303
                         || (response.status != 307
@@ -162,6 +172,24 @@ impl CallState {
             "more than {MAX_REDIRECTS} redirects"
         )))
     }
+}
+
+/// A failed exchange as text for the plugin: the origin and the error with
+/// its causes (connection refused, DNS, TLS), never the URL's path, query or
+/// userinfo, which reqwest's own text carries.
+fn failure(url: &reqwest::Url, error: reqwest::Error) -> String {
+    let error = error.without_url();
+    let mut text = match origin_of(url) {
+        Some(origin) => format!("{origin}: {error}"),
+        None => error.to_string(),
+    };
+    let mut source = std::error::Error::source(&error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 impl http::Host for CallState {

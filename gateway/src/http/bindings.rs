@@ -42,6 +42,9 @@ impl From<BindingError> for ApiError {
             BindingError::InvalidCredentials(_) => {
                 ApiError::unprocessable("invalid_credentials", message)
             }
+            BindingError::TooMany => {
+                ApiError::new(StatusCode::CONFLICT, "too_many_bindings", message)
+            }
             BindingError::AlreadyBound { .. } => {
                 ApiError::new(StatusCode::CONFLICT, "already_bound", message)
             }
@@ -57,6 +60,10 @@ impl From<BindingError> for ApiError {
             BindingError::ModuleUnavailable(_) => {
                 ApiError::new(StatusCode::BAD_GATEWAY, "module_unavailable", message)
             }
+            BindingError::Throttled(throttled) => {
+                ApiError::rate_limited(crate::throttle::retry_after_secs(throttled.0))
+                    .with_message(message)
+            }
             BindingError::Internal(cause) => ApiError::internal(cause),
             BindingError::Registry(e) => e.into(),
         }
@@ -68,8 +75,9 @@ impl From<BindingError> for ApiError {
     request_body = NewBindingRequest, responses(
         (status = 201, body = BindingView),
         (status = 401, body = ErrorBody),
-        (status = 409, description = "already_bound", body = ErrorBody),
-        (status = 422, description = "unsupported_module, invalid_account, invalid_credentials", body = ErrorBody)))]
+        (status = 409, description = "already_bound, too_many_bindings (64 per user)", body = ErrorBody),
+        (status = 422, description = "unsupported_module, invalid_account, invalid_credentials", body = ErrorBody),
+        (status = 429, description = "rate_limited: too many refused credential checks of this account or this user", body = ErrorBody)))]
 pub async fn create_binding(
     State(state): State<AppState>,
     auth: AuthUser,

@@ -22,6 +22,7 @@ use registry_db::{Change, Delivery, DeliveryStatus};
 use serde::Deserialize;
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::broadcast::error::RecvError;
 use utoipa::IntoParams;
@@ -197,11 +198,49 @@ pub async fn get_change(
     Ok(Json(change_view(&change)))
 }
 
+/// Event streams one user may hold open at once (each holds a connection
+/// and reads the database while its change is pending).
+pub const MAX_STREAMS_PER_USER: usize = 16;
+
+/// Open event streams per user.
+#[derive(Default)]
+pub struct OpenStreams(std::sync::Mutex<HashMap<String, usize>>);
+
+impl OpenStreams {
+    fn open(self: &Arc<Self>, user_id: &str) -> Option<StreamSlot> {
+        let mut open = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let count = open.entry(user_id.to_owned()).or_default();
+        if *count >= MAX_STREAMS_PER_USER {
+            return None;
+        }
+        *count += 1;
+        Some(StreamSlot(self.clone(), user_id.to_owned()))
+    }
+}
+
+/// One open stream; closing it (dropping) frees its place.
+struct StreamSlot(Arc<OpenStreams>, String);
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut open = self.0 .0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = open.get_mut(&self.1) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                open.remove(&self.1);
+            }
+        }
+    }
+}
+
 struct Watch {
+    _slot: StreamSlot,
     state: AppState,
     user_id: String,
+    token_hash: String,
     change_id: String,
     updates: tokio::sync::broadcast::Receiver<String>,
+    stopping: tokio::sync::watch::Receiver<bool>,
     sent: HashMap<String, TargetView>,
     queue: VecDeque<Event>,
     finished: bool,
@@ -214,6 +253,25 @@ fn sse(event: &ChangeEvent) -> Event {
 impl Watch {
     /// Re-reads the change and queues an event per target that changed.
     async fn refresh(&mut self) {
+        // A stream lives no longer than the session that opened it.
+        let now = self.state.config.clock.now();
+        match self
+            .state
+            .registry
+            .session_user(&self.token_hash, now)
+            .await
+        {
+            Ok(_) => {}
+            Err(registry_db::RegistryError::NotFound) => {
+                self.queue.push_back(sse(&ChangeEvent::Error(StreamError {
+                    message: "the session ended (logged out or expired)".into(),
+                })));
+                self.finished = true;
+                return;
+            }
+            // A database hiccup: the next refresh checks again.
+            Err(_) => {}
+        }
         match self
             .state
             .registry
@@ -239,20 +297,38 @@ impl Watch {
                 }
             }
             Err(e) => {
+                // The database's own text stays in the log, not the stream.
+                tracing::warn!(error = %e, change = %self.change_id, "change stream ended");
+                let message = match e {
+                    registry_db::RegistryError::NotFound => "the change is gone",
+                    _ => "the gateway's database failed; reconnect to go on",
+                };
                 self.queue.push_back(sse(&ChangeEvent::Error(StreamError {
-                    message: e.to_string(),
+                    message: message.into(),
                 })));
                 self.finished = true;
             }
         }
     }
 
-    /// Waits for a notice about this change, or the poll interval.
+    /// Waits for a notice about this change, or the poll interval. At
+    /// shutdown the stream ends (the client reconnects to another node or
+    /// after the restart and gets the current state).
     async fn wait(&mut self) {
+        if *self.stopping.borrow() {
+            self.finished = true;
+            return;
+        }
         let deadline = tokio::time::sleep(SSE_POLL);
         tokio::pin!(deadline);
         loop {
             tokio::select! {
+                changed = self.stopping.changed() => {
+                    if changed.is_err() || *self.stopping.borrow() {
+                        self.finished = true;
+                        return;
+                    }
+                }
                 notice = self.updates.recv() => match notice {
                     Ok(id) if id == self.change_id => return,
                     Ok(_) => continue,
@@ -272,7 +348,8 @@ impl Watch {
     params(("id" = String, Path, description = "change id")),
     security(("bearer" = [])), responses(
     (status = 200, description = "text/event-stream of `target` events, ending with `done`"),
-    (status = 404, body = ErrorBody)))]
+    (status = 404, body = ErrorBody),
+    (status = 429, description = "too_many_streams: 16 open streams per user", body = ErrorBody)))]
 pub async fn change_events(
     State(state): State<AppState>,
     auth: AuthUser,
@@ -280,10 +357,20 @@ pub async fn change_events(
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     // 404 before the stream starts.
     state.registry.change(&auth.user.id, &id).await?;
+    let slot = state.streams.open(&auth.user.id).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_streams",
+            format!("at most {MAX_STREAMS_PER_USER} event streams at once; close one first"),
+        )
+    })?;
     let watch = Watch {
+        _slot: slot,
         updates: state.federation.subscribe(),
+        stopping: state.stopping.clone(),
         state,
         user_id: auth.user.id,
+        token_hash: auth.token_hash,
         change_id: id,
         sent: HashMap::new(),
         queue: VecDeque::new(),

@@ -64,6 +64,13 @@ impl ApiError {
             "internal error; the gateway logged the cause",
         )
     }
+    /// The same error with another message.
+    pub fn with_message(self, message: impl Into<String>) -> Self {
+        ApiError {
+            message: message.into(),
+            ..self
+        }
+    }
     /// The status this error answers with.
     pub fn status(&self) -> StatusCode {
         self.status

@@ -109,6 +109,16 @@ impl FromRequestParts<AppState> for Admin {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let token = bearer(parts)?;
+        let client = state
+            .limits
+            .client(super::limits::peer(&parts.extensions), &parts.headers);
+        // After a burst of wrong tokens from one client, even the right one
+        // is refused for a while: guessing gains nothing by speed.
+        state
+            .limits
+            .admin
+            .check(&client)
+            .map_err(|t| super::limits::throttled(t, "wrong admin tokens from this client"))?;
         if constant_time_eq(token, state.config.admin_token.expose()) {
             state.limits.check_user("admin")?;
             return Ok(Admin);
@@ -120,6 +130,7 @@ impl FromRequestParts<AppState> for Admin {
                 "this endpoint needs the admin token, not a user session",
             ));
         }
+        state.limits.admin.failed(&client);
         Err(ApiError::unauthorized(
             "invalid_token",
             "the admin token is wrong",

@@ -27,11 +27,15 @@ pub async fn healthz() -> &'static str {
     (status = 200, description = "ready"),
     (status = 503, description = "database unreachable or not migrated", body = super::error::ErrorBody)))]
 pub async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiError> {
-    state
-        .registry
-        .ready()
-        .await
-        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", e.to_string()))?;
+    state.registry.ready().await.map_err(|e| {
+        // The cause (which may name hosts or users) goes to the log only.
+        tracing::warn!(error = %e, "not ready");
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            "the database is unreachable or not migrated",
+        )
+    })?;
     Ok("ready")
 }
 

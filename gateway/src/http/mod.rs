@@ -47,6 +47,10 @@ pub struct Shared {
     pub limits: limits::Limiters,
     /// Prometheus metrics.
     pub metrics: Metrics,
+    /// Turns true when the gateway begins to shut down: event streams end.
+    pub stopping: tokio::sync::watch::Receiver<bool>,
+    /// Open event streams per user.
+    pub streams: Arc<changes::OpenStreams>,
 }
 
 impl std::ops::Deref for AppState {

@@ -2,6 +2,7 @@
 
 use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiJson, AuthUser};
+use super::limits::throttled;
 use super::AppState;
 use crate::accounts;
 use crate::secrets::{random_token, sha256_hex};
@@ -32,11 +33,19 @@ pub fn rfc3339(t: DateTime<Utc>) -> String {
 #[utoipa::path(post, path = "/v1/sessions", tag = "sessions", request_body = Credentials, responses(
     (status = 201, body = SessionView),
     (status = 401, description = "invalid_credentials", body = ErrorBody),
-    (status = 429, description = "rate_limited", body = ErrorBody)))]
+    (status = 429, description = "rate_limited: per client, or after 10 failed logins \
+        for the user name (one more every 30 s)", body = ErrorBody)))]
 pub async fn create_session(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<Credentials>,
 ) -> Result<(StatusCode, Json<SessionView>), ApiError> {
+    // Guessing one user's password is throttled whatever address it comes
+    // from (the per-address limit alone does not stop a botnet).
+    state
+        .limits
+        .login
+        .check(&body.username)
+        .map_err(|t| throttled(t, "failed logins for this user name"))?;
     let found = match state.registry.user_credentials(&body.username).await {
         Ok(found) => Some(found),
         Err(RegistryError::NotFound) => None,
@@ -53,10 +62,11 @@ pub async fn create_session(
     let user = match (found, ok) {
         (Some(found), true) => found.user,
         _ => {
+            state.limits.login.failed(&body.username);
             return Err(ApiError::unauthorized(
                 "invalid_credentials",
                 "unknown username or wrong password",
-            ))
+            ));
         }
     };
     let token = random_token();

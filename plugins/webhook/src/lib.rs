@@ -4,12 +4,18 @@
 //! `{"account", "settings": {"signature"?, "mood"?, "avatar"?: {"content_type", "data" (base64)}}}`
 //! with header `X-Signature-256: sha256=<hex HMAC-SHA256 of the body>`;
 //! any 2xx means applied.
+//!
+//! The URL is the module's secret as much as `secret` is (many bots take
+//! their token in the path), and error texts reach users: they say what the
+//! receiver answered by status only. Its body is not passed on, since a web
+//! framework's error page commonly names the path it was asked for.
 
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
+use plugin_sdk::http::{self, Response};
 use plugin_sdk::{
-    http, Account, AvatarLimits, Connector, ConnectorError, Description, Field, Limits,
-    PushOutcome, Settings,
+    Account, AvatarLimits, Connector, ConnectorError, Description, Field, Limits, PushOutcome,
+    Settings,
 };
 use serde_json::{json, Map, Value};
 
@@ -69,6 +75,25 @@ pub fn body(account: &str, settings: &Settings) -> Vec<u8> {
         .into_bytes()
 }
 
+/// The receiver's answer as a typed outcome, by status only (see the module
+/// docs for why its body stays out).
+fn outcome(response: &Response) -> Result<(), ConnectorError> {
+    let status = response.status;
+    match response.error_for_status() {
+        Ok(()) => Ok(()),
+        Err(ConnectorError::RateLimited(secs)) => Err(ConnectorError::RateLimited(secs)),
+        Err(ConnectorError::AuthFailed(_)) => Err(ConnectorError::AuthFailed(format!(
+            "the webhook refused the request: HTTP {status}"
+        ))),
+        Err(ConnectorError::Transient(_)) => Err(ConnectorError::Transient(format!(
+            "the webhook answered HTTP {status}"
+        ))),
+        Err(ConnectorError::Rejected(_)) => Err(ConnectorError::Rejected(format!(
+            "the webhook answered HTTP {status}"
+        ))),
+    }
+}
+
 impl Connector for Webhook {
     fn describe() -> Description {
         Description {
@@ -96,7 +121,7 @@ impl Connector for Webhook {
         let request = http::request("POST", &config.url)
             .header("x-signature-256", &signature(&config.secret, &payload))
             .json(payload);
-        http::send(&request)?.error_for_status()?;
+        outcome(&http::send(&request)?)?;
         let mut applied = Vec::new();
         if settings.avatar.is_some() {
             applied.push(Field::Avatar);
@@ -119,6 +144,25 @@ plugin_sdk::export_connector!(Webhook);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn error_texts_leave_out_the_receivers_answer() {
+        for (status, kind) in [(404, "rejected"), (401, "auth"), (503, "transient")] {
+            let response = Response {
+                status,
+                headers: Vec::new(),
+                body: b"Cannot POST /hook/SECRET-TOKEN-123".to_vec(),
+            };
+            let text = match (outcome(&response), kind) {
+                (Err(ConnectorError::Rejected(t)), "rejected")
+                | (Err(ConnectorError::AuthFailed(t)), "auth")
+                | (Err(ConnectorError::Transient(t)), "transient") => t,
+                (other, _) => panic!("HTTP {status}: unexpected {other:?}"),
+            };
+            assert!(text.contains(&format!("HTTP {status}")), "{text}");
+            assert!(!text.contains("SECRET-TOKEN-123"), "{text}");
+        }
+    }
 
     #[test]
     fn signature_matches_a_known_hmac() {

@@ -12,6 +12,11 @@
 //! replaces the whole vCard. Mood (XEP-0107) is published over PEP by a live
 //! session, which the HTTP API cannot do: reported as not applied.
 //!
+//! Error texts reach users (a binding's refusal, a delivery's last error), so
+//! they never name the module's admin account, its password or other config
+//! values: only the command, the status and ejabberd's answer to a call the
+//! admin's rights were not at stake in.
+//!
 //! Facts checked against ejabberd 23.01: `check_password` answers HTTP 200
 //! with the JSON number `0` for the right password and `1` for a wrong one, an
 //! unknown user or an unserved host; `get_vcard`/`get_vcard2` answer HTTP 400
@@ -123,14 +128,15 @@ impl Api {
     }
 
     /// The JSON answer of a 2xx; the module's own admin account being refused
-    /// is a configuration error, not the user's credentials failing.
+    /// is a configuration error, not the user's credentials failing. Its text
+    /// is for the operator's eyes only, so the user sees neither the account
+    /// nor ejabberd's answer, which may name it.
     fn answer(&self, command: &str, response: &Response) -> Result<Value, ConnectorError> {
         match response.status {
             401 | 403 => Err(ConnectorError::Rejected(format!(
-                "ejabberd refused {command} for the module's admin account {} \
-                 (check admin_user, admin_password and api_permissions): {}",
-                self.admin_user,
-                text_of(response)
+                "ejabberd refused {command} (HTTP {}) for the module's admin account: \
+                 the operator should check the module config and ejabberd's api_permissions",
+                response.status
             ))),
             404 => Err(ConnectorError::Rejected(format!(
                 "ejabberd has no command {command} (is mod_admin_extra enabled?): {}",
@@ -396,6 +402,31 @@ mod tests {
         assert_eq!(decode_base64(&wrapped), Some(data));
         assert_eq!(decode_base64("Zm8="), Some(b"fo".to_vec()));
         assert_eq!(decode_base64("Zm9v!"), None);
+    }
+
+    #[test]
+    fn a_refused_admin_account_is_not_named_to_the_user() {
+        let api = Api {
+            base: "http://127.0.0.1:5443/api".into(),
+            admin_user: "gw-admin-7f3@localhost".into(),
+            admin_password: "admin-SECRET-pw".into(),
+        };
+        for status in [401, 403] {
+            // ejabberd's own answer may name the account it refused.
+            let response = Response {
+                status,
+                headers: Vec::new(),
+                body: br#"{"message": "No permission for gw-admin-7f3@localhost"}"#.to_vec(),
+            };
+            let text = match api.answer("set_vcard", &response) {
+                Err(ConnectorError::Rejected(text)) => text,
+                other => panic!("expected a rejection, got {other:?}"),
+            };
+            assert!(text.contains("set_vcard"), "{text}");
+            for secret in ["gw-admin-7f3", "admin-SECRET-pw", "127.0.0.1:5443"] {
+                assert!(!text.contains(secret), "{text}");
+            }
+        }
     }
 
     #[test]
