@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs every check of the project: formatting, clippy, and the whole test suite.
+# Runs every check of the project: formatting, clippy, the whole test suite,
+# and a schemathesis run against the OpenAPI document (scripts/fuzz-api.sh).
 # Under CI=true the PostgreSQL runs are mandatory (TEST_DATABASE_URL defaults to
 # the local server on 127.0.0.1:5432) and fail loudly when it cannot be used.
 set -euo pipefail
@@ -36,3 +37,7 @@ echo "== cargo test (reference plugins, natively)"
 cargo test --manifest-path plugins/Cargo.toml
 echo "== cargo test"
 cargo test --workspace
+echo "== fuzzing the HTTP API from its OpenAPI document (schemathesis)"
+# Mandatory under CI=true; elsewhere skipped, with a message, when PyPI
+# cannot be reached.
+./scripts/fuzz-api.sh

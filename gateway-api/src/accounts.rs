@@ -9,9 +9,16 @@ use serde::{Deserialize, Serialize};
 #[serde(deny_unknown_fields)]
 pub struct Credentials {
     /// 3-64 characters of `[a-z0-9._-]`.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = r"^[a-z0-9._-]{3,64}$", min_length = 3, max_length = 64)
+    )]
     pub username: String,
-    /// At least 8 characters.
-    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    /// 8-1024 characters.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(value_type = String, min_length = 8, max_length = 1024)
+    )]
     pub password: Redacted<String>,
 }
 

@@ -11,10 +11,25 @@ use serde_json::{Map, Value};
 #[serde(deny_unknown_fields)]
 pub struct NewBindingRequest {
     /// A supported module id.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = r"^[a-z][a-z0-9_-]{0,31}$", min_length = 1, max_length = 32)
+    )]
     pub module: String,
-    /// The account login on that network, e.g. `@alice:example.org`.
+    /// The account login on that network, e.g. `@alice:example.org`: at
+    /// most 320 characters once trimmed, not blank, no control
+    /// characters.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\u0000-\u0020\u007f-\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\u0000-\u001f\u007f-\u009f]*$",
+            min_length = 1,
+            max_length = 320
+        )
+    )]
     pub account: String,
-    /// Credentials for that account, e.g. `{"password": "..."}`. Never returned.
+    /// Credentials for that account, e.g. `{"password": "..."}`, at most
+    /// 16 KiB as JSON. Never returned.
     #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub credentials: Redacted<Map<String, Value>>,
 }

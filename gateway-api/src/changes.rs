@@ -13,11 +13,13 @@ pub struct Settings {
     /// Media id from `POST /v1/media`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub avatar: Option<String>,
-    /// Status text.
+    /// Status text, at most 4096 characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 4096))]
     pub signature: Option<String>,
-    /// Mood.
+    /// Mood, at most 4096 characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 4096))]
     pub mood: Option<String>,
 }
 
@@ -45,6 +47,10 @@ impl Settings {
 #[serde(deny_unknown_fields)]
 pub struct ChangeRequest {
     /// The module whose settings changed (must be bound).
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = r"^[a-z][a-z0-9_-]{0,31}$", min_length = 1, max_length = 32)
+    )]
     pub module: String,
     /// The account on that module, for a user with several accounts of it.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -38,11 +38,28 @@ pub struct ModuleList {
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
     /// Unique module id: 1-32 characters of `[a-z0-9_-]`, starting with a letter.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = r"^[a-z][a-z0-9_-]{0,31}$", min_length = 1, max_length = 32)
+    )]
     pub id: String,
-    /// Human name, e.g. "Matrix".
+    /// Human name, e.g. "Matrix": 1-100 characters, not only white space
+    /// (the pattern: a character Rust's `str::trim` keeps, written out so
+    /// that every regex dialect reads it the same).
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            pattern = r"[^\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]",
+            min_length = 1,
+            max_length = 100
+        )
+    )]
     pub name: String,
-    /// `scheme://host:port` the connector may call (the operator's grant).
+    /// `scheme://host:port` the connector may call (the operator's grant):
+    /// http or https, a host name, IPv4 or `[IPv6]` address, and an explicit
+    /// port 1-65535 with nothing after it.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(inline, value_type = Vec<Origin>))]
     pub allowed_hosts: Vec<String>,
     /// Outbound pushes allowed per second, with a burst.
     #[serde(default)]
@@ -62,10 +79,22 @@ pub struct Manifest {
 #[serde(deny_unknown_fields)]
 pub struct RateLimit {
     /// Sustained pushes per second (at least 1).
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     pub per_second: u32,
     /// Pushes allowed at once (at least 1).
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     pub burst: u32,
 }
+
+/// An origin of `allowed_hosts` (for the OpenAPI document only).
+#[cfg(feature = "openapi")]
+#[derive(utoipa::ToSchema)]
+#[schema(
+    value_type = String,
+    pattern = r"^https?://([A-Za-z0-9.-]+|\[[\s\S]*\])(:\+?0*([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))$"
+)]
+#[allow(dead_code)]
+pub struct Origin(String);
 
 /// How the monitor notices a module's IM clients on a device:
 /// `{"clients": [{"name", "config_dirs", "desktop_entries", "executables"}]}`,

@@ -7,8 +7,9 @@ use argon2::Argon2;
 
 /// Shortest password accepted (in characters).
 pub const MIN_PASSWORD_CHARS: usize = 8;
-/// Longest password accepted (in bytes), so hashing cost stays bounded.
-pub const MAX_PASSWORD_BYTES: usize = 1024;
+/// Longest password accepted (in characters, as JSON Schema's `maxLength`
+/// counts), so hashing cost stays bounded (at most 4 KiB).
+pub const MAX_PASSWORD_CHARS: usize = 1024;
 
 /// True for 3-64 characters of `[a-z0-9._-]`.
 pub fn valid_username(name: &str) -> bool {

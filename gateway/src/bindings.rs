@@ -33,8 +33,11 @@ pub const USER_FAILURES: FailureQuota = FailureQuota {
 /// connectors (every change fans out to each binding).
 pub const MAX_BINDINGS_PER_USER: usize = 64;
 
-/// Longest account login accepted.
-pub const MAX_ACCOUNT_BYTES: usize = 320;
+/// The registry's constraint that one account of a module has one user.
+const ACCOUNT_OWNER: &str = "bindings_module_account_key";
+
+/// Longest account login accepted, in characters.
+pub const MAX_ACCOUNT_CHARS: usize = 320;
 /// Largest credentials object accepted (serialized).
 pub const MAX_CREDENTIALS_BYTES: usize = 16 * 1024;
 
@@ -50,7 +53,7 @@ pub enum BindingError {
         supported: Vec<String>,
     },
     /// The account login breaks the rules.
-    #[error("the account is 1-{MAX_ACCOUNT_BYTES} bytes without control characters")]
+    #[error("the account is 1-{MAX_ACCOUNT_CHARS} characters without control characters")]
     InvalidAccount,
     /// The credentials are refused (by their size or by the network).
     #[error("{0}")]
@@ -61,6 +64,19 @@ pub enum BindingError {
     /// The user has this account of this module bound already.
     #[error("{module} account {account:?} is already bound")]
     AlreadyBound {
+        /// Module id.
+        module: String,
+        /// Account login.
+        account: String,
+    },
+    /// Another user has this account of this module bound: it passed the
+    /// connector's check, so the caller proved the account, but one account
+    /// belongs to one user.
+    #[error(
+        "{module} account {account:?} is bound by another user of this gateway; \
+         unbind it there first (or ask the operator)"
+    )]
+    AccountTaken {
         /// Module id.
         module: String,
         /// Account login.
@@ -182,7 +198,7 @@ impl Bindings {
         }
         let account = new.account.trim();
         if account.is_empty()
-            || account.len() > MAX_ACCOUNT_BYTES
+            || account.chars().count() > MAX_ACCOUNT_CHARS
             || account.chars().any(char::is_control)
         {
             return Err(BindingError::InvalidAccount);
@@ -194,7 +210,18 @@ impl Bindings {
                 "credentials are at most {MAX_CREDENTIALS_BYTES} bytes"
             )));
         }
-        if self.registry.list_bindings(user_id).await?.len() >= MAX_BINDINGS_PER_USER {
+        let bound = self.registry.list_bindings(user_id).await?;
+        let already = || BindingError::AlreadyBound {
+            module: new.module.to_owned(),
+            account: account.to_owned(),
+        };
+        if bound
+            .iter()
+            .any(|b| b.module_id == new.module && b.account == account)
+        {
+            return Err(already());
+        }
+        if bound.len() >= MAX_BINDINGS_PER_USER {
             return Err(BindingError::TooMany);
         }
         let account_key = (new.module.to_owned(), account.to_owned());
@@ -229,10 +256,15 @@ impl Bindings {
             .await
         {
             Ok(b) => Ok(b),
-            Err(RegistryError::Conflict { .. }) => Err(BindingError::AlreadyBound {
-                module: new.module.to_owned(),
-                account: account.to_owned(),
-            }),
+            // Said only after the connector's check passed: nobody learns
+            // who holds an account they cannot prove.
+            Err(RegistryError::Conflict { constraint }) if constraint == ACCOUNT_OWNER => {
+                Err(BindingError::AccountTaken {
+                    module: new.module.to_owned(),
+                    account: account.to_owned(),
+                })
+            }
+            Err(RegistryError::Conflict { .. }) => Err(already()),
             Err(e) => Err(e.into()),
         }
     }

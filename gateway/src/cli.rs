@@ -68,6 +68,18 @@ pub struct ServeArgs {
     /// repeatable (or comma-separated in the environment).
     #[arg(long = "trusted-proxy", env = "GATEWAY_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_net)]
     trusted_proxies: Vec<ipnet::IpNet>,
+    /// Let host names granted to modules resolve to private or reserved
+    /// addresses (loopback, 10/8, 169.254/16, fc00::/7...). Off by default,
+    /// so a name's DNS answers cannot lead a plugin into the gateway's own
+    /// network; granted IP addresses are always used as written.
+    #[arg(long, env = "GATEWAY_ALLOW_PRIVATE_DNS")]
+    allow_private_dns: bool,
+    /// Bytes of images each user may keep stored.
+    #[arg(long, env = "GATEWAY_MEDIA_QUOTA_BYTES", default_value_t = crate::media::MediaLimits::default().quota_bytes)]
+    media_quota_bytes: u64,
+    /// Hours after which images nothing needs any more are deleted.
+    #[arg(long, env = "GATEWAY_MEDIA_RETENTION_HOURS", default_value_t = 24)]
+    media_retention_hours: u64,
 }
 
 /// An address (as a /32 or /128) or a CIDR block.
@@ -135,6 +147,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.delivery.max_attempts = args.delivery_max_attempts;
     config.delivery.backoff_base = std::time::Duration::from_millis(args.delivery_backoff_ms);
     config.trusted_proxies = args.trusted_proxies;
+    config.host_limits.allow_private_dns = args.allow_private_dns;
+    config.media.quota_bytes = args.media_quota_bytes;
+    config.media.retention = std::time::Duration::from_secs(args.media_retention_hours * 3600);
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;

@@ -43,6 +43,8 @@ pub struct Config {
     pub host_limits: HostLimits,
     /// How deliveries are claimed, retried and given up.
     pub delivery: DeliveryConfig,
+    /// Image storage and work: quotas, retention, workers, avatar cache.
+    pub media: crate::media::MediaLimits,
     /// What "now" is (the system clock; tests inject their own).
     pub clock: SharedClock,
 }
@@ -56,6 +58,7 @@ impl std::fmt::Debug for Config {
             .field("session_ttl", &self.session_ttl)
             .field("host_limits", &self.host_limits)
             .field("delivery", &self.delivery)
+            .field("media", &self.media)
             .finish_non_exhaustive()
     }
 }
@@ -120,6 +123,10 @@ pub struct DeliveryConfig {
     pub max_age: Duration,
     /// Largest avatar upload accepted by `POST /v1/media` (bytes).
     pub max_media_bytes: usize,
+    /// How often a change's event stream re-reads the change when no notice
+    /// came: a safety net only, since this process's workers and (on
+    /// PostgreSQL) every other process announce each outcome.
+    pub stream_recheck: Duration,
 }
 
 impl Default for DeliveryConfig {
@@ -133,6 +140,7 @@ impl Default for DeliveryConfig {
             max_attempts: 10,
             max_age: Duration::from_secs(24 * 3600),
             max_media_bytes: 8 * 1024 * 1024,
+            stream_recheck: Duration::from_secs(15),
         }
     }
 }
@@ -161,13 +169,24 @@ impl Config {
         };
         if !data_dir.exists() {
             std::fs::create_dir_all(&data_dir).map_err(io)?;
-            // The database holds password hashes and sealed credentials:
-            // only the gateway's user may read the folder.
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::PermissionsExt;
+        }
+        // The database holds password hashes and sealed credentials: only
+        // the gateway's user may read the folder, whoever created it.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&data_dir)
+                .map_err(io)?
+                .permissions()
+                .mode();
+            if mode & 0o077 != 0 {
                 std::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o700))
                     .map_err(io)?;
+                tracing::warn!(
+                    data_dir = %data_dir.display(),
+                    "the data dir was open to other users (mode {:o}); it is now 0700",
+                    mode & 0o777
+                );
             }
         }
         Ok(Config {
@@ -189,6 +208,7 @@ impl Config {
             trusted_proxies: Vec::new(),
             host_limits: HostLimits::default(),
             delivery: DeliveryConfig::default(),
+            media: crate::media::MediaLimits::default(),
             clock: crate::clock::system(),
         })
     }
@@ -197,4 +217,22 @@ impl Config {
 /// The embedded default: `<data_dir>/gateway.db`.
 pub fn default_database_url(data_dir: &Path) -> String {
     format!("sqlite://{}", data_dir.join("gateway.db").display())
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn a_data_dir_open_to_others_is_made_private() {
+        let parent = tempfile::tempdir().unwrap();
+        let data = parent.path().join("data");
+        // Made by hand (`mkdir data`), before the gateway ever ran.
+        std::fs::create_dir(&data).unwrap();
+        std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+        Config::new(&data).unwrap();
+        let mode = std::fs::metadata(&data).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+    }
 }

@@ -28,9 +28,10 @@ pub struct Ready {
     /// deliveries, shared by every push of this module in this process.
     pub limiter: Option<Arc<DefaultDirectRateLimiter>>,
     /// A separate, smaller budget (a quarter of the rate limit, at least 1
-    /// per second) for interactive calls (a new binding's `verify`), so
-    /// that users checking credentials, right or wrong, never take the
-    /// tokens deliveries need.
+    /// per second) for interactive calls (a new binding's `verify`, a
+    /// `fetch` of an account's settings), so that users checking
+    /// credentials or polling, right or wrong, never take the tokens
+    /// deliveries need.
     pub interactive: Option<Arc<DefaultDirectRateLimiter>>,
 }
 
@@ -96,6 +97,8 @@ pub struct Connectors {
     /// The supported modules with their descriptions, read at most every
     /// [`RECHECK`] (every change report needs them).
     library: RwLock<Option<(Arc<Library>, Instant)>>,
+    /// Slots of interactive calls (verify, fetch) running at once.
+    interactive: tokio::sync::Semaphore,
 }
 
 /// Supported module ids with what each connector said about itself.
@@ -104,7 +107,9 @@ pub type Library = HashMap<String, Option<Description>>;
 impl Connectors {
     /// Wraps the host and the registry.
     pub fn new(host: PluginHost, registry: Registry, master_key: MasterKey) -> Self {
+        let slots = (host.limits().max_instances / 4).max(1) as usize;
         Connectors {
+            interactive: tokio::sync::Semaphore::new(slots),
             host,
             registry,
             master_key,
@@ -258,6 +263,16 @@ impl Connectors {
             .map_err(|e| ConnectorsError::Internal(e.to_string()))
     }
 
+    /// A slot for an interactive call: together they hold at most a quarter
+    /// of the plugin instances, so users' checks and reads cannot take the
+    /// slots deliveries need.
+    async fn interactive_slot(&self) -> Result<tokio::sync::SemaphorePermit<'_>, ConnectorsError> {
+        self.interactive
+            .acquire()
+            .await
+            .map_err(|e| ConnectorsError::Internal(e.to_string()))
+    }
+
     /// Checks an account's credentials with the module's connector.
     pub async fn verify(
         &self,
@@ -267,6 +282,7 @@ impl Connectors {
     ) -> Result<Result<(), CallError>, ConnectorsError> {
         let ready = self.get(module_id).await?;
         let login = login.to_owned();
+        let _slot = self.interactive_slot().await?;
         self.blocking(ready, move |host, ready| {
             let limiter = ready.interactive.clone();
             host.verify(
@@ -289,10 +305,12 @@ impl Connectors {
     ) -> Result<Result<Settings, CallError>, ConnectorsError> {
         let ready = self.get(module_id).await?;
         let login = login.to_owned();
+        let _slot = self.interactive_slot().await?;
         self.blocking(ready, move |host, ready| {
             host.fetch(
                 &ready.plugin,
                 ready.grants.clone(),
+                ready.interactive.clone(),
                 &login,
                 &credentials_json,
             )

@@ -23,6 +23,7 @@ pub mod media;
 pub mod metrics;
 pub mod modules;
 pub mod secrets;
+pub mod text;
 pub mod throttle;
 
 pub use config::{Config, Quota};
@@ -106,9 +107,16 @@ pub async fn run(
         config.trusted_proxies.clone(),
     )?;
     let metrics = metrics::Metrics::new()?;
+    let media = Arc::new(media::MediaLibrary::new(
+        registry.clone(),
+        config.clock.clone(),
+        metrics.clone(),
+        config.media.clone(),
+    ));
     let federation = Arc::new(federation::Federation::new(
         registry.clone(),
         connectors.clone(),
+        media.clone(),
         config.master_key.clone(),
         config.delivery.clone(),
         metrics.clone(),
@@ -125,6 +133,7 @@ pub async fn run(
         registry: registry.clone(),
         connectors,
         bindings,
+        media,
         federation: federation.clone(),
         config,
         limits,
@@ -132,6 +141,11 @@ pub async fn run(
         stopping: stopping.clone(),
         streams: Default::default(),
     });
+    let notices = {
+        let federation = federation.clone();
+        let stopping = stopping.clone();
+        tokio::spawn(async move { federation.relay_notices(stopping).await })
+    };
     let workers = tokio::spawn(federation::worker::run(federation, stopping.clone()));
     let janitor = tokio::spawn(janitor(state.clone()));
     let app = http::router(state);
@@ -156,6 +170,7 @@ pub async fn run(
         }
     };
     let _ = workers.await;
+    let _ = notices.await;
     janitor.abort();
     registry.close().await;
     served?;
@@ -174,7 +189,8 @@ async fn grace_after(mut stopping: tokio::sync::watch::Receiver<bool>, grace: Du
     tokio::time::sleep(grace).await;
 }
 
-/// Periodic housekeeping: expired sessions, idle rate-limit keys.
+/// Periodic housekeeping: expired sessions, idle rate-limit keys, images
+/// nothing needs any more.
 async fn janitor(state: http::AppState) {
     let mut tick = tokio::time::interval(Duration::from_secs(60));
     loop {
@@ -187,6 +203,11 @@ async fn janitor(state: http::AppState) {
             .await
         {
             tracing::warn!(error = %e, "expired sessions not purged");
+        }
+        match state.media.purge().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(deleted = n, "unused images purged"),
+            Err(e) => tracing::warn!(error = %e, "unused images not purged"),
         }
     }
 }

@@ -21,6 +21,8 @@ pub struct Metrics {
     pub delivery_latency: HistogramVec,
     /// Deliveries not yet final (all processes sharing the database).
     pub queue_depth: IntGauge,
+    /// Image decodes and transcodes run, by kind (`inspect`, `transcode`).
+    pub image_jobs: IntCounterVec,
 }
 
 /// Errors registering metrics (a programming error: duplicate names).
@@ -65,7 +67,15 @@ impl Metrics {
         registry.register(Box::new(changes.clone()))?;
         registry.register(Box::new(deliveries.clone()))?;
         registry.register(Box::new(delivery_latency.clone()))?;
+        let image_jobs = IntCounterVec::new(
+            Opts::new(
+                "gateway_image_jobs_total",
+                "Image decodes and transcodes run",
+            ),
+            &["kind"],
+        )?;
         registry.register(Box::new(queue_depth.clone()))?;
+        registry.register(Box::new(image_jobs.clone()))?;
         Ok(Metrics {
             registry,
             http_requests,
@@ -74,6 +84,7 @@ impl Metrics {
             deliveries,
             delivery_latency,
             queue_depth,
+            image_jobs,
         })
     }
 

@@ -25,7 +25,10 @@ fn binding_from_row(row: &AnyRow) -> Result<Binding> {
 
 impl Registry {
     /// Adds a binding to the user's application list;
-    /// `Conflict{bindings_user_module_account_key}` if that account is bound already.
+    /// `Conflict{bindings_module_account_key}` if another user has that
+    /// account of that module bound (one account belongs to one user). If
+    /// the user has it bound already, the conflict names either that or
+    /// `bindings_user_module_account_key`: callers check their own list first.
     pub async fn create_binding(&self, new: NewBinding, now: DateTime<Utc>) -> Result<Binding> {
         sqlx::query(
             "INSERT INTO bindings (id, user_id, module_id, account, credentials, created_at) \

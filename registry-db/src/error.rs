@@ -43,6 +43,10 @@ const SQLITE_UNIQUE: &[(&str, &str)] = &[
         "bindings_user_module_account_key",
     ),
     (
+        "bindings.module_id, bindings.account",
+        "bindings_module_account_key",
+    ),
+    (
         "idempotency_keys.user_id, idempotency_keys.key",
         "idempotency_keys_pkey",
     ),

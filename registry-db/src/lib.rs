@@ -15,6 +15,7 @@ mod federation_types;
 mod key_check;
 mod media;
 mod modules;
+mod notices;
 #[cfg(feature = "test-util")]
 pub mod scratch;
 mod sql;
@@ -26,6 +27,7 @@ pub use federation_types::{
     AttemptOutcome, AttemptRecorded, Change, ChangeRecorded, Delivery, DeliveryStatus, Media,
     NewChange, NewDelivery, SettingsMap,
 };
+pub use notices::ChangeNotices;
 pub use types::{
     AuditEvent, Binding, Module, NewBinding, NewModule, SealedCredentials, User, UserCredentials,
 };
@@ -77,6 +79,18 @@ pub struct Registry {
     /// SQLite has one writer at a time; writers of this process queue here
     /// instead of in SQLite's busy handler, which sleeps and backs off.
     writer: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// Where the database is (for a LISTEN connection of its own).
+    url: DatabaseUrl,
+}
+
+/// A database URL, left out of `Debug` output (it may hold a password).
+#[derive(Clone)]
+struct DatabaseUrl(std::sync::Arc<str>);
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DatabaseUrl(..)")
+    }
 }
 
 impl Registry {
@@ -128,6 +142,7 @@ impl Registry {
             writes,
             backend,
             writer: Default::default(),
+            url: DatabaseUrl(url.as_str().into()),
         };
         registry.migrate().await?;
         Ok(registry)

@@ -182,16 +182,23 @@ async fn bindings_belong_to_one_user_and_are_unique_per_account() {
         reg.create_binding(new("b1", "u1"), now)
             .await
             .expect("bind");
+        // Both constraints hold here; the backend names either.
         match reg.create_binding(new("b2", "u1"), now).await {
+            Err(RegistryError::Conflict { constraint }) => assert!(
+                constraint == "bindings_user_module_account_key"
+                    || constraint == "bindings_module_account_key",
+                "{constraint}"
+            ),
+            other => panic!("expected conflict, got {other:?}"),
+        }
+        // One account of a module belongs to one user: bob cannot bind it.
+        match reg.create_binding(new("b3", "u2"), now).await {
             Err(RegistryError::Conflict { constraint }) => {
-                assert_eq!(constraint, "bindings_user_module_account_key")
+                assert_eq!(constraint, "bindings_module_account_key")
             }
             other => panic!("expected conflict, got {other:?}"),
         }
-        // Another user may bind the same account name (their own login).
-        reg.create_binding(new("b3", "u2"), now)
-            .await
-            .expect("bob binds");
+        assert!(reg.list_bindings("u2").await.expect("list").is_empty());
 
         let list = reg.list_bindings("u1").await.expect("list");
         assert_eq!(list.len(), 1);
@@ -242,4 +249,82 @@ async fn audit_events_are_kept_newest_first() {
         assert_eq!(events[1].detail, json!({"n": 1}));
     })
     .await;
+}
+
+/// Before migration 6 two users could hold one account of a module: the
+/// migration keeps the oldest binding and removes the later ones, each with
+/// an audit event.
+#[tokio::test]
+async fn migration_6_keeps_the_oldest_holder_of_an_account() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sqlite = format!("sqlite://{}", dir.path().join("r.db").display());
+    let scratch = match common::postgres_admin_url() {
+        Some(admin) => Some(
+            registry_db::scratch::ScratchDatabase::create(&admin, "migration6")
+                .await
+                .expect("scratch"),
+        ),
+        None => None,
+    };
+    let urls = std::iter::once(sqlite.clone()).chain(scratch.as_ref().map(|s| s.url().to_owned()));
+    for url in urls {
+        let reg = Registry::connect(&url).await.expect("open");
+        let now = Utc::now();
+        for (id, name) in [("u1", "alice"), ("u2", "mallory")] {
+            reg.create_user(id, name, "h", now).await.expect("user");
+        }
+        reg.upsert_module(module("hook", b"w"), now)
+            .await
+            .expect("module");
+        reg.close().await;
+
+        // The schema as it was before migration 6, with two holders.
+        let raw = sqlx::AnyPool::connect(&url).await.expect("raw");
+        for sql in [
+            "DROP INDEX bindings_module_account_key",
+            "DELETE FROM _sqlx_migrations WHERE version = 6",
+        ] {
+            sqlx::query(sql).execute(&raw).await.expect(sql);
+        }
+        for (id, user, account, at) in [
+            ("first", "u1", "alice", 1000),
+            ("later", "u2", "alice", 2000),
+            ("own", "u2", "mallory", 3000),
+        ] {
+            sqlx::query(
+                "INSERT INTO bindings (id, user_id, module_id, account, credentials, created_at) \
+                 VALUES ($1, $2, 'hook', $3, $4, $5)",
+            )
+            .bind(id)
+            .bind(user)
+            .bind(account)
+            .bind(vec![1u8])
+            .bind(at as i64)
+            .execute(&raw)
+            .await
+            .expect("old binding");
+        }
+        raw.close().await;
+
+        let reg = Registry::connect(&url).await.expect("migrate");
+        let ids =
+            |list: Vec<registry_db::Binding>| list.into_iter().map(|b| b.id).collect::<Vec<_>>();
+        assert_eq!(ids(reg.list_bindings("u1").await.expect("u1")), ["first"]);
+        assert_eq!(ids(reg.list_bindings("u2").await.expect("u2")), ["own"]);
+        let removed: Vec<AuditEvent> = reg
+            .audit_events(10)
+            .await
+            .expect("audit")
+            .into_iter()
+            .filter(|e| e.action == "binding.delete")
+            .collect();
+        assert_eq!(removed.len(), 1, "{removed:?}");
+        assert_eq!(removed[0].subject, "later");
+        assert_eq!(removed[0].detail["user"], "u2");
+        assert_eq!(removed[0].detail["account"], "alice");
+        reg.close().await;
+    }
+    if let Some(scratch) = scratch {
+        scratch.drop_now().await.expect("drop");
+    }
 }

@@ -17,6 +17,7 @@
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::Router;
 use e2e_tests::ejabberd::Ejabberd;
 use e2e_tests::synapse::Synapse;
@@ -36,6 +37,8 @@ const XMPP_ADMIN_PASSWORD: &str = "demo-admin-pw";
 const HOOK_SECRET: &str = "demo-webhook-secret";
 /// The account the webhook module's binding names.
 const HOOK_ACCOUNT: &str = "alice";
+/// The token the webhook receiver gave `alice`: binding the account proves it.
+const HOOK_TOKEN: &str = "alice-demo-token";
 
 type Error = Box<dyn std::error::Error>;
 
@@ -152,8 +155,9 @@ async fn run() -> Result<(), Error> {
             password = json!(XMPP_PASSWORD),
         ),
         format!(
-            r#"{{"module":"webhook","account":{account},"credentials":{{}}}}"#,
+            r#"{{"module":"webhook","account":{account},"credentials":{{"token":{token}}}}}"#,
             account = json!(HOOK_ACCOUNT),
+            token = json!(HOOK_TOKEN),
         ),
     ];
     for text in manifests.iter().chain(&binds) {
@@ -178,7 +182,7 @@ async fn run() -> Result<(), Error> {
             "webhook",
             "receiver",
             format!("{hook_origin}/hook"),
-            "prints every push it gets below".to_owned(),
+            format!("account {HOOK_ACCOUNT}, token {HOOK_TOKEN}; prints every push below"),
         ),
     ];
     for (network, server, url, what) in rows {
@@ -246,21 +250,43 @@ fn signed(secret: &str, body: &[u8], header: Option<&str>) -> bool {
     mac.verify_slice(&tag).is_ok()
 }
 
-/// One push of the webhook connector: `{"account", "settings"}`. Prints one
-/// line (an avatar's base64 data shortened to its length) and answers `200`,
-/// or `401` when `X-Signature-256` does not match the module's secret.
+/// One request of the webhook connector. A `verify` event is confirmed by
+/// echoing its challenge when it names `HOOK_ACCOUNT` with `HOOK_TOKEN`
+/// (403 otherwise). A push, `{"account", "settings"}`, prints one line (an
+/// avatar's base64 data shortened to its length) and answers `200`. Either
+/// answers `401` when `X-Signature-256` does not match the module's secret.
 async fn receive(
     State(receiver): State<Arc<Receiver>>,
     headers: HeaderMap,
     body: Bytes,
-) -> StatusCode {
-    let n = receiver.pushes.fetch_add(1, Ordering::Relaxed) + 1;
+) -> Response {
     let header = headers.get("x-signature-256").and_then(|v| v.to_str().ok());
-    if !signed(&receiver.secret, &body, header) {
+    if let Ok(event) = serde_json::from_slice::<Value>(&body) {
+        if event["event"] == "verify" && signed(&receiver.secret, &body, header) {
+            let known =
+                event["account"] == HOOK_ACCOUNT && event["credentials"]["token"] == HOOK_TOKEN;
+            println!(
+                "webhook verify: account {} {}",
+                event["account"].as_str().unwrap_or("?"),
+                if known { "confirmed" } else { "refused (403)" }
+            );
+            return if known {
+                axum::Json(json!({"challenge": event["challenge"]})).into_response()
+            } else {
+                StatusCode::FORBIDDEN.into_response()
+            };
+        }
+    }
+    push(&receiver, &body, header).into_response()
+}
+
+fn push(receiver: &Receiver, body: &[u8], header: Option<&str>) -> StatusCode {
+    let n = receiver.pushes.fetch_add(1, Ordering::Relaxed) + 1;
+    if !signed(&receiver.secret, body, header) {
         println!("webhook push {n}: rejected (401), X-Signature-256 does not match the secret");
         return StatusCode::UNAUTHORIZED;
     }
-    let Ok(mut push) = serde_json::from_slice::<Value>(&body) else {
+    let Ok(mut push) = serde_json::from_slice::<Value>(body) else {
         println!("webhook push {n}: rejected (400), the body is not JSON");
         return StatusCode::BAD_REQUEST;
     };

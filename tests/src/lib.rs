@@ -3,6 +3,7 @@
 //! client, plugin fixtures and the PostgreSQL switch.
 #![allow(clippy::expect_used, clippy::unwrap_used, missing_docs)]
 
+pub mod crash_kit;
 pub mod ejabberd;
 pub mod mock;
 pub mod monitor;
@@ -324,14 +325,18 @@ pub fn target<'a>(change: &'a Value, module: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no target {module} in {change}"))
 }
 
-/// A manifest for module `id` (the webhook connector's config shape).
+/// A manifest for module `id` (the webhook connector's config shape), posting
+/// to [`mock::shared_receiver`]: every account binds, every push fails. Its
+/// rate limit lets tests bind many accounts at once (a binding's check is
+/// paced by the interactive quarter of it).
 pub fn manifest(id: &str) -> Value {
+    let origin = mock::shared_receiver();
     json!({
         "id": id,
         "name": format!("{id} network"),
-        "allowed_hosts": ["http://127.0.0.1:9"],
-        "rate_limit": {"per_second": 5, "burst": 10},
-        "config": {"url": "http://127.0.0.1:9/hook", "secret": format!("{id}-module-secret")},
+        "allowed_hosts": [origin],
+        "rate_limit": {"per_second": 400, "burst": 400},
+        "config": {"url": format!("{origin}/hook"), "secret": format!("{id}-module-secret")},
         "detect": {"executables": [format!("{id}-client")]}
     })
 }

@@ -1,7 +1,10 @@
 //! A mock IM network for fault injection (the real servers are Synapse and
 //! ejabberd): it receives the webhook connector's signed POSTs, answers from
 //! a script (500s, 429 with Retry-After, slow answers) and records each
-//! request with its arrival time.
+//! push with its arrival time. It answers the connector's `verify` events
+//! like a receiver that knows its accounts: by echoing the challenge, for
+//! every account, or only for the accounts and credentials set with
+//! [`MockNetwork::accounts`].
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -9,7 +12,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use serde_json::{json, Value};
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -43,6 +46,10 @@ struct Script {
     /// Answer when the script is empty.
     otherwise: Option<Reply>,
     hits: Vec<Hit>,
+    /// Accounts a `verify` confirms, with their credentials; `None`: any.
+    accounts: Option<HashMap<String, Value>>,
+    /// `verify` events received: (account, confirmed).
+    verifications: Vec<(String, bool)>,
 }
 
 /// A running mock network.
@@ -78,7 +85,17 @@ impl MockNetwork {
         self.script.lock().expect("script").otherwise = Some(reply);
     }
 
-    /// Every request so far.
+    /// Confirm only these accounts, each with exactly these credentials.
+    pub fn accounts(&self, accounts: impl IntoIterator<Item = (String, Value)>) {
+        self.script.lock().expect("script").accounts = Some(accounts.into_iter().collect());
+    }
+
+    /// `verify` events so far: the account and whether it was confirmed.
+    pub fn verifications(&self) -> Vec<(String, bool)> {
+        self.script.lock().expect("script").verifications.clone()
+    }
+
+    /// Every push so far.
     pub fn hits(&self) -> Vec<Hit> {
         self.script.lock().expect("script").hits.clone()
     }
@@ -108,6 +125,10 @@ async fn answer(
     _headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    if json["event"] == "verify" {
+        return verify(&script, &json);
+    }
     let (reply, status) = {
         let mut script = script.lock().expect("script");
         let reply = script
@@ -122,7 +143,7 @@ async fn answer(
         };
         script.hits.push(Hit {
             at: Instant::now(),
-            body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+            body: json,
             status,
         });
         (reply, status)
@@ -136,6 +157,46 @@ async fn answer(
             (code, [("retry-after", secs.to_string())], "slow down").into_response()
         }
         _ => (code, "ok").into_response(),
+    }
+}
+
+/// The origin of one receiver shared by a whole test process, on a thread
+/// of its own (so it outlives each test's runtime): it confirms every
+/// account a `verify` names and answers every push `503`, like a network
+/// that is down. For tests about bindings and the API rather than delivery.
+pub fn shared_receiver() -> &'static str {
+    static ORIGIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ORIGIN.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("receiver runtime");
+            runtime.block_on(async {
+                let mock = MockNetwork::start().await;
+                mock.otherwise(Reply::Status(503));
+                tx.send(mock.origin.clone()).expect("origin");
+                std::future::pending::<()>().await
+            });
+        });
+        rx.recv().expect("shared receiver started")
+    })
+}
+
+/// Confirms an account by echoing the challenge, or refuses it with 403.
+fn verify(script: &Mutex<Script>, event: &Value) -> Response {
+    let account = event["account"].as_str().unwrap_or_default().to_owned();
+    let mut script = script.lock().expect("script");
+    let confirmed = match &script.accounts {
+        None => true,
+        Some(known) => known.get(&account) == Some(&event["credentials"]),
+    };
+    script.verifications.push((account, confirmed));
+    if confirmed {
+        axum::Json(json!({"challenge": event["challenge"]})).into_response()
+    } else {
+        (StatusCode::FORBIDDEN, "unknown account").into_response()
     }
 }
 

@@ -35,9 +35,20 @@ impl GatewayProcess {
     /// Starts `gateway serve` on a free port with `args` and `envs` added, and
     /// waits until it answers `/readyz`.
     pub async fn start(args: &[&str], envs: &[(&str, &str)]) -> GatewayProcess {
+        Self::start_listening("127.0.0.1:0", args, envs).await
+    }
+
+    /// [`GatewayProcess::start`] on `listen` (`IP:PORT`), e.g. the
+    /// [`GatewayProcess::addr`] of a killed process, so that clients which
+    /// remember the address (the monitor's session) find it again.
+    pub async fn start_listening(
+        listen: &str,
+        args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> GatewayProcess {
         use std::io::BufRead;
         let mut child = Command::new(package_binary("e2e-gateway"))
-            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(["serve", "--listen", listen])
             .args(args)
             .envs(envs.iter().copied())
             .env("GATEWAY_LOG", "warn")
@@ -71,6 +82,11 @@ impl GatewayProcess {
             tokio::time::sleep(std::time::Duration::from_millis(25)).await;
         }
         panic!("gateway at {} never became ready", process.base);
+    }
+
+    /// The address it listens on (`IP:PORT`).
+    pub fn addr(&self) -> &str {
+        self.base.trim_start_matches("http://")
     }
 
     /// `base` + `path`.

@@ -1,6 +1,7 @@
 //! The user's application list (S3): binding accounts of supported modules.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+use e2e_tests::mock::MockNetwork;
 use e2e_tests::{expect_error, manifest, webhook, TestGateway};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -12,6 +13,75 @@ async fn with_modules(ids: &[&str]) -> TestGateway {
         assert_eq!(r.status(), StatusCode::CREATED);
     }
     gw
+}
+
+/// Nobody binds someone else's account: the connector makes the binding
+/// prove it (the webhook receiver confirms only the credentials it gave that
+/// account), and one account of a module belongs to one user.
+#[tokio::test]
+async fn an_account_is_bound_only_by_whoever_proves_it_and_only_once() {
+    let receiver = MockNetwork::start().await;
+    receiver.accounts([("alice".to_owned(), json!({"token": "alice-token"}))]);
+    let gw = TestGateway::start().await;
+    let r = gw
+        .upload_module(&receiver.manifest("hook", 100, 100), &webhook())
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let bind = |token: Value| json!({"module": "hook", "account": "alice", "credentials": token});
+
+    // Mallory names Alice's account without her token: refused.
+    let mallory = gw.user_token("mallory").await;
+    for credentials in [json!({}), json!({"token": "guess"})] {
+        let message = expect_error(
+            gw.post_json("/v1/bindings", Some(&mallory), &bind(credentials))
+                .await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_credentials",
+        )
+        .await;
+        assert!(message.contains("does not accept"), "{message}");
+    }
+
+    // Alice proves it.
+    let alice = gw.user_token("alice").await;
+    let r = gw
+        .post_json(
+            "/v1/bindings",
+            Some(&alice),
+            &bind(json!({"token": "alice-token"})),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+
+    // Even with the token, a second user cannot hold the same account...
+    let message = expect_error(
+        gw.post_json(
+            "/v1/bindings",
+            Some(&mallory),
+            &bind(json!({"token": "alice-token"})),
+        )
+        .await,
+        StatusCode::CONFLICT,
+        "account_taken",
+    )
+    .await;
+    assert!(message.contains("another user"), "{message}");
+    // ... and Alice binding it again hears it is hers, without a check.
+    let checks = receiver.verifications().len();
+    expect_error(
+        gw.post_json(
+            "/v1/bindings",
+            Some(&alice),
+            &bind(json!({"token": "alice-token"})),
+        )
+        .await,
+        StatusCode::CONFLICT,
+        "already_bound",
+    )
+    .await;
+    assert_eq!(receiver.verifications().len(), checks);
+    let theirs: Value = gw.get_json("/v1/bindings", Some(&mallory)).await;
+    assert_eq!(theirs["bindings"], json!([]));
 }
 
 #[tokio::test]

@@ -4,162 +4,16 @@
 //! delivery is pushed exactly once.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+use e2e_tests::crash_kit::{
+    all_delivered, as_strs, envs, hex_key, pushes, report_all, start, upload, users, FLAGS, WAIT,
+};
 use e2e_tests::mock::{eventually, MockNetwork, Reply};
+use e2e_tests::postgres_admin_url;
 use e2e_tests::process::GatewayProcess;
-use e2e_tests::{postgres_admin_url, webhook};
 use registry_db::scratch::ScratchDatabase;
-use reqwest::{multipart, Client, StatusCode};
-use serde_json::{json, Value};
+use reqwest::Client;
 use std::collections::HashMap;
 use std::time::Duration;
-
-const ADMIN: &str = "crash-test-admin-token-0123456789abcdef";
-const WAIT: Duration = Duration::from_secs(90);
-
-/// Flags for a fast, crash-friendly gateway: short leases (just over the
-/// 5 s plugin call deadline), quick retries, few deliveries at once (so
-/// some are still queued when it dies).
-const FLAGS: &[&str] = &[
-    "--delivery-lease-secs",
-    "6",
-    "--delivery-backoff-ms",
-    "200",
-    "--delivery-concurrency",
-    "4",
-    "--anon-rate",
-    "1000",
-    "--anon-burst",
-    "1000",
-];
-
-fn envs(master_key: &str) -> Vec<(&'static str, String)> {
-    vec![
-        ("GATEWAY_ADMIN_TOKEN", ADMIN.to_owned()),
-        ("GATEWAY_MASTER_KEY", master_key.to_owned()),
-    ]
-}
-
-async fn start(args: &[&str], envs: &[(&'static str, String)]) -> GatewayProcess {
-    let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    GatewayProcess::start(args, &envs).await
-}
-
-async fn upload(client: &Client, gw: &GatewayProcess, manifest: &Value) {
-    let form = multipart::Form::new()
-        .text("manifest", manifest.to_string())
-        .part(
-            "plugin",
-            multipart::Part::bytes(webhook()).file_name("p.wasm"),
-        );
-    let r = client
-        .post(gw.url("/v1/admin/modules"))
-        .bearer_auth(ADMIN)
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::CREATED);
-}
-
-/// `n` users, each bound to `source` and `target`; returns their tokens.
-async fn users(client: &Client, gw: &GatewayProcess, n: usize) -> Vec<String> {
-    let mut tokens = Vec::new();
-    for i in 0..n {
-        let creds = json!({"username": format!("user{i}"), "password": "correct horse battery"});
-        let r = client
-            .post(gw.url("/v1/users"))
-            .json(&creds)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), StatusCode::CREATED);
-        let r = client
-            .post(gw.url("/v1/sessions"))
-            .json(&creds)
-            .send()
-            .await
-            .unwrap();
-        let token = r.json::<Value>().await.unwrap()["token"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-        for module in ["source", "target"] {
-            let r = client
-                .post(gw.url("/v1/bindings"))
-                .bearer_auth(&token)
-                .json(
-                    &json!({"module": module, "account": format!("user{i}@{module}"),
-                              "credentials": {"token": "t"}}),
-                )
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(r.status(), StatusCode::CREATED);
-        }
-        tokens.push(token);
-    }
-    tokens
-}
-
-/// One change per user with signature `{tag}-{i}`; returns the change ids.
-async fn report_all(
-    client: &Client,
-    gw: &GatewayProcess,
-    tokens: &[String],
-    tag: &str,
-) -> Vec<String> {
-    let mut ids = Vec::new();
-    for (i, token) in tokens.iter().enumerate() {
-        let r = client
-            .post(gw.url("/v1/changes"))
-            .bearer_auth(token)
-            .json(&json!({"module": "source", "settings": {"signature": format!("{tag}-{i}")}}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), StatusCode::ACCEPTED);
-        ids.push(
-            r.json::<Value>().await.unwrap()["id"]
-                .as_str()
-                .unwrap()
-                .to_owned(),
-        );
-    }
-    ids
-}
-
-/// Waits until every change is delivered, asking `gw`.
-async fn all_delivered(client: &Client, gw: &GatewayProcess, tokens: &[String], ids: &[String]) {
-    for (token, id) in tokens.iter().zip(ids) {
-        eventually(&format!("change {id} delivered"), WAIT, || async {
-            let change: Value = client
-                .get(gw.url(&format!("/v1/changes/{id}")))
-                .bearer_auth(token)
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
-            assert_ne!(change["status"], "failed", "{change}");
-            (change["status"] == "delivered").then_some(())
-        })
-        .await;
-    }
-}
-
-/// How often each signature reached the network.
-fn pushes(mock: &MockNetwork) -> HashMap<String, usize> {
-    let mut count = HashMap::new();
-    for hit in mock.hits() {
-        let signature = hit.body["settings"]["signature"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-        *count.entry(signature).or_default() += 1;
-    }
-    count
-}
 
 fn delivered_by(metrics: &str) -> f64 {
     metrics
@@ -279,10 +133,6 @@ async fn two_processes_on_postgres_share_the_queue_and_survive_a_kill() {
     assert_eq!(pushes.len(), 30, "every change reached the network");
 }
 
-fn as_strs(args: &[String]) -> Vec<&str> {
-    args.iter().map(String::as_str).collect()
-}
-
 fn pushes_with(mock: &MockNetwork, tag: &str) -> usize {
     pushes_with_counts(mock, tag).values().sum()
 }
@@ -292,8 +142,4 @@ fn pushes_with_counts(mock: &MockNetwork, tag: &str) -> HashMap<String, usize> {
         .into_iter()
         .filter(|(s, _)| s.starts_with(tag))
         .collect()
-}
-
-fn hex_key() -> String {
-    gateway::secrets::MasterKey::generate().to_hex()
 }

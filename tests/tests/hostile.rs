@@ -19,6 +19,7 @@ fn limits() -> HostLimits {
         memory_bytes: 32 << 20,
         max_response_bytes: 1 << 20,
         max_instances: 16,
+        allow_private_dns: false,
     }
 }
 

@@ -46,19 +46,30 @@ async fn bindings_are_checked_against_the_real_homeserver() {
     assert!(msg.contains("M_FORBIDDEN"), "{msg}");
     let right = json!({"module": "matrix", "account": "@alice:localhost",
                        "credentials": {"password": "alice-password"}});
-    assert_eq!(
-        gw.post_json("/v1/bindings", Some(&token), &right)
-            .await
-            .status(),
-        StatusCode::CREATED
-    );
-    // An access token works as credentials too.
+    let r = gw.post_json("/v1/bindings", Some(&token), &right).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let bound = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // An access token works as credentials too; but one Matrix account
+    // belongs to one gateway user, even for someone who holds its token.
     let access = synapse.login("alice", "alice-password").await;
     let by_token = json!({"module": "matrix", "account": "@alice:localhost",
                           "credentials": {"access_token": access}});
     let bob = gw.user_token("bob").await;
+    expect_error(
+        gw.post_json("/v1/bindings", Some(&bob), &by_token).await,
+        StatusCode::CONFLICT,
+        "account_taken",
+    )
+    .await;
+    let r = gw
+        .delete(&format!("/v1/bindings/{bound}"), Some(&token))
+        .await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
     assert_eq!(
-        gw.post_json("/v1/bindings", Some(&bob), &by_token)
+        gw.post_json("/v1/bindings", Some(&token), &by_token)
             .await
             .status(),
         StatusCode::CREATED
@@ -150,7 +161,7 @@ async fn a_push_lands_on_synapse_and_reads_back_identical() {
     let fetched = {
         let (host, plugin, creds, user) =
             (host.clone(), loaded.clone(), creds.clone(), user_id.clone());
-        blocking(move || host.fetch(&plugin, Arc::new(grants), &user, &creds)).await
+        blocking(move || host.fetch(&plugin, Arc::new(grants), None, &user, &creds)).await
     }
     .expect("fetch succeeds");
     assert_eq!(fetched.signature.as_deref(), Some(signature));

@@ -73,3 +73,67 @@ async fn two_gateways_share_one_postgres_registry() {
     b.stop().await.unwrap();
     db.drop_now().await.unwrap();
 }
+
+/// An event stream on one node hears of a delivery another node made as it
+/// happens: the nodes announce outcomes through PostgreSQL (LISTEN/NOTIFY)
+/// instead of each stream polling the database. Here the stream's own
+/// re-read is an hour away, so only the announcement can end it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_on_one_node_hears_of_a_delivery_made_by_another() {
+    let Some(admin_url) = postgres_admin_url() else {
+        return;
+    };
+    let db = ScratchDatabase::create(&admin_url, "gateway_notices")
+        .await
+        .unwrap_or_else(|e| panic!("PostgreSQL at {admin_url} unusable: {e}"));
+    let key = gateway::secrets::MasterKey::generate();
+    let (url, key_a) = (db.url().to_owned(), key.clone());
+    // Node A answers the API only; node B delivers.
+    let a = TestGateway::start_with(move |c| {
+        c.database_url = url;
+        c.master_key = key_a;
+        c.delivery.concurrency = 0;
+        c.delivery.stream_recheck = std::time::Duration::from_secs(3600);
+    })
+    .await;
+    let url = db.url().to_owned();
+    let b = TestGateway::start_with(move |c| {
+        c.database_url = url;
+        c.master_key = key;
+        c.delivery.poll_interval = std::time::Duration::from_millis(50);
+    })
+    .await;
+    let mut mocks = Vec::new();
+    let token = a.user_token("alice").await;
+    for id in ["source", "alpha"] {
+        let mock = e2e_tests::mock::MockNetwork::start().await;
+        let r = a
+            .upload_module(&mock.manifest(id, 100, 100), &webhook())
+            .await;
+        assert_eq!(r.status(), StatusCode::CREATED);
+        let bind = json!({"module": id, "account": format!("alice@{id}"), "credentials": {}});
+        let r = a.post_json("/v1/bindings", Some(&token), &bind).await;
+        assert_eq!(r.status(), StatusCode::CREATED);
+        mocks.push(mock);
+    }
+    // Pushes wait until the stream is open.
+    mocks[1].then([e2e_tests::mock::Reply::Slow(
+        std::time::Duration::from_millis(500),
+    )]);
+    let id = a
+        .report(&token, "source", json!({"signature": "across nodes"}))
+        .await;
+    let r = a
+        .get(&format!("/v1/changes/{id}/events"), Some(&token))
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let text = tokio::time::timeout(std::time::Duration::from_secs(60), r.text())
+        .await
+        .expect("the stream ended with the delivery, not with its hourly re-read")
+        .unwrap();
+    assert!(text.contains("event: done"), "{text}");
+    assert!(text.contains("\"status\":\"delivered\""), "{text}");
+    a.stop().await.unwrap();
+    b.stop().await.unwrap();
+    db.drop_now().await.unwrap();
+}

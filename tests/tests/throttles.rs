@@ -227,3 +227,77 @@ async fn one_user_has_at_most_16_open_event_streams() {
     assert_eq!(r.status(), StatusCode::OK);
     drop(open);
 }
+
+/// Reading an account's settings back (`fetch`) is an interactive call: it
+/// spends the module's small interactive budget, never more, so a user
+/// polling cannot exceed the network's rate limit nor take the delivery
+/// tokens.
+#[tokio::test]
+async fn reading_settings_back_is_paced_by_the_interactive_budget() {
+    // A budget wait longer than half the call's deadline is refused, not
+    // waited out: with 1 s calls, a second read within the second is.
+    let gw = TestGateway::start_with(|c| {
+        c.anonymous_quota = Quota {
+            per_second: 1000,
+            burst: 1000,
+        };
+        c.user_quota = c.anonymous_quota;
+        c.host_limits.call_timeout = std::time::Duration::from_secs(1);
+    })
+    .await;
+    let server = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = format!("http://{}", server.local_addr().unwrap());
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = hits.clone();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut sock, _)) = server.accept().await {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = [0u8; 2048];
+                let _ = sock.read(&mut buf).await;
+                let _ = sock
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                    .await;
+            });
+        }
+    });
+    // One call a second in a burst of 4: interactive calls get 1 a second.
+    hostile_module(&gw, json!({"per_second": 1, "burst": 4}), origin.as_str()).await;
+    let token = gw.user_token("poller").await;
+    let r = gw
+        .post_json(
+            "/v1/bindings",
+            Some(&token),
+            &json!({"module": "hostile", "account": "reader",
+                    "credentials": {"fetch": format!("{origin}/profile")}}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let id = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let path = format!("/v1/bindings/{id}/settings");
+    let mut answered = Vec::new();
+    for _ in 0..3 {
+        let r = gw.get(&path, Some(&token)).await;
+        answered.push(r.status());
+        if r.status() == StatusCode::OK {
+            assert_eq!(r.json::<Value>().await.unwrap()["signature"], "status 200");
+        } else {
+            expect_error(r, StatusCode::SERVICE_UNAVAILABLE, "module_unavailable").await;
+        }
+    }
+    assert_eq!(answered[0], StatusCode::OK);
+    assert!(
+        answered.contains(&StatusCode::SERVICE_UNAVAILABLE),
+        "three reads at once all went out: {answered:?}"
+    );
+    let ok = answered.iter().filter(|s| **s == StatusCode::OK).count();
+    assert_eq!(
+        hits.load(std::sync::atomic::Ordering::SeqCst),
+        ok,
+        "refused reads never reached the network"
+    );
+}

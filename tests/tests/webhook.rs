@@ -58,6 +58,83 @@ async fn receiver(status: u16, extra: &'static str) -> (String, Captured) {
     (origin, captured)
 }
 
+/// The connector's credential check against `origin`.
+async fn verify(origin: &str, account: &str, credentials: Value) -> Result<(), CallError> {
+    let host = PluginHost::new(HostLimits::default()).unwrap();
+    let grants = Grants {
+        module_id: "webhook".into(),
+        allowed_origins: vec![origin.to_owned()],
+        config_json: json!({"url": format!("{origin}/hook"), "secret": "s"}).to_string(),
+    };
+    let account = account.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let loaded = host
+            .load(&plugin("webhook_connector"), grants.clone())
+            .unwrap();
+        host.verify(
+            &loaded,
+            Arc::new(grants),
+            None,
+            &account,
+            &credentials.to_string(),
+        )
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_that_confirms_nothing_binds_nobody() {
+    // A receiver that answers 2xx to anything (it never heard of `verify`):
+    // it does not confirm the account, so nobody can bind another's name.
+    let (origin, captured) = receiver(204, "").await;
+    let refused = verify(&origin, "alice", json!({"token": "guess"})).await;
+    assert!(
+        matches!(&refused, Err(CallError::AuthFailed(why)) if why.contains("challenge")),
+        "{refused:?}"
+    );
+    // What the receiver got: a signed verify event naming the account,
+    // the credentials and a challenge to echo.
+    let requests = captured.lock().unwrap().clone();
+    assert_eq!(requests.len(), 1);
+    let (head, body) = &requests[0];
+    let sent: Value = serde_json::from_slice(body).unwrap();
+    assert_eq!(sent["event"], "verify");
+    assert_eq!(sent["account"], "alice");
+    assert_eq!(sent["credentials"], json!({"token": "guess"}));
+    assert_eq!(sent["challenge"].as_str().map(str::len), Some(32));
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(b"s").unwrap();
+    mac.update(body);
+    let expected = hex::encode(mac.finalize().into_bytes());
+    assert!(head.contains(&expected), "unsigned verify: {head}");
+
+    let (origin, _) = receiver(403, "").await;
+    assert!(matches!(
+        verify(&origin, "alice", json!({})).await,
+        Err(CallError::AuthFailed(_))
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_confirms_the_accounts_it_knows() {
+    let mock = e2e_tests::mock::MockNetwork::start().await;
+    mock.accounts([("alice".to_owned(), json!({"token": "alice-token"}))]);
+    let origin = mock.origin.clone();
+    assert_eq!(
+        verify(&origin, "alice", json!({"token": "alice-token"})).await,
+        Ok(())
+    );
+    assert!(matches!(
+        verify(&origin, "alice", json!({"token": "mallory-token"})).await,
+        Err(CallError::AuthFailed(_))
+    ));
+    assert_eq!(
+        mock.verifications(),
+        [("alice".to_owned(), true), ("alice".to_owned(), false)]
+    );
+    assert!(mock.hits().is_empty(), "a verification is not a push");
+}
+
 async fn push(
     origin: &str,
     secret: &str,
@@ -120,6 +197,7 @@ async fn a_push_posts_signed_settings() {
         "signature header missing or wrong in {head}"
     );
     let sent: Value = serde_json::from_slice(body).unwrap();
+    assert_eq!(sent["event"], "push");
     assert_eq!(sent["account"], "alice@bridge");
     assert_eq!(sent["settings"]["signature"], "Grüße ✓ 🎉");
     assert_eq!(sent["settings"]["mood"], "happy");
@@ -157,4 +235,47 @@ async fn receiver_statuses_become_typed_errors() {
         push(&origin, "s", only_signature()).await,
         Err(CallError::Rejected(_))
     ));
+}
+
+/// A granted host *name* whose DNS answers are private is refused (DNS
+/// rebinding into the gateway's network), unless the operator allows it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_granted_name_resolving_to_a_private_address_is_refused_unless_allowed() {
+    let (origin, captured) = receiver(204, "").await;
+    let named = origin.replace("127.0.0.1", "localhost");
+    let push_with = |allow_private_dns: bool| {
+        let named = named.clone();
+        async move {
+            let host = PluginHost::new(HostLimits {
+                allow_private_dns,
+                ..HostLimits::default()
+            })
+            .unwrap();
+            let grants = Grants {
+                module_id: "webhook".into(),
+                allowed_origins: vec![named.clone()],
+                config_json: json!({"url": format!("{named}/hook"), "secret": "s"}).to_string(),
+            };
+            tokio::task::spawn_blocking(move || {
+                let loaded = host
+                    .load(&plugin("webhook_connector"), grants.clone())
+                    .unwrap();
+                let settings = Settings {
+                    signature: Some("x".into()),
+                    ..Settings::default()
+                };
+                host.push(&loaded, Arc::new(grants), None, "alice", "{}", &settings)
+            })
+            .await
+            .unwrap()
+        }
+    };
+    let refused = push_with(false).await;
+    assert!(
+        matches!(&refused, Err(CallError::Transient(why)) if why.contains("no public address")),
+        "{refused:?}"
+    );
+    assert!(captured.lock().unwrap().is_empty(), "nothing was sent");
+    assert!(push_with(true).await.is_ok());
+    assert_eq!(captured.lock().unwrap().len(), 1);
 }

@@ -103,9 +103,11 @@ impl Direct {
     async fn fetch(&self, login: &str, password: &str) -> Result<Settings, CallError> {
         let (host, plugin, grants) = (self.host.clone(), self.plugin.clone(), self.grants.clone());
         let (login, creds) = (login.to_owned(), credentials(password));
-        tokio::task::spawn_blocking(move || host.fetch(&plugin, Arc::new(grants), &login, &creds))
-            .await
-            .unwrap()
+        tokio::task::spawn_blocking(move || {
+            host.fetch(&plugin, Arc::new(grants), None, &login, &creds)
+        })
+        .await
+        .unwrap()
     }
 }
 

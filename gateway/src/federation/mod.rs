@@ -11,6 +11,7 @@ use crate::clock::SharedClock;
 use crate::config::DeliveryConfig;
 use crate::connectors::Connectors;
 use crate::host::Description;
+use crate::media::MediaLibrary;
 use crate::metrics::Metrics;
 use crate::secrets::MasterKey;
 use gateway_api::{ChangeStatus, Receipt, ReceiptTarget, Settings, TargetStatus};
@@ -141,6 +142,7 @@ pub enum ReportError {
 pub struct Federation {
     registry: Registry,
     connectors: Arc<Connectors>,
+    media: Arc<MediaLibrary>,
     master_key: MasterKey,
     config: DeliveryConfig,
     metrics: Metrics,
@@ -231,6 +233,7 @@ impl Federation {
     pub fn new(
         registry: Registry,
         connectors: Arc<Connectors>,
+        media: Arc<MediaLibrary>,
         master_key: MasterKey,
         config: DeliveryConfig,
         metrics: Metrics,
@@ -241,6 +244,7 @@ impl Federation {
             clock,
             registry,
             connectors,
+            media,
             master_key,
             config,
             metrics,
@@ -254,10 +258,51 @@ impl Federation {
         self.wake.notify_one();
     }
 
-    /// Change ids whose targets changed in this process (SSE streams listen;
-    /// other processes' updates are seen by polling).
+    /// Change ids whose targets changed, in this process or (on
+    /// PostgreSQL, through [`Federation::relay_notices`]) in any other.
     pub fn subscribe(&self) -> broadcast::Receiver<String> {
         self.updates.subscribe()
+    }
+
+    /// Passes other processes' announcements of changes on to this
+    /// process's subscribers until `stop` turns true. Returns at once on
+    /// SQLite, where no other process delivers.
+    pub async fn relay_notices(&self, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let mut notices = loop {
+            match self.registry.listen_changes().await {
+                Ok(Some(notices)) => break notices,
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot listen for other processes' deliveries; retrying");
+                    tokio::select! {
+                        _ = stop.wait_for(|s| *s) => return,
+                        () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                    }
+                }
+            }
+        };
+        loop {
+            let next = tokio::select! {
+                _ = stop.wait_for(|s| *s) => return,
+                next = notices.next() => next,
+            };
+            match next {
+                Ok(ids) => {
+                    for id in ids {
+                        let _ = self.updates.send(id);
+                    }
+                }
+                Err(e) => {
+                    // The listener reconnects on the next call; streams
+                    // re-read on their own meanwhile.
+                    tracing::warn!(error = %e, "listening for other processes' deliveries failed");
+                    tokio::select! {
+                        _ = stop.wait_for(|s| *s) => return,
+                        () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                    }
+                }
+            }
+        }
     }
 
     /// Records a change report and its deliveries (the outbox), or finds

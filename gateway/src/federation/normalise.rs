@@ -30,8 +30,7 @@ pub fn clean(value: &str) -> String {
         .chars()
         .filter_map(|c| match c {
             '\n' | '\r' | '\t' => Some(' '),
-            c if c.is_control() => None,
-            '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}' => None,
+            c if c.is_control() || crate::text::is_direction_control(c) => None,
             c => Some(c),
         })
         .collect()

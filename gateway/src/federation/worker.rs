@@ -7,8 +7,9 @@
 use super::attempt::{chrono_duration, classify, jitter, Attempt, Prepared, RetryPolicy};
 use super::{normalise, Federation};
 use crate::connectors::ConnectorsError;
-use crate::host::{AvatarLimits, Image, Settings};
-use crate::media::{self, AvatarTarget};
+use crate::host::{Image, Settings};
+use crate::media::library::AvatarError;
+use crate::media::AvatarTarget;
 use chrono::Utc;
 use registry_db::{AttemptOutcome, AttemptRecorded, Binding, Delivery, RegistryError};
 use serde_json::Value;
@@ -178,6 +179,15 @@ async fn record(
                 one_by_one
             }
         };
+        let mut changes: Vec<&str> = batch
+            .iter()
+            .map(|f| f.delivery.change_id.as_str())
+            .collect();
+        changes.sort_unstable();
+        changes.dedup();
+        if let Err(e) = federation.registry.announce_changes(&changes).await {
+            tracing::debug!(error = %e, "outcomes not announced to other processes");
+        }
         for (finished, recorded) in batch.drain(..).zip(recorded) {
             account(
                 &federation,
@@ -361,54 +371,38 @@ async fn prepare(
                     // as not applied.
                     continue;
                 };
-                let media = match federation.registry.media(&delivery.user_id, text).await {
-                    Ok(m) => m,
-                    Err(RegistryError::NotFound) => {
-                        return Err(Prepare::Fail("the avatar image was deleted".into()))
-                    }
-                    Err(e) => return Err(Prepare::Retry(format!("registry: {e}"))),
+                let target = AvatarTarget {
+                    max_pixels: limits.max_pixels,
+                    max_bytes: limits.max_bytes,
+                    formats: limits.formats,
                 };
-                let image = transcode(media.data, media.content_type, limits).await?;
-                if image.1 {
+                let image = match federation
+                    .media
+                    .avatar(&delivery.user_id, text, target)
+                    .await
+                {
+                    Ok(image) => image,
+                    Err(e @ (AvatarError::Deleted | AvatarError::DoesNotFit(_))) => {
+                        return Err(Prepare::Fail(e.to_string()))
+                    }
+                    Err(e @ AvatarError::Retry(_)) => return Err(Prepare::Retry(e.to_string())),
+                };
+                if image.converted {
                     prepared.truncated.push("avatar".into());
                 }
                 prepared.values.insert(
                     "avatar".into(),
                     Value::String(normalise::avatar_key(&crate::secrets::sha256_hex(
-                        &image.0.data,
+                        &image.data,
                     ))),
                 );
-                settings.avatar = Some(image.0);
+                settings.avatar = Some(Image {
+                    content_type: image.content_type.clone(),
+                    data: image.data.clone(),
+                });
             }
             _ => {}
         }
     }
     Ok((settings, prepared))
-}
-
-async fn transcode(
-    data: Vec<u8>,
-    content_type: String,
-    limits: AvatarLimits,
-) -> Result<(Image, bool), Prepare> {
-    let target = AvatarTarget {
-        max_pixels: limits.max_pixels,
-        max_bytes: limits.max_bytes,
-        formats: limits.formats,
-    };
-    let done = tokio::task::spawn_blocking(move || media::transcode(&data, &content_type, &target))
-        .await
-        .map_err(|e| Prepare::Retry(format!("transcoding stopped: {e}")))?;
-    match done {
-        Ok(t) => Ok((
-            Image {
-                content_type: t.content_type,
-                data: t.data,
-            },
-            t.converted,
-        )),
-        Err(e) => Err(Prepare::Fail(format!(
-            "the avatar does not fit this network: {e}"
-        ))),
-    }
 }

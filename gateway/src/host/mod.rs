@@ -9,6 +9,7 @@
 
 mod abi;
 mod bindings;
+pub mod dns;
 mod outbound;
 pub mod types;
 mod wasi;
@@ -77,6 +78,9 @@ pub struct HostLimits {
     pub max_response_bytes: usize,
     /// Instances that may exist at once (pool size).
     pub max_instances: u32,
+    /// Let granted host names resolve to private and reserved addresses
+    /// (see [`dns`]); granted IP addresses are always used as written.
+    pub allow_private_dns: bool,
 }
 
 impl Default for HostLimits {
@@ -86,6 +90,7 @@ impl Default for HostLimits {
             memory_bytes: 64 << 20,
             max_response_bytes: 16 << 20,
             max_instances: 256,
+            allow_private_dns: false,
         }
     }
 }
@@ -206,6 +211,11 @@ impl std::fmt::Debug for PluginHost {
 }
 
 impl PluginHost {
+    /// The limits this host enforces.
+    pub fn limits(&self) -> &HostLimits {
+        &self.limits
+    }
+
     /// Creates the engine (pooling allocator), the linker with the granted
     /// imports, and the epoch ticker thread.
     pub fn new(limits: HostLimits) -> Result<Self, HostError> {
@@ -246,6 +256,9 @@ impl PluginHost {
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .pool_max_idle_per_host(32)
+            .dns_resolver(std::sync::Arc::new(dns::GuardedResolver {
+                allow_private: limits.allow_private_dns,
+            }))
             .build()
             .map_err(|e| HostError(e.to_string()))?;
         Ok(PluginHost {
@@ -379,11 +392,12 @@ impl PluginHost {
         &self,
         plugin: &LoadedPlugin,
         grants: Arc<Grants>,
+        pacing: impl Into<Pacing>,
         login: &str,
         credentials_json: &str,
     ) -> Result<Settings, CallError> {
         let account = account(&grants, login, credentials_json);
-        self.call_sync(&plugin.pre, grants, Pacing::default(), |c, s| {
+        self.call_sync(&plugin.pre, grants, pacing.into(), |c, s| {
             c.call_fetch(s, &account)
         })
         .map(Into::into)

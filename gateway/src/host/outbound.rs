@@ -201,7 +201,7 @@ impl http::Host for CallState {
 impl log::Host for CallState {
     fn write(&mut self, level: log::Level, message: String) {
         let module = self.grants.module_id.as_str();
-        let message: String = message.chars().take(2000).collect();
+        let message = crate::text::log_line(&message);
         match level {
             log::Level::Debug => tracing::debug!(module, "{message}"),
             log::Level::Info => tracing::info!(module, "{message}"),

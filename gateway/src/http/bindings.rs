@@ -48,6 +48,9 @@ impl From<BindingError> for ApiError {
             BindingError::AlreadyBound { .. } => {
                 ApiError::new(StatusCode::CONFLICT, "already_bound", message)
             }
+            BindingError::AccountTaken { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "account_taken", message)
+            }
             BindingError::NotFound => ApiError::not_found("binding"),
             BindingError::FetchUnsupported { .. } => {
                 ApiError::new(StatusCode::NOT_IMPLEMENTED, "fetch_unsupported", message)
@@ -73,11 +76,12 @@ impl From<BindingError> for ApiError {
 /// Binds an IM account to the user.
 #[utoipa::path(post, path = "/v1/bindings", tag = "bindings", security(("bearer" = [])),
     request_body = NewBindingRequest, responses(
+        super::openapi::UserAuth, super::openapi::JsonBody,
         (status = 201, body = BindingView),
-        (status = 401, body = ErrorBody),
-        (status = 409, description = "already_bound, too_many_bindings (64 per user)", body = ErrorBody),
-        (status = 422, description = "unsupported_module, invalid_account, invalid_credentials", body = ErrorBody),
-        (status = 429, description = "rate_limited: too many refused credential checks of this account or this user", body = ErrorBody)))]
+        (status = 409, description = "already_bound, account_taken (another user holds this account; said only after the credentials were checked), too_many_bindings (64 per user)", body = ErrorBody),
+        (status = 422, description = "unsupported_module, invalid_account, invalid_credentials, invalid_body (wrong JSON types, missing or unknown fields)", body = ErrorBody),
+        (status = 429, description = "rate_limited: the user's request quota, or too many refused credential checks of this account or this user", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "whole seconds to wait, at least 1")))))]
 pub async fn create_binding(
     State(state): State<AppState>,
     auth: AuthUser,
@@ -102,7 +106,7 @@ pub async fn create_binding(
 
 /// The user's bindings.
 #[utoipa::path(get, path = "/v1/bindings", tag = "bindings", security(("bearer" = [])),
-    responses((status = 200, body = BindingList), (status = 401, body = ErrorBody)))]
+    responses(super::openapi::UserAuth, (status = 200, body = BindingList)))]
 pub async fn list_bindings(
     State(state): State<AppState>,
     auth: AuthUser,
@@ -116,8 +120,8 @@ pub async fn list_bindings(
 /// Unbinds an account.
 #[utoipa::path(delete, path = "/v1/bindings/{id}", tag = "bindings", security(("bearer" = [])),
     params(("id" = String, Path, description = "binding id")),
-    responses((status = 204, description = "unbound"), (status = 401, body = ErrorBody),
-        (status = 404, body = ErrorBody)))]
+    responses(super::openapi::UserAuth, super::openapi::PathId,
+        (status = 204, description = "unbound")))]
 pub async fn delete_binding(
     State(state): State<AppState>,
     auth: AuthUser,
@@ -140,8 +144,8 @@ pub async fn delete_binding(
 #[utoipa::path(get, path = "/v1/bindings/{id}/settings", tag = "bindings",
     security(("bearer" = [])),
     params(("id" = String, Path, description = "binding id")),
-    responses((status = 200, body = CurrentSettings), (status = 401, body = ErrorBody),
-        (status = 404, body = ErrorBody),
+    responses(super::openapi::UserAuth, super::openapi::PathId,
+        (status = 200, body = CurrentSettings),
         (status = 422, description = "invalid_credentials, unsupported_module", body = ErrorBody),
         (status = 501, description = "fetch_unsupported: the connector cannot read settings back",
             body = ErrorBody),

@@ -3,11 +3,12 @@
 //! and `GET /v1/profile`.
 
 use super::error::{ApiError, ErrorBody};
-use super::extract::{ApiJson, AuthUser};
+use super::extract::{ApiJson, ApiQuery, AuthUser};
+use super::openapi::{JsonBody, PathId, QueryString, UserAuth};
 use super::sessions::rfc3339;
 use super::AppState;
 use crate::federation::{self, Report, ReportError};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -23,7 +24,6 @@ use serde::Deserialize;
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::sync::broadcast::error::RecvError;
 use utoipa::IntoParams;
 
@@ -40,9 +40,6 @@ pub fn router() -> Router<AppState> {
 const MAX_TEXT_CHARS: usize = 4096;
 /// Longest `Idempotency-Key` accepted.
 const MAX_IDEMPOTENCY_KEY: usize = 255;
-/// How often an SSE stream re-reads the change when no local notice came
-/// (another gateway process may be delivering it).
-const SSE_POLL: Duration = Duration::from_secs(1);
 
 /// A target as its owner sees it.
 pub fn target_view(d: &Delivery) -> TargetView {
@@ -87,11 +84,16 @@ pub fn change_view(c: &Change) -> ChangeView {
 
 /// Reports a change; one delivery per other binding.
 #[utoipa::path(post, path = "/v1/changes", tag = "changes", request_body = ChangeRequest,
-    params(("Idempotency-Key" = Option<String>, Header, description = "repeat-safe key")),
+    params(("Idempotency-Key" = Option<String>, Header,
+        description = "repeat-safe key: 1-255 visible ASCII characters, per user",
+        min_length = 1, max_length = 255, pattern = r"^[\t -~]*[!-~][\t -~]*$")),
     security(("bearer" = [])), responses(
+    UserAuth, JsonBody,
     (status = 202, description = "accepted", body = Receipt),
     (status = 200, description = "an echo of what the gateway applied: suppressed", body = Receipt),
-    (status = 422, description = "empty_change, not_bound, unknown_media, invalid_body", body = ErrorBody)))]
+    (status = 422, description = "empty_change, not_bound, unknown_media, \
+        invalid_idempotency_key, invalid_body (wrong JSON types, missing or unknown fields, \
+        text over 4096 characters)", body = ErrorBody)))]
 pub async fn create_change(
     State(state): State<AppState>,
     auth: AuthUser,
@@ -156,7 +158,7 @@ pub async fn create_change(
 /// `limit` and `before` of the change list.
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct ListQuery {
-    /// At most this many (1-100, default 20).
+    /// At most this many (default 20; clamped to 1-100).
     pub limit: Option<i64>,
     /// Only changes older than this change id.
     pub before: Option<String>,
@@ -164,11 +166,11 @@ pub struct ListQuery {
 
 /// The user's recent changes, newest first.
 #[utoipa::path(get, path = "/v1/changes", tag = "changes", params(ListQuery),
-    security(("bearer" = [])), responses((status = 200, body = ChangeList)))]
+    security(("bearer" = [])), responses(UserAuth, QueryString, (status = 200, body = ChangeList)))]
 pub async fn list_changes(
     State(state): State<AppState>,
     auth: AuthUser,
-    Query(query): Query<ListQuery>,
+    ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Json<ChangeList>, ApiError> {
     let limit = query.limit.unwrap_or(20).clamp(1, 100);
     let changes = state
@@ -187,8 +189,7 @@ pub async fn list_changes(
 /// One change and the status of each target.
 #[utoipa::path(get, path = "/v1/changes/{id}", tag = "changes",
     params(("id" = String, Path, description = "change id")),
-    security(("bearer" = [])), responses(
-    (status = 200, body = ChangeView), (status = 404, body = ErrorBody)))]
+    security(("bearer" = [])), responses(UserAuth, PathId, (status = 200, body = ChangeView)))]
 pub async fn get_change(
     State(state): State<AppState>,
     auth: AuthUser,
@@ -319,7 +320,7 @@ impl Watch {
             self.finished = true;
             return;
         }
-        let deadline = tokio::time::sleep(SSE_POLL);
+        let deadline = tokio::time::sleep(self.state.config.delivery.stream_recheck);
         tokio::pin!(deadline);
         loop {
             tokio::select! {
@@ -341,15 +342,32 @@ impl Watch {
     }
 }
 
+/// One server-sent event of a change's stream, as the OpenAPI document
+/// describes it (the stream is written with [`ChangeEvent`]).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct StreamEvent {
+    /// The `event:` line: `target`, `done` or `error`.
+    #[schema(pattern = "^(target|done|error)$")]
+    event: String,
+    /// The `data:` line, JSON: a `TargetView` for `target`, a `DoneEvent`
+    /// for `done`, a `StreamError` for `error`.
+    #[schema(content_media_type = "application/json")]
+    data: String,
+}
+
 /// Target status changes as server-sent events: `target` (a target as in
 /// `GET /v1/changes/{id}`), then `done` with the change status once every
 /// target is final.
 #[utoipa::path(get, path = "/v1/changes/{id}/events", tag = "changes",
     params(("id" = String, Path, description = "change id")),
     security(("bearer" = [])), responses(
-    (status = 200, description = "text/event-stream of `target` events, ending with `done`"),
-    (status = 404, body = ErrorBody),
-    (status = 429, description = "too_many_streams: 16 open streams per user", body = ErrorBody)))]
+    UserAuth, PathId,
+    (status = 200, description = "`target` events, ending with `done` or `error`",
+        content_type = "text/event-stream", body = StreamEvent),
+    (status = 429, description = "too_many_streams: 16 open streams per user; rate_limited: \
+        the user's request quota (with Retry-After)", body = ErrorBody,
+        headers(("Retry-After" = u64, description = "whole seconds to wait (rate_limited only)")))))]
 pub async fn change_events(
     State(state): State<AppState>,
     auth: AuthUser,
@@ -395,7 +413,7 @@ pub async fn change_events(
 
 /// The user's current federated settings.
 #[utoipa::path(get, path = "/v1/profile", tag = "changes", security(("bearer" = [])),
-    responses((status = 200, body = ProfileView)))]
+    responses(UserAuth, (status = 200, body = ProfileView)))]
 pub async fn profile(
     State(state): State<AppState>,
     auth: AuthUser,

@@ -3,6 +3,7 @@
 use super::changes::target_view;
 use super::error::{ApiError, ErrorBody};
 use super::extract::Admin;
+use super::openapi::{AdminAuth, PathId};
 use super::{audit, AppState};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -31,8 +32,7 @@ fn delivery_view(d: &Delivery) -> DeliveryView {
 
 /// Deliveries that gave up after the attempt or age cap.
 #[utoipa::path(get, path = "/v1/admin/deliveries/dead", tag = "admin", security(("bearer" = [])),
-    responses((status = 200, body = DeadLetters), (status = 401, body = ErrorBody),
-    (status = 403, body = ErrorBody)))]
+    responses(AdminAuth, (status = 200, body = DeadLetters)))]
 pub async fn dead_letters(
     State(state): State<AppState>,
     _admin: Admin,
@@ -46,7 +46,7 @@ pub async fn dead_letters(
 /// Queues a failed delivery again (fields a newer change carries are dropped).
 #[utoipa::path(post, path = "/v1/admin/deliveries/{id}/redrive", tag = "admin",
     params(("id" = String, Path, description = "delivery id")), security(("bearer" = [])),
-    responses((status = 200, body = DeliveryView), (status = 404, body = ErrorBody),
+    responses(AdminAuth, PathId, (status = 200, body = DeliveryView),
     (status = 409, description = "not_redrivable", body = ErrorBody)))]
 pub async fn redrive(
     State(state): State<AppState>,

@@ -1,10 +1,12 @@
 //! Request extractors that answer with [`ApiError`] instead of axum's plain
-//! text rejections: JSON bodies, path parameters, bearer authentication.
+//! text rejections: JSON bodies, query strings, bearer authentication. What
+//! each answers is declared once for the OpenAPI document in
+//! [`super::openapi`] (`JsonBody`, `QueryString`, `UserAuth`, `AdminAuth`).
 
 use super::error::ApiError;
 use super::AppState;
 use crate::secrets::{constant_time_eq, sha256_hex};
-use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
@@ -40,6 +42,32 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
         _ => "bad_request",
     };
     ApiError::new(status, code, rejection.body_text())
+}
+
+/// A query string; a parameter that does not parse `400 invalid_query`.
+pub struct ApiQuery<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for ApiQuery<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(value)) => Ok(ApiQuery(value)),
+            Err(rejection) => Err(query_rejection(rejection)),
+        }
+    }
+}
+
+fn query_rejection(rejection: QueryRejection) -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "invalid_query",
+        rejection.body_text(),
+    )
 }
 
 fn bearer(parts: &Parts) -> Result<&str, ApiError> {

@@ -17,14 +17,15 @@ pub fn router() -> Router<AppState> {
 }
 
 /// The process is up.
-#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, description = "up")))]
+#[utoipa::path(get, path = "/healthz", tag = "health", responses(
+    (status = 200, description = "up", body = String, content_type = "text/plain")))]
 pub async fn healthz() -> &'static str {
     "ok"
 }
 
 /// The database answers and its migrations are applied.
 #[utoipa::path(get, path = "/readyz", tag = "health", responses(
-    (status = 200, description = "ready"),
+    (status = 200, description = "ready", body = String, content_type = "text/plain"),
     (status = 503, description = "database unreachable or not migrated", body = super::error::ErrorBody)))]
 pub async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiError> {
     state.registry.ready().await.map_err(|e| {
@@ -40,7 +41,8 @@ pub async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiEr
 }
 
 /// Prometheus text format.
-#[utoipa::path(get, path = "/metrics", tag = "health", responses((status = 200, description = "Prometheus text", content_type = "text/plain")))]
+#[utoipa::path(get, path = "/metrics", tag = "health", responses(
+    (status = 200, description = "Prometheus text", body = String, content_type = "text/plain")))]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

@@ -2,15 +2,15 @@
 
 use super::error::{ApiError, ErrorBody};
 use super::extract::AuthUser;
+use super::openapi::UserAuth;
 use super::AppState;
-use crate::media::{self, DecodeLimits, MediaError};
+use crate::media::{MediaError, UploadError};
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::{Json, Router};
 use gateway_api::MediaView;
-use registry_db::Media;
 
 /// Routes of this resource.
 pub fn router(max_media_bytes: usize) -> Router<AppState> {
@@ -20,14 +20,28 @@ pub fn router(max_media_bytes: usize) -> Router<AppState> {
     )
 }
 
-/// Stores an avatar image (raw bytes in the body).
-#[utoipa::path(post, path = "/v1/media", tag = "changes",
-    request_body(content = Vec<u8>, content_type = "image/png"),
+/// An image file as a request body.
+#[derive(utoipa::ToSchema)]
+#[schema(value_type = String, format = Binary)]
+#[allow(dead_code)]
+pub struct Image(Vec<u8>);
+
+/// Stores an avatar image (raw bytes in the body); the same bytes sent again
+/// give the stored image back.
+#[utoipa::path(post, path = "/v1/media", tag = "changes", security(("bearer" = [])),
+    request_body(description = "the raw image bytes", content(
+        (Image = "image/png"), (Image = "image/jpeg"), (Image = "image/gif"), (Image = "image/webp"))),
     responses(
+    UserAuth,
     (status = 201, body = MediaView),
-    (status = 413, description = "payload_too_large", body = ErrorBody),
-    (status = 415, description = "unsupported_media_type", body = ErrorBody),
-    (status = 422, description = "invalid_image", body = ErrorBody)))]
+    (status = 409, description = "media_quota_exceeded: the user's stored images would exceed \
+        the quota (64 MiB by default)", body = ErrorBody),
+    (status = 413, description = "payload_too_large: above the media limit (8 MiB by default)",
+        body = ErrorBody),
+    (status = 415, description = "unsupported_media_type: not image/png, image/jpeg, \
+        image/gif or image/webp", body = ErrorBody),
+    (status = 422, description = "invalid_image: the bytes do not decode as the declared \
+        type, or are too large in pixels (8192 a side)", body = ErrorBody)))]
 pub async fn upload(
     State(state): State<AppState>,
     auth: AuthUser,
@@ -39,32 +53,23 @@ pub async fn upload(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_owned();
-    let bytes = body.to_vec();
-    let (bytes, checked) = tokio::task::spawn_blocking(move || {
-        let checked = media::inspect(&bytes, &declared, &DecodeLimits::default());
-        (bytes, checked)
-    })
-    .await
-    .map_err(ApiError::internal)?;
-    let info = checked.map_err(|e| match e {
-        MediaError::UnsupportedType(_) => ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            e.to_string(),
-        ),
-        _ => ApiError::unprocessable("invalid_image", e.to_string()),
-    })?;
-    let stored = Media {
-        id: uuid::Uuid::new_v4().to_string(),
-        user_id: auth.user.id,
-        sha256: info.sha256,
-        content_type: info.content_type,
-        width: info.width,
-        height: info.height,
-        data: bytes,
-        created_at: state.config.clock.now(),
-    };
-    state.registry.put_media(&stored).await?;
+    let stored = state
+        .media
+        .upload(&auth.user.id, &declared, body.to_vec())
+        .await
+        .map_err(|e| match e {
+            UploadError::Image(MediaError::UnsupportedType(_)) => ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                e.to_string(),
+            ),
+            UploadError::Image(_) => ApiError::unprocessable("invalid_image", e.to_string()),
+            UploadError::Quota { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "media_quota_exceeded", e.to_string())
+            }
+            UploadError::Internal(e) => ApiError::internal(e),
+            UploadError::Registry(e) => e.into(),
+        })?;
     Ok((
         StatusCode::CREATED,
         Json(MediaView {

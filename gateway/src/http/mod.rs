@@ -39,6 +39,8 @@ pub struct Shared {
     pub connectors: Arc<Connectors>,
     /// The users' application lists.
     pub bindings: Arc<Bindings>,
+    /// Uploaded images.
+    pub media: Arc<crate::media::MediaLibrary>,
     /// Change reports and their delivery.
     pub federation: Arc<Federation>,
     /// The process configuration.

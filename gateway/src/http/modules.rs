@@ -3,6 +3,7 @@
 
 use super::error::{ApiError, ErrorBody};
 use super::extract::Admin;
+use super::openapi::{AdminAuth, PathId};
 use super::{audit, AppState};
 use crate::connectors::ConnectorsError;
 use crate::modules::{Manifest, ManifestExt};
@@ -54,8 +55,11 @@ pub async fn list_modules(State(state): State<AppState>) -> Result<Json<ModuleLi
     }))
 }
 
-/// Multipart upload: a `manifest` JSON part and a `plugin` part (.wasm component).
-#[derive(Debug, ToSchema)]
+/// Multipart upload: a `manifest` JSON part and a `plugin` part (.wasm
+/// component), no other part. (Read part by part by the handler; the serde
+/// attribute only tells the document that other parts are refused.)
+#[derive(Debug, ToSchema, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 #[allow(dead_code)]
 pub struct ModuleUpload {
     /// The manifest JSON.
@@ -80,10 +84,15 @@ fn multipart_error(e: MultipartError) -> ApiError {
     security(("bearer" = [])),
     request_body(content = ModuleUpload, content_type = "multipart/form-data"),
     responses(
+        AdminAuth,
         (status = 201, body = ModuleView),
-        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 413, body = ErrorBody), (status = 415, body = ErrorBody),
-        (status = 422, description = "invalid_manifest, invalid_plugin", body = ErrorBody)))]
+        (status = 400, description = "invalid_multipart: a malformed multipart body", body = ErrorBody),
+        (status = 413, description = "payload_too_large: above the plugin upload limit \
+            (64 MiB by default)", body = ErrorBody),
+        (status = 415, description = "unsupported_media_type: not multipart/form-data", body = ErrorBody),
+        (status = 422, description = "invalid_manifest (missing, not JSON, or a rule broken), \
+            invalid_plugin (missing, not a component, wrong world or ABI version, does not \
+            compile), invalid_multipart (another part name)", body = ErrorBody)))]
 pub async fn upload_module(
     State(state): State<AppState>,
     _admin: Admin,
@@ -147,8 +156,7 @@ pub async fn upload_module(
 #[utoipa::path(delete, path = "/v1/admin/modules/{id}", tag = "admin",
     security(("bearer" = [])),
     params(("id" = String, Path, description = "module id")),
-    responses((status = 204, description = "removed"), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses(AdminAuth, PathId, (status = 204, description = "removed")))]
 pub async fn delete_module(
     State(state): State<AppState>,
     _admin: Admin,

@@ -3,6 +3,7 @@
 use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiJson, AuthUser};
 use super::limits::throttled;
+use super::openapi::{ClientLimit, JsonBody, UserAuth};
 use super::AppState;
 use crate::accounts;
 use crate::secrets::{random_token, sha256_hex};
@@ -31,10 +32,13 @@ pub fn rfc3339(t: DateTime<Utc>) -> String {
 
 /// Logs in.
 #[utoipa::path(post, path = "/v1/sessions", tag = "sessions", request_body = Credentials, responses(
+    ClientLimit, JsonBody,
     (status = 201, body = SessionView),
-    (status = 401, description = "invalid_credentials", body = ErrorBody),
+    (status = 401, description = "invalid_credentials: the same answer for an unknown user \
+        and a wrong password", body = ErrorBody, headers(("WWW-Authenticate" = String))),
     (status = 429, description = "rate_limited: per client, or after 10 failed logins \
-        for the user name (one more every 30 s)", body = ErrorBody)))]
+        for the user name (one more every 30 s)", body = ErrorBody,
+        headers(("Retry-After" = u64, description = "whole seconds to wait, at least 1")))))]
 pub async fn create_session(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<Credentials>,
@@ -89,8 +93,8 @@ pub async fn create_session(
 
 /// Logs out the session whose token authorised this request.
 #[utoipa::path(delete, path = "/v1/sessions/current", tag = "sessions", security(("bearer" = [])), responses(
-    (status = 204, description = "logged out"),
-    (status = 401, body = ErrorBody)))]
+    UserAuth,
+    (status = 204, description = "logged out")))]
 pub async fn delete_session(
     State(state): State<AppState>,
     auth: AuthUser,

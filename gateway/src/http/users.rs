@@ -2,8 +2,9 @@
 
 use super::error::{ApiError, ErrorBody};
 use super::extract::ApiJson;
+use super::openapi::{ClientLimit, JsonBody};
 use super::{audit, AppState};
-use crate::accounts::{self, MAX_PASSWORD_BYTES, MIN_PASSWORD_CHARS};
+use crate::accounts::{self, MAX_PASSWORD_CHARS, MIN_PASSWORD_CHARS};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
@@ -18,10 +19,11 @@ pub fn router() -> Router<AppState> {
 
 /// Registers a user.
 #[utoipa::path(post, path = "/v1/users", tag = "users", request_body = Credentials, responses(
+    ClientLimit, JsonBody,
     (status = 201, body = UserView),
     (status = 409, description = "username_taken", body = ErrorBody),
-    (status = 422, description = "invalid_username, weak_password", body = ErrorBody),
-    (status = 429, description = "rate_limited", body = ErrorBody)))]
+    (status = 422, description = "invalid_username, weak_password, invalid_body (wrong JSON \
+        types, missing or unknown fields)", body = ErrorBody)))]
 pub async fn create_user(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<Credentials>,
@@ -33,16 +35,17 @@ pub async fn create_user(
         ));
     }
     let password = body.password.expose().clone();
-    if password.chars().count() < MIN_PASSWORD_CHARS {
+    let chars = password.chars().count();
+    if chars < MIN_PASSWORD_CHARS {
         return Err(ApiError::unprocessable(
             "weak_password",
             format!("a password needs at least {MIN_PASSWORD_CHARS} characters"),
         ));
     }
-    if password.len() > MAX_PASSWORD_BYTES {
+    if chars > MAX_PASSWORD_CHARS {
         return Err(ApiError::unprocessable(
             "weak_password",
-            format!("a password has at most {MAX_PASSWORD_BYTES} bytes"),
+            format!("a password has at most {MAX_PASSWORD_CHARS} characters"),
         ));
     }
     let hash = tokio::task::spawn_blocking(move || accounts::hash_password(&password))

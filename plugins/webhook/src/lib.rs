@@ -1,9 +1,19 @@
 //! Webhook connector: for any network reachable through a bot or bridge.
 //!
-//! Module config `{"url", "secret"}`. A push POSTs
-//! `{"account", "settings": {"signature"?, "mood"?, "avatar"?: {"content_type", "data" (base64)}}}`
-//! with header `X-Signature-256: sha256=<hex HMAC-SHA256 of the body>`;
-//! any 2xx means applied.
+//! Module config `{"url", "secret"}`. Every request is a POST to `url` with
+//! header `X-Signature-256: sha256=<hex HMAC-SHA256 of the body>`, so the
+//! receiver knows it comes from the gateway. Two kinds, by `event`:
+//!
+//! - `verify`, when a user binds an account:
+//!   `{"event": "verify", "account", "credentials": {...}, "challenge"}`.
+//!   The receiver decides whether these credentials prove the account (for
+//!   example a token its bot gave that user) and answers 2xx with
+//!   `{"challenge": "<the same value>"}` to confirm, 401 or 403 to refuse.
+//!   Only the echoed challenge counts: a receiver that answers 2xx to
+//!   anything confirms nobody, so no user can bind someone else's account.
+//! - `push`, for each delivery:
+//!   `{"event": "push", "account", "settings": {"signature"?, "mood"?, "avatar"?: {"content_type", "data" (base64)}}}`;
+//!   any 2xx means applied.
 //!
 //! The URL is the module's secret as much as `secret` is (many bots take
 //! their token in the path), and error texts reach users: they say what the
@@ -52,6 +62,53 @@ pub fn signature(secret: &str, body: &[u8]) -> String {
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
+/// The JSON body of a verification: the receiver echoes `challenge` to
+/// confirm that `credentials` prove `account`.
+pub fn verify_body(account: &str, credentials: &Value, challenge: &str) -> Vec<u8> {
+    json!({
+        "event": "verify",
+        "account": account,
+        "credentials": credentials,
+        "challenge": challenge,
+    })
+    .to_string()
+    .into_bytes()
+}
+
+/// A fresh random challenge (128 bits, hex).
+fn challenge() -> Result<String, ConnectorError> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes)
+        .map_err(|e| ConnectorError::Transient(format!("no randomness for a challenge: {e}")))?;
+    Ok(hex::encode(bytes))
+}
+
+/// Whether the receiver confirmed the account: 2xx and the challenge echoed.
+fn confirmed(response: &Response, challenge: &str) -> Result<(), ConnectorError> {
+    if matches!(response.status, 401 | 403) {
+        return Err(ConnectorError::AuthFailed(
+            "the webhook receiver does not accept these credentials for this account".into(),
+        ));
+    }
+    outcome(response)?;
+    let echoed = serde_json::from_slice::<Value>(&response.body)
+        .ok()
+        .and_then(|v| {
+            v.get("challenge")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        });
+    if echoed.as_deref() == Some(challenge) {
+        Ok(())
+    } else {
+        Err(ConnectorError::AuthFailed(
+            "the webhook receiver did not confirm this account (its answer to the \"verify\" \
+             event must echo the challenge)"
+                .into(),
+        ))
+    }
+}
+
 /// The JSON body of a push.
 pub fn body(account: &str, settings: &Settings) -> Vec<u8> {
     let mut fields = Map::new();
@@ -70,7 +127,7 @@ pub fn body(account: &str, settings: &Settings) -> Vec<u8> {
             }),
         );
     }
-    json!({"account": account, "settings": fields})
+    json!({"event": "push", "account": account, "settings": fields})
         .to_string()
         .into_bytes()
 }
@@ -112,7 +169,15 @@ impl Connector for Webhook {
     }
 
     fn verify(account: &Account) -> Result<(), ConnectorError> {
-        config(account).map(|_| ())
+        let config = config(account)?;
+        let credentials: Value = serde_json::from_str(&account.credentials)
+            .map_err(|e| ConnectorError::Rejected(format!("credentials are not JSON: {e}")))?;
+        let challenge = challenge()?;
+        let payload = verify_body(&account.login, &credentials, &challenge);
+        let request = http::request("POST", &config.url)
+            .header("x-signature-256", &signature(&config.secret, &payload))
+            .json(payload);
+        confirmed(&http::send(&request)?, &challenge)
     }
 
     fn push(account: &Account, settings: &Settings) -> Result<PushOutcome, ConnectorError> {
@@ -162,6 +227,41 @@ mod tests {
             assert!(text.contains(&format!("HTTP {status}")), "{text}");
             assert!(!text.contains("SECRET-TOKEN-123"), "{text}");
         }
+    }
+
+    #[test]
+    fn only_an_echoed_challenge_confirms_an_account() {
+        let answer = |status: u16, body: &str| Response {
+            status,
+            headers: Vec::new(),
+            body: body.as_bytes().to_vec(),
+        };
+        assert!(confirmed(&answer(200, r#"{"challenge":"c1"}"#), "c1").is_ok());
+        for (status, body) in [
+            (200, ""),
+            (204, ""),
+            (200, r#"{"challenge":"c2"}"#),
+            (200, r#"{"ok":true}"#),
+            (401, r#"{"challenge":"c1"}"#),
+            (403, ""),
+        ] {
+            assert!(
+                matches!(
+                    confirmed(&answer(status, body), "c1"),
+                    Err(ConnectorError::AuthFailed(_))
+                ),
+                "HTTP {status} {body} must not confirm"
+            );
+        }
+        assert!(matches!(
+            confirmed(&answer(503, ""), "c1"),
+            Err(ConnectorError::Transient(_))
+        ));
+    }
+
+    #[test]
+    fn challenges_differ() {
+        assert_ne!(challenge().unwrap(), challenge().unwrap());
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Uploaded images: proving the bytes are the image they claim to be, and
+//! The image codec: proving the bytes are the image they claim to be, and
 //! re-encoding them to fit what a network accepts as an avatar.
 //!
 //! Pure and synchronous on purpose: callers decide where the CPU work runs
