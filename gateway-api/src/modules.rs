@@ -19,6 +19,10 @@ pub struct ModuleView {
     /// The connector's limits (signature length, avatar size and formats...).
     #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub limits: Value,
+    /// The moods the network knows, in its spelling; empty: any text. A
+    /// mood outside them is not sent to this network.
+    #[serde(default)]
+    pub moods: Vec<String>,
     /// Hints for the monitor to notice the IM client on a device.
     #[serde(default)]
     pub detect: DetectHints,

@@ -101,6 +101,16 @@ pub enum BindingError {
         /// Seconds to wait.
         secs: u32,
     },
+    /// The module is not set up correctly on this gateway (the operator's
+    /// to fix; the cause is in the gateway's log, not shown to users).
+    #[error(
+        "the {module} network is not set up correctly on this gateway; the operator has \
+         been told (this is not about your credentials); try again later"
+    )]
+    ModuleMisconfigured {
+        /// Module id.
+        module: String,
+    },
     /// The network or its connector failed.
     #[error("{0}")]
     ModuleUnavailable(String),
@@ -343,6 +353,10 @@ impl Bindings {
             Err(e) => return Err(BindingError::Internal(e.to_string())),
         };
         Err(match (call, error) {
+            // Logged for the operator by the host, with the cause.
+            (_, CallError::Misconfigured(_)) => BindingError::ModuleMisconfigured {
+                module: module.to_owned(),
+            },
             (Call::Verify, CallError::AuthFailed(why) | CallError::Rejected(why)) => {
                 BindingError::InvalidCredentials(format!(
                     "the {module} server refused these credentials: {why}"

@@ -108,18 +108,21 @@ impl Registry {
         let (mut tx, _writer) = self.begin_bookkeeping().await?;
         let mut recorded = vec![AttemptRecorded::LeaseLost; outcomes.len()];
         // Deliveries grouped by what they report, a few statements for all.
-        let mut delivered: HashMap<(String, String), Vec<DeliveredItem>> = HashMap::new();
+        let mut delivered: HashMap<(String, String, Option<String>), Vec<DeliveredItem>> =
+            HashMap::new();
         for (i, (id, outcome)) in outcomes.into_iter().enumerate() {
             let (error, next) = match outcome {
                 AttemptOutcome::Delivered {
                     applied,
                     truncated,
                     applied_settings,
+                    note,
                 } => {
                     delivered
                         .entry((
                             serde_json::to_string(&applied)?,
                             serde_json::to_string(&truncated)?,
+                            note,
                         ))
                         .or_default()
                         .push((i, id, applied_settings));
@@ -137,8 +140,8 @@ impl Registry {
                         attempted: true,
                     },
                 ),
-                AttemptOutcome::Deferred { until } => (
-                    None,
+                AttemptOutcome::Deferred { until, reason } => (
+                    reason,
                     Unsuccessful::Retry {
                         at: until,
                         pause_module_until: Some(until),
@@ -158,20 +161,21 @@ impl Registry {
             };
         }
         let mut applied_to: Vec<(String, SettingsMap)> = Vec::new();
-        for ((applied, truncated), group) in delivered {
+        for ((applied, truncated, note), group) in delivered {
             let sql = format!(
                 "UPDATE deliveries SET status = 'delivered', applied_fields = $3, \
-                 truncated_fields = $4, last_error = NULL, delivered_at = $2, locked_by = NULL, \
+                 truncated_fields = $4, last_error = $5, delivered_at = $2, locked_by = NULL, \
                  locked_until = NULL, updated_at = $2 \
                  WHERE status = 'delivering' AND locked_by = $1 AND id IN ({}) \
                  RETURNING id, binding_id",
-                params(5, group.len())
+                params(6, group.len())
             );
             let mut query = sqlx::query(&sql)
                 .bind(worker)
                 .bind(now_ms)
                 .bind(&applied)
-                .bind(&truncated);
+                .bind(&truncated)
+                .bind(note);
             for (_, id, _) in &group {
                 query = query.bind(id.as_str());
             }

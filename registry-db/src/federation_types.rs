@@ -228,6 +228,9 @@ pub enum AttemptOutcome {
         /// The applied values as the network stores them, merged into the
         /// binding's `last_applied` (echo suppression compares with these).
         applied_settings: SettingsMap,
+        /// Why a reported field was not sent (kept as the delivery's
+        /// `last_error`), e.g. a mood the network does not know.
+        note: Option<String>,
     },
     /// Try again at `at`; `pause_module_until` pauses every delivery to the
     /// module (the network asked to wait).
@@ -240,12 +243,15 @@ pub enum AttemptOutcome {
         pause_module_until: Option<DateTime<Utc>>,
     },
     /// Not attempted: this process's outbound rate limit for the module is
-    /// used up until `until`. The claim does not count as an attempt, the
-    /// module pauses until then, and newer values may still replace this
-    /// one meanwhile (latest-wins instead of a queue behind the limiter).
+    /// used up until `until`, or the module waits for its operator. The
+    /// claim does not count as an attempt, the module pauses until then, and
+    /// newer values may still replace this one meanwhile (latest-wins
+    /// instead of a queue behind the limiter).
     Deferred {
         /// When the module may send again.
         until: DateTime<Utc>,
+        /// Why, when users should know (kept as the delivery's `last_error`).
+        reason: Option<String>,
     },
     /// Give up.
     Failed {

@@ -27,7 +27,9 @@ fn module_from_row(row: &AnyRow) -> Result<Module> {
 
 impl Registry {
     /// Stores a module, or replaces the plugin of an existing id with a new
-    /// version (and enables it again if it had been removed).
+    /// version (and enables it again if it had been removed). A pause of
+    /// the module's deliveries ends and its waiting deliveries are due at
+    /// once: the new version may be the fix they were waiting for.
     pub async fn upsert_module(&self, new: NewModule, now: DateTime<Utc>) -> Result<Module> {
         let manifest = serde_json::to_string(&new.manifest)?;
         let description = new
@@ -54,6 +56,18 @@ impl Registry {
             .bind(to_millis(now))
             .fetch_one(&self.pool)
             .await?;
+        sqlx::query("DELETE FROM module_pauses WHERE module_id = $1")
+            .bind(&new.id)
+            .execute(&self.pool)
+            .await?;
+        sqlx::query(
+            "UPDATE deliveries SET next_attempt_at = $2 WHERE module_id = $1 \
+             AND status IN ('pending', 'retrying') AND next_attempt_at > $2",
+        )
+        .bind(&new.id)
+        .bind(to_millis(now))
+        .execute(&self.pool)
+        .await?;
         module_from_row(&row)
     }
 

@@ -57,6 +57,7 @@ async fn a_change_and_its_deliveries_are_claimed_once_and_recorded() {
             applied: vec!["signature".into()],
             truncated: vec![],
             applied_settings: settings(json!({"signature": "hi"})),
+            note: None,
         };
         assert_eq!(
             reg.finish_attempt("c1-dst", "w1", outcome.clone(), later)
@@ -219,7 +220,13 @@ async fn a_deferred_claim_is_uncounted_pauses_the_module_and_yields_to_newer_val
         assert_eq!(
             reg.finish_attempts(
                 "w",
-                vec![("c1-dst".into(), AttemptOutcome::Deferred { until })],
+                vec![(
+                    "c1-dst".into(),
+                    AttemptOutcome::Deferred {
+                        until,
+                        reason: None
+                    }
+                )],
                 now
             )
             .await
@@ -276,6 +283,7 @@ async fn outcomes_stored_in_one_batch_update_last_applied_and_a_report_forgets_i
             applied: vec!["signature".into(), "mood".into()],
             truncated: vec![],
             applied_settings: settings(json!({"signature": "s1", "mood": "m1"})),
+            note: None,
         };
         let recorded = reg
             .finish_attempts(
@@ -289,6 +297,7 @@ async fn outcomes_stored_in_one_batch_update_last_applied_and_a_report_forgets_i
                             applied: vec!["signature".into()],
                             truncated: vec!["signature".into()],
                             applied_settings: settings(json!({"signature": "s"})),
+                            note: Some("mood not applied".into()),
                         },
                     ),
                 ],
@@ -310,6 +319,12 @@ async fn outcomes_stored_in_one_batch_update_last_applied_and_a_report_forgets_i
         );
         let c1 = reg.change("u", "c1").await.unwrap();
         assert_eq!(c1.targets[1].truncated_fields, vec!["signature".to_owned()]);
+        // A delivered target keeps why a field was not sent.
+        assert_eq!(
+            c1.targets[1].last_error.as_deref(),
+            Some("mood not applied")
+        );
+        assert_eq!(c1.targets[0].last_error, None);
         assert!(
             c1.targets
                 .iter()

@@ -7,7 +7,7 @@
 use e2e_tests::{expect_error, hostile, TestGateway};
 use gateway::host::{CallError, Grants, HostLimits, PluginHost};
 use reqwest::StatusCode;
-use serde_json::json;
+use serde_json::{json, Value};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -152,7 +152,12 @@ async fn a_memory_bomb_hits_the_memory_cap() {
 async fn a_panic_is_a_typed_trap() {
     let host = PluginHost::new(limits()).unwrap();
     match verify(&host, vec![], "panic").await {
-        Err(CallError::Trap(message)) => assert!(!message.is_empty()),
+        // The panic message first, with where it happened.
+        Err(CallError::Trap(message)) => assert!(
+            message.starts_with("panicked at hostile/src/lib.rs:")
+                && message.contains("hostile plugin panics on purpose (at verify"),
+            "{message}"
+        ),
         other => panic!("expected a trap, got {other:?}"),
     }
 }
@@ -163,10 +168,13 @@ async fn calls_to_hosts_not_granted_are_denied_and_granted_ones_work() {
     let small = serve_bytes(5).await;
     let granted = vec![small.clone()];
     let denied = verify(&host, granted.clone(), "fetch:http://127.0.0.1:9/secret").await;
+    // Whatever the connector made of the denial, the call failed on the
+    // operator's grant: said as such, naming the origin only.
     match denied {
-        Err(CallError::Rejected(m)) => {
-            assert!(m.contains("Denied") && m.contains("not granted"), "{m}")
-        }
+        Err(CallError::Misconfigured(m)) => assert_eq!(
+            m, "http://127.0.0.1:9 is not granted to module hostile",
+            "{m}"
+        ),
         other => panic!("expected a denial, got {other:?}"),
     }
     let ok = verify(&host, granted, &format!("fetch:{small}/x")).await;
@@ -300,4 +308,106 @@ async fn outbound_calls_beyond_the_module_rate_limit_are_refused() {
         ),
         other => panic!("expected the third call to be rate limited, got {other:?}"),
     }
+}
+
+/// A connector that panics in `push`: the delivery says why (the panic
+/// message first, where it happened), becomes a dead letter at once instead
+/// of being retried, and an admin sees it among the dead letters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_in_push_is_a_dead_letter_with_its_message() {
+    let gw = TestGateway::start().await;
+    for (manifest, plugin) in [
+        (e2e_tests::manifest("source"), e2e_tests::webhook()),
+        (json!({"id": "hostile", "name": "Hostile"}), hostile()),
+    ] {
+        assert_eq!(
+            gw.upload_module(&manifest, &plugin).await.status(),
+            StatusCode::CREATED
+        );
+    }
+    let token = gw.user_token("alice").await;
+    for module in ["source", "hostile"] {
+        let bind = json!({"module": module, "account": "fine", "credentials": {}});
+        let r = gw.post_json("/v1/bindings", Some(&token), &bind).await;
+        assert_eq!(r.status(), StatusCode::CREATED);
+    }
+    let id = gw
+        .report(&token, "source", json!({"signature": "panic"}))
+        .await;
+    let change = gw.settled(&token, &id).await;
+    let target = e2e_tests::target(&change, "hostile");
+    assert_eq!(target["status"], "failed", "{change}");
+    assert_eq!(target["dead_letter"], true, "{change}");
+    assert_eq!(target["attempts"], 1, "not retried: {change}");
+    let error = target["last_error"].as_str().unwrap();
+    assert!(
+        error.starts_with("the connector crashed: panicked at hostile/src/lib.rs:")
+            && error.contains("hostile plugin panics in push (at push"),
+        "{error}"
+    );
+    let dead: Value = gw
+        .get_json("/v1/admin/deliveries/dead", Some(&gw.admin_token))
+        .await;
+    assert!(
+        dead.to_string().contains("hostile plugin panics in push"),
+        "{dead}"
+    );
+}
+
+/// A network with a closed vocabulary of moods gets only its own words,
+/// in its own spelling; another mood is not sent, and the target says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moods_outside_the_networks_vocabulary_are_not_sent_and_say_why() {
+    let gw = TestGateway::start().await;
+    for (manifest, plugin) in [
+        (e2e_tests::manifest("source"), e2e_tests::webhook()),
+        (json!({"id": "hostile", "name": "Hostile"}), hostile()),
+    ] {
+        assert_eq!(
+            gw.upload_module(&manifest, &plugin).await.status(),
+            StatusCode::CREATED
+        );
+    }
+    let modules: Value = gw.get_json("/v1/modules", None).await;
+    assert!(
+        modules
+            .to_string()
+            .contains("\"moods\":[\"Happy\",\"Away\"]"),
+        "{modules}"
+    );
+    let token = gw.user_token("alice").await;
+    for module in ["source", "hostile"] {
+        let bind = json!({"module": module, "account": "fine", "credentials": {}});
+        let r = gw.post_json("/v1/bindings", Some(&token), &bind).await;
+        assert_eq!(r.status(), StatusCode::CREATED);
+    }
+    let id = gw
+        .report(
+            &token,
+            "source",
+            json!({"signature": "hi", "mood": "grumpy"}),
+        )
+        .await;
+    let change = gw.settled(&token, &id).await;
+    let target = e2e_tests::target(&change, "hostile");
+    assert_eq!(target["status"], "delivered", "{change}");
+    assert_eq!(target["applied_fields"], json!(["signature"]), "{change}");
+    assert_eq!(
+        target["last_error"],
+        "mood \"grumpy\" not applied: this network knows only Happy, Away"
+    );
+    // A word of the vocabulary, in another case: sent in the network's spelling.
+    let id = gw.report(&token, "source", json!({"mood": "happy"})).await;
+    let change = gw.settled(&token, &id).await;
+    let target = e2e_tests::target(&change, "hostile");
+    assert_eq!(target["applied_fields"], json!(["mood"]), "{change}");
+    assert_eq!(target["last_error"], Value::Null);
+    let bindings: Value = gw.get_json("/v1/bindings", Some(&token)).await;
+    let hostile = bindings["bindings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["module"] == "hostile")
+        .unwrap();
+    assert_eq!(hostile["last_applied"]["mood"], "Happy");
 }

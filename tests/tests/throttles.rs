@@ -95,9 +95,10 @@ async fn bind(gw: &TestGateway, token: &str, module: &str, account: &str) -> req
 #[tokio::test]
 async fn refused_credential_checks_throttle_the_account_for_every_user() {
     let gw = gateway().await;
-    hostile_module(&gw, json!(null), "http://127.0.0.1:9").await;
+    hostile_module(&gw, json!(null), "http://127.0.0.1:10").await;
     let mallory = gw.user_token("mallory").await;
-    // An account whose check the network refuses (the host is not granted).
+    // An account whose check the network refuses (a granted host where
+    // nothing listens: the connector rejects it).
     let account = "fetch:http://127.0.0.1:10/refused";
     for _ in 0..6 {
         let r = bind(&gw, &mallory, "hostile", account).await;

@@ -9,6 +9,11 @@ use chrono::{DateTime, Utc};
 use registry_db::{AttemptOutcome, Delivery, SettingsMap};
 use std::time::Duration;
 
+/// How long a module that is not set up correctly (a host its connector
+/// needs is not granted) pauses before its connector is asked again; a new
+/// upload of the module ends the pause at once.
+pub const MISCONFIGURED_PAUSE: Duration = Duration::from_secs(3600);
+
 /// How failing deliveries are retried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
@@ -42,6 +47,8 @@ pub struct Prepared {
     pub truncated: Vec<String>,
     /// The normalised values, remembered for echo suppression.
     pub values: SettingsMap,
+    /// Why reported fields were not sent (a mood the network does not know).
+    pub notes: Vec<String>,
 }
 
 /// What the worker saw of one attempt.
@@ -84,6 +91,7 @@ pub fn classify(
     match attempt {
         Attempt::Paced { wait } => AttemptOutcome::Deferred {
             until: now + chrono_duration(wait.max(Duration::from_millis(1))),
+            reason: None,
         },
         Attempt::Impossible(error) => fail(error),
         Attempt::NotNow(error) => retry(error, None),
@@ -97,6 +105,23 @@ pub fn classify(
             CallError::RateLimited(secs) => {
                 retry(format!("the network asked to wait {secs} s"), Some(secs))
             }
+            // A connector bug: the same input crashes it again, so the
+            // delivery goes to the dead letters at once (an admin redrives
+            // it once the connector is fixed).
+            // The operator's setup, not the network nor the value: the
+            // module waits (uncounted) until a fixed upload ends the pause,
+            // or the pause runs out and the connector is asked again.
+            CallError::Misconfigured(m) => AttemptOutcome::Deferred {
+                until: now + chrono_duration(MISCONFIGURED_PAUSE),
+                reason: Some(format!(
+                    "waiting for the operator: the {} module is not set up correctly ({m})",
+                    delivery.module_id
+                )),
+            },
+            CallError::Trap(m) => AttemptOutcome::Failed {
+                error: format!("the connector crashed: {m}"),
+                dead: true,
+            },
             e => retry(e.to_string(), None),
         },
     }
@@ -119,6 +144,7 @@ fn delivered(prepared: Prepared, outcome: &PushOutcome) -> AttemptOutcome {
         applied,
         truncated,
         applied_settings: values,
+        note: (!prepared.notes.is_empty()).then(|| prepared.notes.join("; ")),
     }
 }
 
@@ -247,6 +273,7 @@ mod tests {
             prepared: Prepared {
                 truncated: vec!["signature".into()],
                 values,
+                notes: Vec::new(),
             },
             result,
         }
@@ -267,7 +294,9 @@ mod tests {
                 applied,
                 truncated,
                 applied_settings,
+                note,
             } => {
+                assert_eq!(note, None);
                 assert_eq!(applied, ["signature"]);
                 assert_eq!(truncated, ["signature"], "cut on the gateway's side");
                 assert_eq!(Value::Object(applied_settings), json!({"signature": "hi"}));
@@ -379,10 +408,46 @@ mod tests {
     }
 
     #[test]
+    fn a_misconfigured_module_waits_for_its_operator_uncounted() {
+        match decide(
+            called(Err(CallError::Misconfigured(
+                "http://10.0.0.1:80 is not granted".into(),
+            ))),
+            3,
+        ) {
+            AttemptOutcome::Deferred { until, reason } => {
+                assert_eq!(until, now() + chrono_duration(MISCONFIGURED_PAUSE));
+                let reason = reason.expect("users see why");
+                assert!(reason.starts_with("waiting for the operator"), "{reason}");
+                assert!(reason.contains("is not granted"), "{reason}");
+            }
+            other => panic!("expected a pause, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_crashed_connector_is_a_dead_letter_at_once_with_its_message() {
+        match decide(
+            called(Err(CallError::Trap(
+                "panicked at src/lib.rs:1:1: boom".into(),
+            ))),
+            1,
+        ) {
+            AttemptOutcome::Failed { error, dead } => {
+                assert!(dead, "a dead letter, redrivable");
+                assert!(
+                    error.starts_with("the connector crashed: panicked at"),
+                    "{error}"
+                );
+            }
+            other => panic!("expected a dead letter, got {other:?}"),
+        }
+    }
+
+    #[test]
     fn timeouts_and_storage_failures_are_retried_too() {
         for attempt in [
             called(Err(CallError::Timeout(5000))),
-            called(Err(CallError::Trap("panicked".into()))),
             Attempt::NotNow("registry: database is locked".into()),
         ] {
             assert!(
@@ -431,7 +496,8 @@ mod tests {
                 9
             ),
             AttemptOutcome::Deferred {
-                until: now() + chrono::Duration::milliseconds(250)
+                until: now() + chrono::Duration::milliseconds(250),
+                reason: None,
             }
         );
         // Even "no wait" defers a little, never into the past.
@@ -443,7 +509,8 @@ mod tests {
                 1
             ),
             AttemptOutcome::Deferred {
-                until: now() + chrono::Duration::milliseconds(1)
+                until: now() + chrono::Duration::milliseconds(1),
+                reason: None,
             }
         );
     }

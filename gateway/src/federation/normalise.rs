@@ -44,9 +44,31 @@ pub fn signature(value: &str, description: Option<&Description>) -> (String, boo
     )
 }
 
-/// A mood as the network described by `description` stores it.
+/// A mood as the network described by `description` stores it: cut to its
+/// `max_mood_chars`, and where it has a closed vocabulary (`moods`), in the
+/// vocabulary's own spelling when the word is there (case ignored).
 pub fn mood(value: &str, description: Option<&Description>) -> (String, bool) {
-    text(value, description.and_then(|d| d.limits.max_mood_chars))
+    let (value, cut) = text(value, description.and_then(|d| d.limits.max_mood_chars));
+    let known = description
+        .into_iter()
+        .flat_map(|d| d.moods.iter())
+        .find(|m| m.trim().eq_ignore_ascii_case(&value));
+    match known {
+        Some(word) => (word.trim().to_owned(), cut),
+        None => (value, cut),
+    }
+}
+
+/// Whether the network takes `mood` (its [`mood`] form): any text when it
+/// lists no moods, else only a word of its vocabulary; `Err` says why not.
+pub fn known_mood(mood: &str, description: &Description) -> Result<(), String> {
+    if description.moods.is_empty() || description.moods.iter().any(|m| m.trim() == mood) {
+        return Ok(());
+    }
+    Err(format!(
+        "mood {mood:?} not applied: this network knows only {}",
+        description.moods.join(", ")
+    ))
 }
 
 #[cfg(test)]
@@ -59,6 +81,40 @@ mod tests {
         assert_eq!(text("héllo wörld", Some(5)), ("héllo".to_owned(), true));
         assert_eq!(text("ab cd", Some(3)), ("ab".to_owned(), true));
         assert_eq!(text("日本語", Some(3)), ("日本語".to_owned(), false));
+    }
+
+    #[test]
+    fn a_closed_vocabulary_takes_its_own_words_only() {
+        let description = Description {
+            fields: Vec::new(),
+            limits: crate::host::Limits {
+                max_signature_chars: None,
+                max_mood_chars: Some(10),
+                avatar: None,
+            },
+            moods: vec!["Happy".into(), "Away".into()],
+        };
+        assert_eq!(
+            mood(" happy ", Some(&description)),
+            ("Happy".to_owned(), false)
+        );
+        assert_eq!(known_mood("Happy", &description), Ok(()));
+        let refused = known_mood("grumpy", &description).unwrap_err();
+        assert_eq!(
+            refused,
+            "mood \"grumpy\" not applied: this network knows only Happy, Away"
+        );
+        // Cut to max_mood_chars like a signature.
+        assert_eq!(
+            mood("a very long mood", Some(&description)),
+            ("a very lon".to_owned(), true)
+        );
+        // No vocabulary: any text.
+        let free = Description {
+            moods: Vec::new(),
+            ..description
+        };
+        assert_eq!(known_mood("grumpy", &free), Ok(()));
     }
 
     #[test]

@@ -353,6 +353,12 @@ async fn prepare(
                 } else {
                     normalise::mood(text, Some(description))
                 };
+                if field == "mood" {
+                    if let Err(why) = normalise::known_mood(&value, description) {
+                        prepared.notes.push(why);
+                        continue;
+                    }
+                }
                 if cut {
                     prepared.truncated.push(field.clone());
                 }

@@ -11,6 +11,7 @@ mod abi;
 mod bindings;
 pub mod dns;
 mod outbound;
+mod stderr;
 pub mod types;
 mod wasi;
 
@@ -123,6 +124,10 @@ pub struct CallState {
     deadline: Instant,
     memory_cap: usize,
     memory_exceeded: bool,
+    /// The latest output on the plugin's stderr (a panic message).
+    stderr: stderr::StderrTail,
+    /// An outbound request refused because its origin is not granted.
+    denied: Option<String>,
 }
 
 #[derive(Clone)]
@@ -308,8 +313,9 @@ impl PluginHost {
             &mut Store<CallState>,
         ) -> wasmtime::Result<Result<T, bindings::wit::ConnectorError>>,
     ) -> Result<T, CallError> {
+        let stderr = stderr::StderrTail::default();
         let state = CallState {
-            wasi: WasiCtx::builder().build(),
+            wasi: WasiCtx::builder().stderr(stderr.clone()).build(),
             table: ResourceTable::new(),
             grants,
             outbound: Outbound {
@@ -323,6 +329,8 @@ impl PluginHost {
             deadline: Instant::now() + self.limits.call_timeout,
             memory_cap: self.limits.memory_bytes,
             memory_exceeded: false,
+            stderr,
+            denied: None,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| s);
@@ -333,6 +341,13 @@ impl PluginHost {
             .and_then(|connector| call(&connector, &mut store));
         match outcome {
             Ok(Ok(value)) => Ok(value),
+            // The connector failed after the host refused it an origin:
+            // whatever it says, the operator's grant is what to fix.
+            Ok(Err(_)) if store.data().denied.is_some() => {
+                let why = store.data_mut().denied.take().unwrap_or_default();
+                tracing::warn!(module = %store.data().grants.module_id, "{why}: grant it in the module's allowed_hosts");
+                Err(CallError::Misconfigured(why))
+            }
             Ok(Err(e)) => Err(e.into()),
             Err(e) => Err(self.classify_trap(&e, store.data())),
         }
@@ -351,7 +366,9 @@ impl PluginHost {
         if interrupted || error.downcast_ref::<wasi::DeadlineReached>().is_some() {
             return CallError::Timeout(self.limits.call_timeout.as_millis() as u64);
         }
-        CallError::Trap(format!("{error:#}").chars().take(500).collect())
+        let text = stderr::trap_text(&state.stderr.text(), &format!("{error:?}"));
+        tracing::error!(module = %state.grants.module_id, "the connector crashed: {}", crate::text::log_line(&text));
+        CallError::Trap(text)
     }
 
     /// Runs `verify()` for an account. Blocking: call from a blocking thread.

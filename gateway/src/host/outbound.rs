@@ -27,17 +27,21 @@ pub fn origin_of(url: &reqwest::Url) -> Option<String> {
 }
 
 impl CallState {
-    fn check_granted(&self, url: &reqwest::Url) -> Result<(), http::HttpError> {
+    /// Refuses URLs outside the grant, and remembers the refusal: whatever
+    /// the connector makes of it, the call failed on the operator's setup.
+    fn check_granted(&mut self, url: &reqwest::Url) -> Result<(), http::HttpError> {
         let origin = origin_of(url).ok_or_else(|| {
             http::HttpError::Denied(format!("a {}: URL has no host or port", url.scheme()))
         })?;
         if self.grants.allowed_origins.iter().any(|o| o == &origin) {
             Ok(())
         } else {
-            Err(http::HttpError::Denied(format!(
+            let why = format!(
                 "{origin} is not granted to module {}",
                 self.grants.module_id
-            )))
+            );
+            self.denied = Some(why.clone());
+            Err(http::HttpError::Denied(why))
         }
     }
 
@@ -71,7 +75,7 @@ impl CallState {
                 std::thread::sleep(wait);
             }
         }
-        if let Some(answer) = &self.outbound.in_process {
+        if let Some(answer) = self.outbound.in_process.clone() {
             self.check_granted(&url)?;
             let response = answer(&HttpRequest {
                 method: request.method,

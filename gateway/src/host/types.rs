@@ -101,6 +101,11 @@ pub enum CallError {
     /// The plugin tried to use more memory than allowed.
     #[error("the plugin exceeded its memory limit of {0} bytes")]
     MemoryLimit(usize),
+    /// The module is not set up for what its connector did (a host it needs
+    /// is not granted): the operator's to fix, not the user's nor the
+    /// network's.
+    #[error("the module is not set up correctly: {0}")]
+    Misconfigured(String),
     /// The plugin trapped (panic, unreachable, bad memory access).
     #[error("the plugin crashed: {0}")]
     Trap(String),

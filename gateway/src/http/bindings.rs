@@ -60,6 +60,11 @@ impl From<BindingError> for ApiError {
                 "module_unavailable",
                 message,
             ),
+            BindingError::ModuleMisconfigured { .. } => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "module_misconfigured",
+                message,
+            ),
             BindingError::ModuleUnavailable(_) => {
                 ApiError::new(StatusCode::BAD_GATEWAY, "module_unavailable", message)
             }
@@ -81,7 +86,11 @@ impl From<BindingError> for ApiError {
         (status = 409, description = "already_bound, account_taken (another user holds this account; said only after the credentials were checked), too_many_bindings (64 per user)", body = ErrorBody),
         (status = 422, description = "unsupported_module, invalid_account, invalid_credentials, invalid_body (wrong JSON types, missing or unknown fields)", body = ErrorBody),
         (status = 429, description = "rate_limited: the user's request quota, or too many refused credential checks of this account or this user", body = ErrorBody,
-            headers(("Retry-After" = u64, description = "whole seconds to wait, at least 1")))))]
+            headers(("Retry-After" = u64, description = "whole seconds to wait, at least 1"))),
+        (status = 502, description = "module_unavailable: the network or its connector failed", body = ErrorBody),
+        (status = 503, description = "module_unavailable (the network asks to wait), \
+            module_misconfigured (the module is not set up correctly: the operator's to fix)",
+            body = ErrorBody)))]
 pub async fn create_binding(
     State(state): State<AppState>,
     auth: AuthUser,
@@ -150,7 +159,8 @@ pub async fn delete_binding(
         (status = 501, description = "fetch_unsupported: the connector cannot read settings back",
             body = ErrorBody),
         (status = 502, description = "module_unavailable", body = ErrorBody),
-        (status = 503, description = "module_unavailable (the network asks to wait)",
+        (status = 503, description = "module_unavailable (the network asks to wait), \
+            module_misconfigured (the module is not set up correctly: the operator's to fix)",
             body = ErrorBody)))]
 pub async fn current_settings(
     State(state): State<AppState>,

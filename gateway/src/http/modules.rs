@@ -38,6 +38,9 @@ pub fn module_view(m: &registry_db::Module) -> ModuleView {
             .and_then(|f| serde_json::from_value(f).ok())
             .unwrap_or_default(),
         limits: described("limits").unwrap_or_else(|| serde_json::json!({})),
+        moods: described("moods")
+            .and_then(|f| serde_json::from_value(f).ok())
+            .unwrap_or_default(),
         detect: m
             .manifest
             .get("detect")
