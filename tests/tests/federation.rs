@@ -373,8 +373,9 @@ async fn exhausted_retries_become_dead_letters_an_operator_can_redrive() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_newer_change_supersedes_pending_ones_and_the_last_value_wins() {
     let w = World::new(&["source", "alpha"]).await;
-    // alpha asks to wait, so the following changes queue up behind it.
-    w.mock("alpha").then([Reply::RetryAfter(1)]);
+    // alpha asks to wait, so the following changes queue up behind it (long
+    // enough that all ten reports land within the pause on a busy machine).
+    w.mock("alpha").then([Reply::RetryAfter(5)]);
     let (_, first) = w
         .report("source", json!({"signature": "v0", "mood": "calm"}))
         .await;
