@@ -315,22 +315,7 @@ async fn outbound_calls_beyond_the_module_rate_limit_are_refused() {
 /// of being retried, and an admin sees it among the dead letters.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panic_in_push_is_a_dead_letter_with_its_message() {
-    let gw = TestGateway::start().await;
-    for (manifest, plugin) in [
-        (e2e_tests::manifest("source"), e2e_tests::webhook()),
-        (json!({"id": "hostile", "name": "Hostile"}), hostile()),
-    ] {
-        assert_eq!(
-            gw.upload_module(&manifest, &plugin).await.status(),
-            StatusCode::CREATED
-        );
-    }
-    let token = gw.user_token("alice").await;
-    for module in ["source", "hostile"] {
-        let bind = json!({"module": module, "account": "fine", "credentials": {}});
-        let r = gw.post_json("/v1/bindings", Some(&token), &bind).await;
-        assert_eq!(r.status(), StatusCode::CREATED);
-    }
+    let (gw, token) = source_and_hostile().await;
     let id = gw
         .report(&token, "source", json!({"signature": "panic"}))
         .await;
@@ -358,16 +343,7 @@ async fn a_panic_in_push_is_a_dead_letter_with_its_message() {
 /// in its own spelling; another mood is not sent, and the target says why.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn moods_outside_the_networks_vocabulary_are_not_sent_and_say_why() {
-    let gw = TestGateway::start().await;
-    for (manifest, plugin) in [
-        (e2e_tests::manifest("source"), e2e_tests::webhook()),
-        (json!({"id": "hostile", "name": "Hostile"}), hostile()),
-    ] {
-        assert_eq!(
-            gw.upload_module(&manifest, &plugin).await.status(),
-            StatusCode::CREATED
-        );
-    }
+    let (gw, token) = source_and_hostile().await;
     let modules: Value = gw.get_json("/v1/modules", None).await;
     assert!(
         modules
@@ -375,12 +351,6 @@ async fn moods_outside_the_networks_vocabulary_are_not_sent_and_say_why() {
             .contains("\"moods\":[\"Happy\",\"Away\"]"),
         "{modules}"
     );
-    let token = gw.user_token("alice").await;
-    for module in ["source", "hostile"] {
-        let bind = json!({"module": module, "account": "fine", "credentials": {}});
-        let r = gw.post_json("/v1/bindings", Some(&token), &bind).await;
-        assert_eq!(r.status(), StatusCode::CREATED);
-    }
     let id = gw
         .report(
             &token,
@@ -410,4 +380,26 @@ async fn moods_outside_the_networks_vocabulary_are_not_sent_and_say_why() {
         .find(|b| b["module"] == "hostile")
         .unwrap();
     assert_eq!(hostile["last_applied"]["mood"], "Happy");
+}
+
+/// A gateway with modules `source` (webhook) and `hostile`, and user alice
+/// bound to both: her token.
+async fn source_and_hostile() -> (TestGateway, String) {
+    let gw = TestGateway::start().await;
+    for (manifest, plugin) in [
+        (e2e_tests::manifest("source"), e2e_tests::webhook()),
+        (json!({"id": "hostile", "name": "Hostile"}), hostile()),
+    ] {
+        assert_eq!(
+            gw.upload_module(&manifest, &plugin).await.status(),
+            StatusCode::CREATED
+        );
+    }
+    let token = gw.user_token("alice").await;
+    for module in ["source", "hostile"] {
+        let bind = json!({"module": module, "account": "fine", "credentials": {}});
+        let r = gw.post_json("/v1/bindings", Some(&token), &bind).await;
+        assert_eq!(r.status(), StatusCode::CREATED);
+    }
+    (gw, token)
 }
