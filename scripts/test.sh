@@ -33,6 +33,9 @@ cargo fmt --manifest-path tests/fixtures/Cargo.toml --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 cargo clippy --manifest-path plugins/Cargo.toml --target wasm32-wasip2 -- -D warnings
+cargo clippy --manifest-path tests/fixtures/Cargo.toml --target wasm32-wasip2 -- -D warnings
+echo "== cargo doc -p plugin-sdk (the connector authors' API reference)"
+RUSTDOCFLAGS="-D warnings" cargo doc -p plugin-sdk --no-deps
 echo "== cargo test (reference plugins, natively)"
 cargo test --manifest-path plugins/Cargo.toml
 echo "== cargo test"

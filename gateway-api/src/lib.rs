@@ -27,7 +27,9 @@ pub use changes::{
 pub use deliveries::{DeadLetters, DeliveryView};
 pub use error::{ErrorBody, ErrorDetail};
 pub use events::{ChangeEvent, DoneEvent, EventError, StreamError};
-pub use modules::{ClientHints, DetectHints, Manifest, ModuleList, ModuleView, RateLimit};
+pub use modules::{
+    ClientHints, CredentialField, DetectHints, Manifest, ModuleList, ModuleView, RateLimit,
+};
 
 use std::fmt;
 

@@ -26,6 +26,36 @@ pub struct ModuleView {
     /// Hints for the monitor to notice the IM client on a device.
     #[serde(default)]
     pub detect: DetectHints,
+    /// What a user enters to bind an account: the fields of the
+    /// `credentials` object, checked before the connector runs (a missing,
+    /// unknown or mistyped field answers `422 invalid_body` naming it).
+    /// Absent: the connector takes any JSON object and checks it itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<Vec<CredentialField>>,
+}
+
+/// One field of a module's credentials.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CredentialField {
+    /// Key in the `credentials` object, e.g. `password`.
+    pub name: String,
+    /// What to ask the person for, e.g. "Password".
+    pub label: String,
+    /// The JSON value expected: `text` and `secret` (non-empty strings),
+    /// `url` (an absolute http or https URL), `integer`, `boolean`.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = "^(text|secret|url|integer|boolean)$")
+    )]
+    pub kind: String,
+    /// True for passwords and tokens: mask them when typed.
+    pub secret: bool,
+    /// Whether a binding must have it.
+    pub required: bool,
+    /// One line of help to show beside the field; may be empty.
+    #[serde(default)]
+    pub help: String,
 }
 
 /// The supported-module library.

@@ -58,6 +58,10 @@ pub enum BindingError {
     /// The credentials are refused (by their size or by the network).
     #[error("{0}")]
     InvalidCredentials(String),
+    /// The credentials do not fit the fields the connector declares
+    /// (checked before the connector runs).
+    #[error("credentials.{0}")]
+    CredentialFields(crate::host::schema::FieldProblem),
     /// The user has as many bindings as allowed.
     #[error("at most {MAX_BINDINGS_PER_USER} accounts may be bound; unbind one first")]
     TooMany,
@@ -212,6 +216,15 @@ impl Bindings {
             || account.chars().any(char::is_control)
         {
             return Err(BindingError::InvalidAccount);
+        }
+        let library = self.connectors.library().await?;
+        if let Some(fields) = library
+            .get(new.module)
+            .and_then(|d| d.as_ref())
+            .and_then(|d| d.credentials.as_ref())
+        {
+            crate::host::schema::check_object(fields, new.credentials)
+                .map_err(BindingError::CredentialFields)?;
         }
         let plaintext = serde_json::to_vec(new.credentials)
             .map_err(|e| BindingError::Internal(e.to_string()))?;

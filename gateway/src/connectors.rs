@@ -76,6 +76,9 @@ pub enum ConnectorsError {
         /// What is wrong.
         reason: String,
     },
+    /// The manifest's config does not fit the fields the connector declares.
+    #[error("manifest field config.{0}")]
+    Config(crate::host::schema::FieldProblem),
     /// A blocking task failed.
     #[error("internal: {0}")]
     Internal(String),
@@ -134,6 +137,10 @@ impl Connectors {
         })
         .await
         .map_err(|e| ConnectorsError::Internal(e.to_string()))??;
+        if let Some(fields) = &loaded.description.config {
+            crate::host::schema::check_object(fields, &manifest.config)
+                .map_err(ConnectorsError::Config)?;
+        }
         let description = serde_json::to_value(&loaded.description)
             .map_err(|e| ConnectorsError::Internal(e.to_string()))?;
         let new = NewModule {

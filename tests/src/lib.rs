@@ -94,6 +94,11 @@ pub fn hostile() -> Vec<u8> {
     wasm("fixtures", "hostile_connector")
 }
 
+/// A connector of the frozen ABI 1 from `tests/fixtures/legacy-v1`.
+pub fn legacy_v1() -> Vec<u8> {
+    wasm("fixtures", "legacy_v1_connector")
+}
+
 /// The reference webhook connector.
 pub fn webhook() -> Vec<u8> {
     plugin("webhook_connector")

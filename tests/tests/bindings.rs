@@ -271,22 +271,24 @@ async fn credentials_are_encrypted_at_rest() {
 #[tokio::test]
 async fn the_connector_checks_credentials_before_anything_is_stored() {
     let gw = TestGateway::start().await;
-    // The webhook connector's verify() refuses a module config without a URL.
-    let mut broken = manifest("hook");
-    broken["config"] = json!({"secret": "s"});
+    // The legacy connector's verify() refuses the password "wrong".
+    let legacy = json!({"id": "legacy", "name": "Legacy"});
     assert_eq!(
-        gw.upload_module(&broken, &webhook()).await.status(),
+        gw.upload_module(&legacy, &e2e_tests::legacy_v1())
+            .await
+            .status(),
         StatusCode::CREATED
     );
     let token = gw.user_token("alice").await;
-    let body = json!({"module": "hook", "account": "alice", "credentials": {}});
+    let body =
+        json!({"module": "legacy", "account": "alice", "credentials": {"password": "wrong"}});
     let msg = expect_error(
         gw.post_json("/v1/bindings", Some(&token), &body).await,
         StatusCode::UNPROCESSABLE_ENTITY,
         "invalid_credentials",
     )
     .await;
-    assert!(msg.contains("url"), "{msg}");
+    assert!(msg.contains("wrong password"), "{msg}");
     let list: Value = gw.get_json("/v1/bindings", Some(&token)).await;
     assert_eq!(list["bindings"], json!([]));
 }

@@ -93,6 +93,8 @@ mod tests {
                 avatar: None,
             },
             moods: vec!["Happy".into(), "Away".into()],
+            credentials: None,
+            config: None,
         };
         assert_eq!(
             mood(" happy ", Some(&description)),

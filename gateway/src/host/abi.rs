@@ -3,7 +3,7 @@
 use super::InvalidPlugin;
 
 /// ABI versions of `plugin-sdk` this gateway loads.
-pub const SUPPORTED_ABI: std::ops::RangeInclusive<u32> = 1..=1;
+pub const SUPPORTED_ABI: std::ops::RangeInclusive<u32> = 1..=2;
 /// The custom section `plugin-sdk` writes the ABI version into.
 pub const ABI_SECTION: &str = "gateway-abi";
 
@@ -84,11 +84,12 @@ mod tests {
             bytes
         };
         assert_eq!(abi_version(&with(&1u32.to_le_bytes())).unwrap(), 1);
-        let too_new = abi_version(&with(&2u32.to_le_bytes()))
+        assert_eq!(abi_version(&with(&2u32.to_le_bytes())).unwrap(), 2);
+        let too_new = abi_version(&with(&3u32.to_le_bytes()))
             .unwrap_err()
             .to_string();
         assert!(
-            too_new.contains("ABI version 2") && too_new.contains("1..=1"),
+            too_new.contains("ABI version 3") && too_new.contains("1..=2"),
             "{too_new}"
         );
         assert!(abi_version(&with(b"x")).is_err());

@@ -11,6 +11,7 @@ mod abi;
 mod bindings;
 pub mod dns;
 mod outbound;
+pub mod schema;
 mod stderr;
 pub mod types;
 mod wasi;
@@ -18,14 +19,14 @@ mod wasi;
 pub use abi::SUPPORTED_ABI;
 pub use types::{
     AvatarLimits, CallError, Description, Field, Grants, HttpRequest, HttpResponse, Image, Limits,
-    PushOutcome, Settings,
+    PushOutcome, SettingField, SettingKind, Settings,
 };
 
-use bindings::{Connector, ConnectorPre};
+use bindings::Pre;
 use governor::DefaultDirectRateLimiter;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
@@ -61,6 +62,9 @@ pub enum InvalidPlugin {
     /// `describe()` failed.
     #[error("describe() failed: {0}")]
     Describe(CallError),
+    /// `describe()` declared credential or config fields that break the rules.
+    #[error("{0}")]
+    Declaration(String),
 }
 
 /// Errors creating the host.
@@ -102,7 +106,7 @@ const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// A compiled, linked connector ready to instantiate.
 #[derive(Clone)]
 pub struct LoadedPlugin {
-    pre: ConnectorPre<CallState>,
+    pre: Pre,
     /// What the connector said about itself when loaded.
     pub description: Description,
 }
@@ -245,8 +249,7 @@ impl PluginHost {
         let engine = Engine::new(&config).map_err(err)?;
         let mut linker = Linker::<CallState>::new(&engine);
         wasi::add_to_linker(&mut linker).map_err(err)?;
-        Connector::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |s| s)
-            .map_err(err)?;
+        bindings::add_to_linker(&mut linker).map_err(err)?;
         let weak = engine.weak();
         std::thread::Builder::new()
             .name("wasm-epoch".into())
@@ -285,7 +288,7 @@ impl PluginHost {
     /// CPU-heavy: call it from a blocking thread inside a tokio runtime.
     pub fn load(&self, bytes: &[u8], grants: Grants) -> Result<LoadedPlugin, InvalidPlugin> {
         abi::check_header(bytes)?;
-        abi::abi_version(bytes)?;
+        let abi = abi::abi_version(bytes)?;
         let component = Component::from_binary(&self.engine, bytes)
             .map_err(|e| InvalidPlugin::Compile(format!("{e:#}")))?;
         let instance_pre = self
@@ -293,25 +296,25 @@ impl PluginHost {
             .instantiate_pre(&component)
             .map_err(|e| InvalidPlugin::World(format!("{e:#}")))?;
         let pre =
-            ConnectorPre::new(instance_pre).map_err(|e| InvalidPlugin::World(format!("{e:#}")))?;
-        let description = self
-            .call_sync(&pre, Arc::new(grants), Pacing::default(), |c, s| {
-                c.call_describe(s).map(Ok)
-            })
-            .map_err(InvalidPlugin::Describe)?
-            .into();
+            Pre::new(abi, instance_pre).map_err(|e| InvalidPlugin::World(format!("{e:#}")))?;
+        let description: Description = self
+            .call_sync(Arc::new(grants), Pacing::default(), |s| pre.describe(s))
+            .map_err(InvalidPlugin::Describe)?;
+        for (what, fields) in [
+            ("credentials", &description.credentials),
+            ("config", &description.config),
+        ] {
+            schema::check_declaration(what, fields.as_deref().unwrap_or_default())
+                .map_err(InvalidPlugin::Declaration)?;
+        }
         Ok(LoadedPlugin { pre, description })
     }
 
     fn call_sync<T>(
         &self,
-        pre: &ConnectorPre<CallState>,
         grants: Arc<Grants>,
         pacing: Pacing,
-        call: impl FnOnce(
-            &Connector,
-            &mut Store<CallState>,
-        ) -> wasmtime::Result<Result<T, bindings::wit::ConnectorError>>,
+        call: impl FnOnce(&mut Store<CallState>) -> bindings::Answer<T>,
     ) -> Result<T, CallError> {
         let stderr = stderr::StderrTail::default();
         let state = CallState {
@@ -336,9 +339,7 @@ impl PluginHost {
         store.limiter(|s| s);
         let ticks = (self.limits.call_timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
         store.set_epoch_deadline(ticks);
-        let outcome = pre
-            .instantiate(&mut store)
-            .and_then(|connector| call(&connector, &mut store));
+        let outcome = call(&mut store);
         match outcome {
             Ok(Ok(value)) => Ok(value),
             // The connector failed after the host refused it an origin:
@@ -348,7 +349,11 @@ impl PluginHost {
                 tracing::warn!(module = %store.data().grants.module_id, "{why}: grant it in the module's allowed_hosts");
                 Err(CallError::Misconfigured(why))
             }
-            Ok(Err(e)) => Err(e.into()),
+            Ok(Err(CallError::Misconfigured(why))) => {
+                tracing::warn!(module = %store.data().grants.module_id, "the connector says its module is misconfigured: {}", crate::text::log_line(&why));
+                Err(CallError::Misconfigured(why))
+            }
+            Ok(Err(e)) => Err(e),
             Err(e) => Err(self.classify_trap(&e, store.data())),
         }
     }
@@ -381,9 +386,7 @@ impl PluginHost {
         credentials_json: &str,
     ) -> Result<(), CallError> {
         let account = account(&grants, login, credentials_json);
-        self.call_sync(&plugin.pre, grants, limiter.into(), |c, s| {
-            c.call_verify(s, &account)
-        })
+        self.call_sync(grants, limiter.into(), |s| plugin.pre.verify(s, account))
     }
 
     /// Runs `push()` for an account. Blocking: call from a blocking thread.
@@ -397,11 +400,9 @@ impl PluginHost {
         settings: &Settings,
     ) -> Result<PushOutcome, CallError> {
         let account = account(&grants, login, credentials_json);
-        let settings = bindings::wit::Settings::from(settings);
-        self.call_sync(&plugin.pre, grants, pacing.into(), |c, s| {
-            c.call_push(s, &account, &settings)
+        self.call_sync(grants, pacing.into(), |s| {
+            plugin.pre.push(s, account, settings)
         })
-        .map(Into::into)
     }
 
     /// Runs `fetch()` for an account. Blocking: call from a blocking thread.
@@ -414,15 +415,12 @@ impl PluginHost {
         credentials_json: &str,
     ) -> Result<Settings, CallError> {
         let account = account(&grants, login, credentials_json);
-        self.call_sync(&plugin.pre, grants, pacing.into(), |c, s| {
-            c.call_fetch(s, &account)
-        })
-        .map(Into::into)
+        self.call_sync(grants, pacing.into(), |s| plugin.pre.fetch(s, account))
     }
 }
 
-fn account(grants: &Grants, login: &str, credentials_json: &str) -> bindings::wit::Account {
-    bindings::wit::Account {
+fn account(grants: &Grants, login: &str, credentials_json: &str) -> bindings::Account {
+    bindings::Account {
         login: login.to_owned(),
         credentials: credentials_json.to_owned(),
         config: grants.config_json.clone(),

@@ -6,8 +6,7 @@
 //! origin: a URL's path, query and userinfo may hold a secret (a webhook
 //! token, an API key).
 
-use super::bindings::gateway::connector::{clock, http, log, types as wit_types};
-use super::types::HttpRequest;
+use super::types::{HttpFailure, HttpRequest, HttpResponse, LogLevel};
 use super::CallState;
 use std::time::{Duration, Instant};
 
@@ -29,9 +28,9 @@ pub fn origin_of(url: &reqwest::Url) -> Option<String> {
 impl CallState {
     /// Refuses URLs outside the grant, and remembers the refusal: whatever
     /// the connector makes of it, the call failed on the operator's setup.
-    fn check_granted(&mut self, url: &reqwest::Url) -> Result<(), http::HttpError> {
+    fn check_granted(&mut self, url: &reqwest::Url) -> Result<(), HttpFailure> {
         let origin = origin_of(url).ok_or_else(|| {
-            http::HttpError::Denied(format!("a {}: URL has no host or port", url.scheme()))
+            HttpFailure::Denied(format!("a {}: URL has no host or port", url.scheme()))
         })?;
         if self.grants.allowed_origins.iter().any(|o| o == &origin) {
             Ok(())
@@ -41,24 +40,26 @@ impl CallState {
                 self.grants.module_id
             );
             self.denied = Some(why.clone());
-            Err(http::HttpError::Denied(why))
+            Err(HttpFailure::Denied(why))
         }
     }
 
-    fn remaining(&self) -> Result<Duration, http::HttpError> {
+    fn remaining(&self) -> Result<Duration, HttpFailure> {
         let left = self.deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            Err(http::HttpError::Timeout)
+            Err(HttpFailure::Timeout)
         } else {
             Ok(left)
         }
     }
 
-    fn send_checked(&mut self, request: http::Request) -> Result<http::Response, http::HttpError> {
+    /// Sends one request of the plugin: granted origins only, within the
+    /// module's rate limit and the call's deadline.
+    pub(super) fn send_http(&mut self, request: HttpRequest) -> Result<HttpResponse, HttpFailure> {
         let method = reqwest::Method::from_bytes(request.method.as_bytes())
-            .map_err(|_| http::HttpError::Failed(format!("bad method {:?}", request.method)))?;
+            .map_err(|_| HttpFailure::Failed(format!("bad method {:?}", request.method)))?;
         let mut url = reqwest::Url::parse(&request.url)
-            .map_err(|e| http::HttpError::Failed(format!("bad URL: {e}")))?;
+            .map_err(|e| HttpFailure::Failed(format!("bad URL: {e}")))?;
         let prepaid = std::mem::take(&mut self.outbound.prepaid);
         if let Some(limiter) = self.outbound.limiter.clone().filter(|_| !prepaid) {
             while let Err(not_until) = limiter.check() {
@@ -68,7 +69,7 @@ impl CallState {
                 // long one goes back to the caller (a delivery pauses the module).
                 if wait > self.remaining()? / 2 {
                     let secs = wait.as_millis().div_ceil(1000).max(1);
-                    return Err(http::HttpError::RateLimited(
+                    return Err(HttpFailure::RateLimited(
                         u32::try_from(secs).unwrap_or(u32::MAX),
                     ));
                 }
@@ -77,30 +78,13 @@ impl CallState {
         }
         if let Some(answer) = self.outbound.in_process.clone() {
             self.check_granted(&url)?;
-            let response = answer(&HttpRequest {
-                method: request.method,
-                url: request.url,
-                headers: request
-                    .headers
-                    .into_iter()
-                    .map(|h| (h.name, h.value))
-                    .collect(),
-                body: request.body,
-            });
-            return Ok(http::Response {
-                status: response.status,
-                headers: response
-                    .headers
-                    .into_iter()
-                    .map(|(name, value)| http::Header { name, value })
-                    .collect(),
-                body: response.body,
-            });
+            return Ok(answer(&request));
         }
-        let runtime =
-            self.outbound.runtime.clone().ok_or_else(|| {
-                http::HttpError::Failed("no async runtime for outbound HTTP".into())
-            })?;
+        let runtime = self
+            .outbound
+            .runtime
+            .clone()
+            .ok_or_else(|| HttpFailure::Failed("no async runtime for outbound HTTP".into()))?;
         let mut method = method;
         let mut body = request.body;
         for _ in 0..=MAX_REDIRECTS {
@@ -112,29 +96,31 @@ impl CallState {
                 .request(method.clone(), url.clone())
                 .timeout(timeout)
                 .body(body.clone());
-            for h in &request.headers {
-                builder = builder.header(h.name.as_str(), h.value.as_str());
+            for (name, value) in &request.headers {
+                builder = builder.header(name.as_str(), value.as_str());
             }
             let cap = self.outbound.max_response_bytes;
             let exchange = async move {
                 let mut response = builder.send().await?;
                 let status = response.status().as_u16();
-                let headers: Vec<http::Header> = response
+                let headers: Vec<(String, String)> = response
                     .headers()
                     .iter()
-                    .map(|(k, v)| http::Header {
-                        name: k.as_str().to_owned(),
-                        value: String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    .map(|(k, v)| {
+                        (
+                            k.as_str().to_owned(),
+                            String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                        )
                     })
                     .collect();
                 let mut data = Vec::new();
                 while let Some(chunk) = response.chunk().await? {
                     if data.len() + chunk.len() > cap {
-                        return Ok(Err(http::HttpError::TooLarge));
+                        return Ok(Err(HttpFailure::TooLarge));
                     }
                     data.extend_from_slice(&chunk);
                 }
-                Ok::<_, reqwest::Error>(Ok(http::Response {
+                Ok::<_, reqwest::Error>(Ok(HttpResponse {
                     status,
                     headers,
                     body: data,
@@ -144,21 +130,21 @@ impl CallState {
             // bound on this blocking wait plain whatever the client does.
             let answer = runtime.block_on(tokio::time::timeout(timeout, exchange));
             let response = match answer {
-                Err(_elapsed) => return Err(http::HttpError::Timeout),
+                Err(_elapsed) => return Err(HttpFailure::Timeout),
                 Ok(Ok(result)) => result?,
-                Ok(Err(e)) if e.is_timeout() => return Err(http::HttpError::Timeout),
-                Ok(Err(e)) => return Err(http::HttpError::Failed(failure(&url, e))),
+                Ok(Err(e)) if e.is_timeout() => return Err(HttpFailure::Timeout),
+                Ok(Err(e)) => return Err(HttpFailure::Failed(failure(&url, e))),
             };
             if (300..400).contains(&response.status) && response.status != 304 {
                 let location = response
                     .headers
                     .iter()
-                    .find(|h| h.name.eq_ignore_ascii_case("location"))
-                    .map(|h| h.value.clone());
+                    .find(|(name, _)| name.eq_ignore_ascii_case("location"))
+                    .map(|(_, value)| value.clone());
                 if let Some(location) = location {
-                    url = url.join(&location).map_err(|e| {
-                        http::HttpError::Failed(format!("bad redirect location: {e}"))
-                    })?;
+                    url = url
+                        .join(&location)
+                        .map_err(|e| HttpFailure::Failed(format!("bad redirect location: {e}")))?;
                     if response.status == 303
                         || (response.status != 307
                             && response.status != 308
@@ -172,7 +158,7 @@ impl CallState {
             }
             return Ok(response);
         }
-        Err(http::HttpError::Failed(format!(
+        Err(HttpFailure::Failed(format!(
             "more than {MAX_REDIRECTS} redirects"
         )))
     }
@@ -196,32 +182,24 @@ fn failure(url: &reqwest::Url, error: reqwest::Error) -> String {
     text
 }
 
-impl http::Host for CallState {
-    fn send(&mut self, request: http::Request) -> Result<http::Response, http::HttpError> {
-        self.send_checked(request)
-    }
-}
-
-impl log::Host for CallState {
-    fn write(&mut self, level: log::Level, message: String) {
+impl CallState {
+    /// Writes a plugin's log line, escaped, tagged with its module.
+    pub(super) fn log(&self, level: LogLevel, message: &str) {
         let module = self.grants.module_id.as_str();
-        let message = crate::text::log_line(&message);
+        let message = crate::text::log_line(message);
         match level {
-            log::Level::Debug => tracing::debug!(module, "{message}"),
-            log::Level::Info => tracing::info!(module, "{message}"),
-            log::Level::Warn => tracing::warn!(module, "{message}"),
-            log::Level::Error => tracing::error!(module, "{message}"),
+            LogLevel::Debug => tracing::debug!(module, "{message}"),
+            LogLevel::Info => tracing::info!(module, "{message}"),
+            LogLevel::Warn => tracing::warn!(module, "{message}"),
+            LogLevel::Error => tracing::error!(module, "{message}"),
         }
     }
-}
 
-impl clock::Host for CallState {
-    fn now_ms(&mut self) -> u64 {
+    /// Milliseconds since the Unix epoch.
+    pub(super) fn now_ms(&self) -> u64 {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0)
     }
 }
-
-impl wit_types::Host for CallState {}

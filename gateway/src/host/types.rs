@@ -49,6 +49,46 @@ pub struct Description {
     pub limits: Limits,
     /// Mood vocabulary; empty means free text.
     pub moods: Vec<String>,
+    /// The fields of a user's credentials; `None`: any JSON object (ABI 1
+    /// connectors, and connectors that check credentials themselves).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<Vec<SettingField>>,
+    /// The fields of the operator's module config; `None` as above.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<Vec<SettingField>>,
+}
+
+/// The kind of JSON value a setting holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SettingKind {
+    /// A non-empty string.
+    Text,
+    /// A non-empty string kept hidden (password, token).
+    Secret,
+    /// An absolute http:// or https:// URL.
+    Url,
+    /// An integer.
+    Integer,
+    /// True or false.
+    Boolean,
+}
+
+/// One named field of a credentials or config object, as a connector
+/// declares it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SettingField {
+    /// Key in the JSON object.
+    pub name: String,
+    /// What a person is asked for.
+    pub label: String,
+    /// The value's kind.
+    pub kind: SettingKind,
+    /// Whether the object must hold it.
+    pub required: bool,
+    /// One line of help; may be empty.
+    #[serde(default)]
+    pub help: String,
 }
 
 /// An encoded image.
@@ -125,7 +165,35 @@ pub struct Grants {
     pub config_json: String,
 }
 
-/// An outbound HTTP request of a plugin (for in-process answering).
+/// Why a plugin's outbound HTTP request failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HttpFailure {
+    /// The origin is not granted to the module.
+    Denied(String),
+    /// No answer within the call's deadline.
+    Timeout,
+    /// The answer exceeded the response size cap.
+    TooLarge,
+    /// The module's outbound rate limit is exhausted; seconds to wait.
+    RateLimited(u32),
+    /// Connection or protocol failure.
+    Failed(String),
+}
+
+/// Level of a plugin's log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogLevel {
+    /// Debug.
+    Debug,
+    /// Info.
+    Info,
+    /// Warning.
+    Warn,
+    /// Error.
+    Error,
+}
+
+/// An outbound HTTP request of a plugin.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpRequest {
     /// Method.

@@ -39,6 +39,7 @@ impl From<BindingError> for ApiError {
                 ApiError::unprocessable("unsupported_module", message)
             }
             BindingError::InvalidAccount => ApiError::unprocessable("invalid_account", message),
+            BindingError::CredentialFields(_) => ApiError::unprocessable("invalid_body", message),
             BindingError::InvalidCredentials(_) => {
                 ApiError::unprocessable("invalid_credentials", message)
             }

@@ -6,13 +6,14 @@ use super::extract::Admin;
 use super::openapi::{AdminAuth, PathId};
 use super::{audit, AppState};
 use crate::connectors::ConnectorsError;
+use crate::host::{SettingField, SettingKind};
 use crate::modules::{Manifest, ManifestExt};
 use axum::extract::multipart::MultipartError;
 use axum::extract::{DefaultBodyLimit, Multipart, Path, State};
 use axum::http::StatusCode;
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use gateway_api::{ModuleList, ModuleView};
+use gateway_api::{CredentialField, ModuleList, ModuleView};
 use registry_db::RegistryError;
 use utoipa::ToSchema;
 
@@ -46,6 +47,24 @@ pub fn module_view(m: &registry_db::Module) -> ModuleView {
             .get("detect")
             .and_then(|d| serde_json::from_value(d.clone()).ok())
             .unwrap_or_default(),
+        credentials: described("credentials")
+            .and_then(|f| serde_json::from_value::<Vec<SettingField>>(f).ok())
+            .map(|fields| fields.into_iter().map(credential_field).collect()),
+    }
+}
+
+fn credential_field(f: SettingField) -> CredentialField {
+    let kind = serde_json::to_value(f.kind)
+        .ok()
+        .and_then(|k| k.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    CredentialField {
+        name: f.name,
+        label: f.label,
+        secret: f.kind == SettingKind::Secret,
+        kind,
+        required: f.required,
+        help: f.help,
     }
 }
 
@@ -93,7 +112,8 @@ fn multipart_error(e: MultipartError) -> ApiError {
         (status = 413, description = "payload_too_large: above the plugin upload limit \
             (64 MiB by default)", body = ErrorBody),
         (status = 415, description = "unsupported_media_type: not multipart/form-data", body = ErrorBody),
-        (status = 422, description = "invalid_manifest (missing, not JSON, or a rule broken), \
+        (status = 422, description = "invalid_manifest (missing, not JSON, a rule broken, or a \
+            config field the connector declares missing, undeclared or of the wrong kind), \
             invalid_plugin (missing, not a component, wrong world or ABI version, does not \
             compile), invalid_multipart (another part name)", body = ErrorBody)))]
 pub async fn upload_module(
@@ -140,6 +160,9 @@ pub async fn upload_module(
         Ok(module) => module,
         Err(ConnectorsError::Invalid(e)) => {
             return Err(ApiError::unprocessable("invalid_plugin", e.to_string()))
+        }
+        Err(e @ ConnectorsError::Config(_)) => {
+            return Err(ApiError::unprocessable("invalid_manifest", e.to_string()))
         }
         Err(ConnectorsError::Registry(e)) => return Err(e.into()),
         Err(e) => return Err(ApiError::internal(e)),

@@ -8,9 +8,23 @@
 use plugin_sdk::http::{self, encode_segment, Response};
 use plugin_sdk::{
     Account, AvatarLimits, Connector, ConnectorError, Description, Field, Image, Limits,
-    PushOutcome, Settings,
+    PushOutcome, SettingField, Settings,
 };
+use serde::Deserialize;
 use serde_json::{json, Value};
+
+/// The module config, checked by the gateway against `describe()`.
+#[derive(Deserialize)]
+struct Config {
+    homeserver: String,
+}
+
+/// A user's credentials: one of the two (both optional in `describe()`).
+#[derive(Deserialize)]
+struct Credentials {
+    password: Option<String>,
+    access_token: Option<String>,
+}
 
 struct Matrix;
 
@@ -65,15 +79,13 @@ fn check(response: &Response) -> Result<(), ConnectorError> {
 }
 
 fn session(account: &Account) -> Result<Session, ConnectorError> {
-    let config: Value = serde_json::from_str(&account.config)
-        .map_err(|e| ConnectorError::Rejected(format!("module config is not JSON: {e}")))?;
-    let base = field(&config, "homeserver")
-        .ok_or_else(|| ConnectorError::Rejected("module config needs \"homeserver\"".into()))?
+    let base = account
+        .config_as::<Config>()?
+        .homeserver
         .trim_end_matches('/')
         .to_owned();
-    let creds: Value = serde_json::from_str(&account.credentials)
-        .map_err(|e| ConnectorError::AuthFailed(format!("credentials are not JSON: {e}")))?;
-    if let Some(token) = field(&creds, "access_token") {
+    let creds: Credentials = account.credentials_as()?;
+    if let Some(token) = creds.access_token.as_deref() {
         let url = format!("{base}/_matrix/client/v3/account/whoami");
         let response = http::send(&http::request("GET", &url).bearer(token))?;
         check(&response)?;
@@ -87,7 +99,7 @@ fn session(account: &Account) -> Result<Session, ConnectorError> {
             owned: false,
         });
     }
-    let password = field(&creds, "password").ok_or_else(|| {
+    let password = creds.password.as_deref().ok_or_else(|| {
         ConnectorError::AuthFailed("credentials need \"password\" or \"access_token\"".into())
     })?;
     let body = json!({
@@ -237,6 +249,18 @@ impl Connector for Matrix {
                 }),
             },
             moods: Vec::new(),
+            credentials: Some(vec![
+                SettingField::secret("password", "Password")
+                    .optional()
+                    .help("the account's password; or give an access token instead"),
+                SettingField::secret("access_token", "Access token")
+                    .optional()
+                    .help("an access token of this account, instead of the password"),
+            ]),
+            config: Some(vec![SettingField::url("homeserver", "Homeserver URL")
+                .help(
+                    "the client-server API's base URL, e.g. https://matrix.example.org",
+                )]),
         }
     }
 

@@ -25,31 +25,22 @@ use hmac::{Hmac, Mac};
 use plugin_sdk::http::{self, Response};
 use plugin_sdk::{
     Account, AvatarLimits, Connector, ConnectorError, Description, Field, Limits, PushOutcome,
-    Settings,
+    SettingField, Settings,
 };
+use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 struct Webhook;
 
+/// The module config, checked by the gateway against `describe()`.
+#[derive(Deserialize)]
 struct Config {
     url: String,
     secret: String,
 }
 
 fn config(account: &Account) -> Result<Config, ConnectorError> {
-    let value: Value = serde_json::from_str(&account.config)
-        .map_err(|e| ConnectorError::Rejected(format!("module config is not JSON: {e}")))?;
-    let text = |key: &str| {
-        value
-            .get(key)
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-            .ok_or_else(|| ConnectorError::Rejected(format!("module config needs \"{key}\"")))
-    };
-    Ok(Config {
-        url: text("url")?,
-        secret: text("secret")?,
-    })
+    account.config_as()
 }
 
 /// `sha256=<hex>` of the body under the shared secret.
@@ -145,9 +136,9 @@ fn outcome(response: &Response) -> Result<(), ConnectorError> {
         Err(ConnectorError::Transient(_)) => Err(ConnectorError::Transient(format!(
             "the webhook answered HTTP {status}"
         ))),
-        Err(ConnectorError::Rejected(_)) => Err(ConnectorError::Rejected(format!(
-            "the webhook answered HTTP {status}"
-        ))),
+        Err(ConnectorError::Rejected(_) | ConnectorError::Misconfigured(_)) => Err(
+            ConnectorError::Rejected(format!("the webhook answered HTTP {status}")),
+        ),
     }
 }
 
@@ -165,6 +156,15 @@ impl Connector for Webhook {
                 }),
             },
             moods: Vec::new(),
+            // Whatever the receiver takes as proof of an account: passed on
+            // as it is, the receiver checks it.
+            credentials: None,
+            config: Some(vec![
+                SettingField::url("url", "Receiver URL")
+                    .help("where the gateway POSTs verify and push events"),
+                SettingField::secret("secret", "Signing secret")
+                    .help("the HMAC-SHA256 key of the X-Signature-256 header"),
+            ]),
         }
     }
 

@@ -27,8 +27,9 @@
 use plugin_sdk::http::{self, Response};
 use plugin_sdk::{
     base64, truncate_chars, Account, AvatarLimits, Connector, ConnectorError, Description, Field,
-    Image, Limits, PushOutcome, Settings,
+    Image, Limits, PushOutcome, SettingField, Settings,
 };
+use serde::Deserialize;
 use serde_json::{json, Value};
 
 struct Xmpp;
@@ -47,11 +48,20 @@ const AVATAR_FORMATS: [&str; 2] = ["image/png", "image/jpeg"];
 /// ejabberd's answers (HTTP 400) for a vCard or vCard field that is not there.
 const NO_VALUE: [&str; 2] = ["error_no_vcard_found", "error_no_value_found_in_vcard"];
 
-/// The module's ejabberd API and the admin account it calls it as.
+/// The module's ejabberd API and the admin account it calls it as (the
+/// module config, checked by the gateway against `describe()`).
+#[derive(Deserialize)]
 struct Api {
+    #[serde(rename = "api")]
     base: String,
     admin_user: String,
     admin_password: String,
+}
+
+/// A user's credentials.
+#[derive(Deserialize)]
+struct Credentials {
+    password: String,
 }
 
 /// An account's JID, split the way the API takes it.
@@ -67,21 +77,9 @@ impl std::fmt::Display for Jid {
 }
 
 fn api(account: &Account) -> Result<Api, ConnectorError> {
-    let config: Value = serde_json::from_str(&account.config)
-        .map_err(|e| ConnectorError::Rejected(format!("module config is not JSON: {e}")))?;
-    let text = |key: &str| {
-        config
-            .get(key)
-            .and_then(Value::as_str)
-            .filter(|v| !v.is_empty())
-            .map(str::to_owned)
-            .ok_or_else(|| ConnectorError::Rejected(format!("module config needs \"{key}\"")))
-    };
-    Ok(Api {
-        base: text("api")?.trim_end_matches('/').to_owned(),
-        admin_user: text("admin_user")?,
-        admin_password: text("admin_password")?,
-    })
+    let mut api: Api = account.config_as()?;
+    api.base = api.base.trim_end_matches('/').to_owned();
+    Ok(api)
 }
 
 /// `user@host`, tolerating an `xmpp:` prefix and a `/resource`.
@@ -103,13 +101,7 @@ fn jid(login: &str) -> Result<Jid, ConnectorError> {
 }
 
 fn password(account: &Account) -> Result<String, ConnectorError> {
-    let creds: Value = serde_json::from_str(&account.credentials)
-        .map_err(|e| ConnectorError::AuthFailed(format!("credentials are not JSON: {e}")))?;
-    creds
-        .get("password")
-        .and_then(Value::as_str)
-        .map(str::to_owned)
-        .ok_or_else(|| ConnectorError::AuthFailed("credentials need \"password\"".into()))
+    account.credentials_as::<Credentials>().map(|c| c.password)
 }
 
 fn text_of(response: &Response) -> String {
@@ -133,12 +125,12 @@ impl Api {
     /// nor ejabberd's answer, which may name it.
     fn answer(&self, command: &str, response: &Response) -> Result<Value, ConnectorError> {
         match response.status {
-            401 | 403 => Err(ConnectorError::Rejected(format!(
+            401 | 403 => Err(ConnectorError::Misconfigured(format!(
                 "ejabberd refused {command} (HTTP {}) for the module's admin account: \
                  the operator should check the module config and ejabberd's api_permissions",
                 response.status
             ))),
-            404 => Err(ConnectorError::Rejected(format!(
+            404 => Err(ConnectorError::Misconfigured(format!(
                 "ejabberd has no command {command} (is mod_admin_extra enabled?): {}",
                 text_of(response)
             ))),
@@ -323,6 +315,14 @@ impl Connector for Xmpp {
                 }),
             },
             moods: Vec::new(),
+            credentials: Some(vec![SettingField::secret("password", "Password")
+                .help("the password of this XMPP account")]),
+            config: Some(vec![
+                SettingField::url("api", "ejabberd HTTP API base URL")
+                    .help("mod_http_api's URL, e.g. http://127.0.0.1:5280/api"),
+                SettingField::text("admin_user", "Admin account (user@host)"),
+                SettingField::secret("admin_password", "Admin account's password"),
+            ]),
         }
     }
 
@@ -419,8 +419,10 @@ mod tests {
                 body: br#"{"message": "No permission for gw-admin-7f3@localhost"}"#.to_vec(),
             };
             let text = match api.answer("set_vcard", &response) {
-                Err(ConnectorError::Rejected(text)) => text,
-                other => panic!("expected a rejection, got {other:?}"),
+                // The operator's to fix: the gateway pauses deliveries and
+                // tells the user the module is not set up correctly.
+                Err(ConnectorError::Misconfigured(text)) => text,
+                other => panic!("expected misconfigured, got {other:?}"),
             };
             assert!(text.contains("set_vcard"), "{text}");
             for secret in ["gw-admin-7f3", "admin-SECRET-pw", "127.0.0.1:5443"] {
