@@ -4,6 +4,7 @@
 use crate::client::Client;
 use crate::store::{LocalBinding, Session};
 use crate::{prompt, Context, MonitorError, Outcome};
+use gateway_api::{CredentialField, ModuleView};
 use serde_json::{Map, Value};
 
 /// Default gateway URL when neither `--server` nor a session names one.
@@ -150,23 +151,77 @@ pub async fn modules(ctx: &Context) -> Result<Outcome, MonitorError> {
     Ok(Outcome::Done)
 }
 
-fn credentials(args: &BindArgs) -> Result<Map<String, Value>, MonitorError> {
+/// The credentials given with `--credentials`; `None`: ask for them.
+fn given_credentials(args: &BindArgs) -> Result<Option<Map<String, Value>>, MonitorError> {
     let text = match args.credentials.as_deref() {
         Some("-") => std::io::read_to_string(std::io::stdin())
             .map_err(MonitorError::file(std::path::Path::new("stdin")))?,
         Some(json) => json.to_owned(),
-        None => {
-            let question = format!("password of {} on {}:", args.account, args.module);
-            let mut map = Map::new();
-            map.insert("password".into(), Value::String(prompt::secret(&question)?));
-            return Ok(map);
-        }
+        None => return Ok(None),
     };
-    serde_json::from_str(&text).map_err(|e| {
+    serde_json::from_str(&text).map(Some).map_err(|e| {
         MonitorError::Usage(format!(
             "credentials must be a JSON object such as {{\"password\": \"...\"}}: {e}"
         ))
     })
+}
+
+/// Asks for the credentials of `account` that `module` lists in
+/// `GET /v1/modules`: each field by its label (secrets without echo,
+/// optional ones skipped with Enter); a password when it lists none.
+pub fn ask_credentials(
+    module: Option<&ModuleView>,
+    module_id: &str,
+    account: &str,
+) -> Result<Map<String, Value>, MonitorError> {
+    let network = module.map_or(module_id, |m| m.name.as_str());
+    let Some(fields) = module.and_then(|m| m.credentials.as_deref()) else {
+        let password = prompt::secret(&format!("password of {account} on {network}:"))?;
+        return Ok(Map::from_iter([(
+            "password".to_owned(),
+            Value::String(password),
+        )]));
+    };
+    let mut credentials = Map::new();
+    for field in fields {
+        if !field.help.is_empty() {
+            eprintln!("{}: {}", field.label, field.help);
+        }
+        let optional = if field.required {
+            ""
+        } else {
+            " (optional, Enter skips it)"
+        };
+        let question = format!("{} of {account} on {network}{optional}:", field.label);
+        let answer = if field.secret {
+            prompt::secret(&question)?
+        } else {
+            prompt::text(&question)?
+        };
+        if answer.is_empty() && !field.required {
+            continue;
+        }
+        credentials.insert(field.name.clone(), typed_answer(field, answer)?);
+    }
+    Ok(credentials)
+}
+
+/// An answer as the JSON value the field's kind asks for.
+fn typed_answer(field: &CredentialField, answer: String) -> Result<Value, MonitorError> {
+    let wrong = |wanted: &str| MonitorError::Usage(format!("{}: {wanted} expected", field.label));
+    match field.kind.as_str() {
+        "integer" => answer
+            .trim()
+            .parse::<i64>()
+            .map(Value::from)
+            .map_err(|_| wrong("a whole number")),
+        "boolean" => match answer.trim().to_ascii_lowercase().as_str() {
+            "y" | "yes" | "true" => Ok(Value::Bool(true)),
+            "n" | "no" | "false" => Ok(Value::Bool(false)),
+            _ => Err(wrong("yes or no")),
+        },
+        _ => Ok(Value::String(answer)),
+    }
 }
 
 /// Binds `account` of `module` with credentials, and refreshes the local copy.
@@ -196,7 +251,14 @@ pub async fn bind_account(
 /// `monitor bind`.
 pub async fn bind(ctx: &Context, args: &BindArgs) -> Result<Outcome, MonitorError> {
     let client = ctx.client()?;
-    let credentials = credentials(args)?;
+    let credentials = match given_credentials(args)? {
+        Some(credentials) => credentials,
+        None => {
+            let modules = client.modules().await?;
+            let module = modules.iter().find(|m| m.id == args.module);
+            ask_credentials(module, &args.module, &args.account)?
+        }
+    };
     bind_account(ctx, &client, &args.module, &args.account, &credentials).await?;
     Ok(Outcome::Done)
 }

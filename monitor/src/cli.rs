@@ -34,7 +34,8 @@ enum Command {
     /// List the IM networks this gateway supports.
     Modules,
     /// Bind an IM account. Credentials from --credentials (JSON, or - for
-    /// stdin), MONITOR_CREDENTIALS, or a password asked without echo.
+    /// stdin), MONITOR_CREDENTIALS, or asked field by field as the module
+    /// lists them (secrets without echo; a password when it lists none).
     Bind(account::BindArgs),
     /// List your bound accounts (kept locally too).
     Bindings,

@@ -200,11 +200,7 @@ pub async fn scan(ctx: &Context, args: &ScanArgs) -> Result<Outcome, MonitorErro
         };
         let credentials = match credentials()? {
             Some(credentials) => credentials,
-            None => {
-                let password =
-                    prompt::secret(&format!("password of {account} on {}:", module.name))?;
-                Map::from_iter([("password".to_owned(), Value::String(password))])
-            }
+            None => crate::account::ask_credentials(Some(module), &module.id, &account)?,
         };
         match bind_account(ctx, &client, &module.id, &account, &credentials).await {
             Ok(()) => {

@@ -490,3 +490,33 @@ async fn an_expired_session_asks_to_log_in_again_and_an_unreachable_gateway_says
         .code(1)
         .says(&format!("logged in at {}, not {closed}", gw.base));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bind_asks_for_the_credentials_the_module_lists() {
+    let gw = gateway().await;
+    let hostile = json!({"id": "hostile", "name": "Hostile"});
+    let r = gw.upload_module(&hostile, &e2e_tests::hostile()).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let m = Monitor::new();
+    m.register(&gw.base, "alice").await.says("registered alice");
+    let bind = ["bind", "hostile", "fine"];
+
+    // Each listed field by its label, with its help; optional ones say so.
+    // The answers go out under the listed names: the connector refuses the
+    // password "wrong", the gateway a profile URL that is not one.
+    m.run_with(&bind, &[], "wrong\n\n")
+        .await
+        .code(1)
+        .says("Password: any, except \"wrong\"")
+        .says("Password of fine on Hostile (optional, Enter skips it):")
+        .says("invalid_credentials");
+    m.run_with(&bind, &[], "\nnot a url\n")
+        .await
+        .code(1)
+        .says("Profile URL of fine on Hostile (optional, Enter skips it):")
+        .says("credentials.fetch: must be an absolute http:// or https:// URL");
+    m.run_with(&bind, &[], "right\nhttp://127.0.0.1:9/profile\n")
+        .await
+        .ok()
+        .says("bound fine on hostile");
+}
