@@ -14,6 +14,7 @@ pub mod accounts;
 pub mod bindings;
 pub mod changes;
 pub mod deliveries;
+pub mod devices;
 pub mod error;
 pub mod events;
 pub mod modules;
@@ -25,6 +26,9 @@ pub use changes::{
     ReceiptTarget, Settings, TargetStatus, TargetView,
 };
 pub use deliveries::{DeadLetters, DeliveryView};
+pub use devices::{
+    DeviceHistory, DeviceHistoryView, DeviceList, DeviceRegistered, DeviceView, NewDeviceRequest,
+};
 pub use error::{ErrorBody, ErrorDetail};
 pub use events::{ChangeEvent, DoneEvent, EventError, StreamError};
 pub use modules::{

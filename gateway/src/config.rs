@@ -45,6 +45,8 @@ pub struct Config {
     pub delivery: DeliveryConfig,
     /// Image storage and work: quotas, retention, workers, avatar cache.
     pub media: crate::media::MediaLimits,
+    /// Device tokens and inboxes.
+    pub devices: crate::devices::DeviceLimits,
     /// What "now" is (the system clock; tests inject their own).
     pub clock: SharedClock,
 }
@@ -59,6 +61,7 @@ impl std::fmt::Debug for Config {
             .field("host_limits", &self.host_limits)
             .field("delivery", &self.delivery)
             .field("media", &self.media)
+            .field("devices", &self.devices)
             .finish_non_exhaustive()
     }
 }
@@ -209,6 +212,7 @@ impl Config {
             host_limits: HostLimits::default(),
             delivery: DeliveryConfig::default(),
             media: crate::media::MediaLimits::default(),
+            devices: crate::devices::DeviceLimits::default(),
             clock: crate::clock::system(),
         })
     }

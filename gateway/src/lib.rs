@@ -16,12 +16,14 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod connectors;
+pub mod devices;
 pub mod federation;
 pub mod host;
 pub mod http;
 pub mod media;
 pub mod metrics;
 pub mod modules;
+pub mod notices;
 pub mod secrets;
 pub mod text;
 pub mod throttle;
@@ -128,8 +130,14 @@ pub async fn run(
         config.master_key.clone(),
         config.clock.clone(),
     ));
+    let devices = Arc::new(devices::Devices::new(
+        registry.clone(),
+        config.clock.clone(),
+        config.devices.clone(),
+    ));
     let (stop, stopping) = tokio::sync::watch::channel(false);
     let state = http::AppState::new(http::Shared {
+        devices: devices.clone(),
         registry: registry.clone(),
         connectors,
         bindings,
@@ -145,6 +153,11 @@ pub async fn run(
         let federation = federation.clone();
         let stopping = stopping.clone();
         tokio::spawn(async move { federation.relay_notices(stopping).await })
+    };
+    let device_notices = {
+        let devices = devices.clone();
+        let stopping = stopping.clone();
+        tokio::spawn(async move { devices.relay_notices(stopping).await })
     };
     let workers = tokio::spawn(federation::worker::run(federation, stopping.clone()));
     let janitor = tokio::spawn(janitor(state.clone()));
@@ -171,6 +184,7 @@ pub async fn run(
     };
     let _ = workers.await;
     let _ = notices.await;
+    let _ = device_notices.await;
     janitor.abort();
     registry.close().await;
     served?;
@@ -193,8 +207,15 @@ async fn grace_after(mut stopping: tokio::sync::watch::Receiver<bool>, grace: Du
 /// nothing needs any more.
 async fn janitor(state: http::AppState) {
     let mut tick = tokio::time::interval(Duration::from_secs(60));
+    let mut devices = tokio::time::interval(state.devices.limits().tidy_every);
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = devices.tick() => {
+                state.devices.tidy().await;
+                continue;
+            }
+        }
         state.limits.shrink();
         state.bindings.shrink();
         if let Err(e) = state

@@ -53,6 +53,7 @@ const SQLITE_UNIQUE: &[(&str, &str)] = &[
     ("changes.id", "changes_id_key"),
     ("deliveries.id", "deliveries_id_key"),
     ("media.id", "media_pkey"),
+    ("devices.id", "devices_pkey"),
 ];
 
 impl From<sqlx::Error> for RegistryError {

@@ -10,6 +10,7 @@ mod audit;
 mod bindings;
 mod changes;
 mod deliveries;
+mod devices;
 mod error;
 mod federation_types;
 mod key_check;
@@ -22,12 +23,13 @@ mod sql;
 mod types;
 mod users;
 
+pub use devices::{Device, DeviceEvent, DeviceHistoryEntry, DeviceState, NewDevice, SessionOwner};
 pub use error::{RegistryError, Result};
 pub use federation_types::{
     AttemptOutcome, AttemptRecorded, Change, ChangeRecorded, Delivery, DeliveryStatus, Media,
     NewChange, NewDelivery, SettingsMap,
 };
-pub use notices::ChangeNotices;
+pub use notices::{ChangeNotices, Notices};
 pub use types::{
     AuditEvent, Binding, Module, NewBinding, NewModule, SealedCredentials, User, UserCredentials,
 };

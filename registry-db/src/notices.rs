@@ -1,14 +1,17 @@
 //! Notices between gateway processes sharing one PostgreSQL database: the
-//! ids of changes whose targets moved, so that every process's event
-//! streams hear of a delivery another process made, without polling.
+//! ids of changes whose targets moved, and of devices whose inbox got an
+//! event, so that every process's event streams hear of what another
+//! process did, without polling.
 //! PostgreSQL's LISTEN/NOTIFY carries them; on SQLite (one process) there
 //! is nothing to tell and nothing to hear.
 
 use crate::{Backend, Registry, Result};
 use sqlx::postgres::PgListener;
 
-/// The notification channel.
-const CHANNEL: &str = "gateway_changes";
+/// The channel of change ids.
+const CHANGES: &str = "gateway_changes";
+/// The channel of device ids.
+const DEVICES: &str = "gateway_devices";
 /// Largest payload sent at once (PostgreSQL's limit is 8000 bytes).
 const MAX_PAYLOAD: usize = 7900;
 
@@ -16,13 +19,29 @@ impl Registry {
     /// Tells every listening process that these changes' targets moved.
     /// A no-op on SQLite.
     pub async fn announce_changes(&self, change_ids: &[&str]) -> Result<()> {
+        self.announce(CHANGES, change_ids).await
+    }
+
+    /// Tells every listening process that these devices' inboxes grew.
+    /// A no-op on SQLite.
+    pub async fn announce_devices(&self, device_ids: &[&str]) -> Result<()> {
+        self.announce(DEVICES, device_ids).await
+    }
+
+    /// Starts hearing [`Registry::announce_devices`] of every process;
+    /// `None` on SQLite.
+    pub async fn listen_devices(&self) -> Result<Option<Notices>> {
+        self.listen(DEVICES).await
+    }
+
+    async fn announce(&self, channel: &str, ids: &[&str]) -> Result<()> {
         if self.backend != Backend::Postgres {
             return Ok(());
         }
         let mut payload = String::new();
-        for id in change_ids {
+        for id in ids {
             if !payload.is_empty() && payload.len() + 1 + id.len() > MAX_PAYLOAD {
-                self.notify(&payload).await?;
+                self.notify(channel, &payload).await?;
                 payload.clear();
             }
             if !payload.is_empty() {
@@ -31,14 +50,14 @@ impl Registry {
             payload.push_str(id);
         }
         if !payload.is_empty() {
-            self.notify(&payload).await?;
+            self.notify(channel, &payload).await?;
         }
         Ok(())
     }
 
-    async fn notify(&self, payload: &str) -> Result<()> {
+    async fn notify(&self, channel: &str, payload: &str) -> Result<()> {
         sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(CHANNEL)
+            .bind(channel)
             .bind(payload)
             .execute(&self.pool)
             .await?;
@@ -48,28 +67,35 @@ impl Registry {
     /// Starts hearing [`Registry::announce_changes`] of every process (this
     /// one's included); `None` on SQLite.
     pub async fn listen_changes(&self) -> Result<Option<ChangeNotices>> {
+        self.listen(CHANGES).await
+    }
+
+    async fn listen(&self, channel: &str) -> Result<Option<Notices>> {
         if self.backend != Backend::Postgres {
             return Ok(None);
         }
         let mut listener = PgListener::connect(&self.url.0).await?;
-        listener.listen(CHANNEL).await?;
-        Ok(Some(ChangeNotices { listener }))
+        listener.listen(channel).await?;
+        Ok(Some(Notices { listener }))
     }
 }
 
-/// Announced change ids as they come.
-pub struct ChangeNotices {
+/// Announced ids of one channel as they come.
+pub struct Notices {
     listener: PgListener,
 }
 
-impl std::fmt::Debug for ChangeNotices {
+/// Announced change ids.
+pub type ChangeNotices = Notices;
+
+impl std::fmt::Debug for Notices {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ChangeNotices").finish_non_exhaustive()
+        f.debug_struct("Notices").finish_non_exhaustive()
     }
 }
 
-impl ChangeNotices {
-    /// The next announced batch of change ids. An error means the
+impl Notices {
+    /// The next announced batch of ids. An error means the
     /// connection broke; the next call reconnects (what was announced in
     /// between is not heard: listeners keep a slow poll as a safety net).
     pub async fn next(&mut self) -> Result<Vec<String>> {

@@ -8,6 +8,7 @@ pub mod ejabberd;
 pub mod mock;
 pub mod monitor;
 pub mod process;
+pub mod sse;
 pub mod synapse;
 
 use reqwest::{multipart, Client, Response, StatusCode};

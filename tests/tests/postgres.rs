@@ -137,3 +137,60 @@ async fn a_stream_on_one_node_hears_of_a_delivery_made_by_another() {
     b.stop().await.unwrap();
     db.drop_now().await.unwrap();
 }
+
+/// A device's inbox stream on one node hears of an event another node
+/// stored, through PostgreSQL's notices (its own re-read is an hour away).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_stream_on_one_node_gets_an_event_published_by_another() {
+    let Some(admin_url) = postgres_admin_url() else {
+        return;
+    };
+    let db = ScratchDatabase::create(&admin_url, "gateway_device_notices")
+        .await
+        .unwrap_or_else(|e| panic!("PostgreSQL at {admin_url} unusable: {e}"));
+    let key = gateway::secrets::MasterKey::generate();
+    let start = |key: gateway::secrets::MasterKey| {
+        let url = db.url().to_owned();
+        TestGateway::start_with(move |c| {
+            c.database_url = url;
+            c.master_key = key;
+            c.devices.stream_recheck = std::time::Duration::from_secs(3600);
+        })
+    };
+    let a = start(key.clone()).await;
+    let b = start(key).await;
+    let token = a.user_token("alice").await;
+    async fn register(gw: &TestGateway, token: &str, id: &str) -> String {
+        let body = json!({"id": id, "name": id});
+        let r = gw.post_json("/v1/devices", Some(token), &body).await;
+        assert_eq!(r.status(), StatusCode::CREATED);
+        r.json::<Value>().await.unwrap()["token"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+    let phone = register(&b, &token, "phone").await;
+    let response = b
+        .client
+        .get(b.url("/v1/devices/current/events"))
+        .bearer_auth(&phone)
+        .send()
+        .await
+        .unwrap();
+    let mut stream = e2e_tests::sse::EventStream::new(response);
+    // Nothing yet; then node A stores an event for the phone.
+    assert!(stream
+        .next_within(std::time::Duration::from_millis(300))
+        .await
+        .is_none());
+    register(&a, &token, "laptop").await;
+    let event = stream
+        .next_within(std::time::Duration::from_secs(10))
+        .await
+        .expect("the event reaches the other node's stream");
+    assert_eq!(event.event, "device.joined");
+    assert_eq!(event.data["device"], "laptop");
+    // Both nodes list the same devices.
+    let listed = b.get_json("/v1/devices", Some(&token)).await;
+    assert_eq!(listed["devices"].as_array().unwrap().len(), 2, "{listed}");
+}

@@ -267,42 +267,16 @@ impl Federation {
     /// Passes other processes' announcements of changes on to this
     /// process's subscribers until `stop` turns true. Returns at once on
     /// SQLite, where no other process delivers.
-    pub async fn relay_notices(&self, mut stop: tokio::sync::watch::Receiver<bool>) {
-        let mut notices = loop {
-            match self.registry.listen_changes().await {
-                Ok(Some(notices)) => break notices,
-                Ok(None) => return,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot listen for other processes' deliveries; retrying");
-                    tokio::select! {
-                        _ = stop.wait_for(|s| *s) => return,
-                        () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
-                    }
-                }
-            }
-        };
-        loop {
-            let next = tokio::select! {
-                _ = stop.wait_for(|s| *s) => return,
-                next = notices.next() => next,
-            };
-            match next {
-                Ok(ids) => {
-                    for id in ids {
-                        let _ = self.updates.send(id);
-                    }
-                }
-                Err(e) => {
-                    // The listener reconnects on the next call; streams
-                    // re-read on their own meanwhile.
-                    tracing::warn!(error = %e, "listening for other processes' deliveries failed");
-                    tokio::select! {
-                        _ = stop.wait_for(|s| *s) => return,
-                        () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
-                    }
-                }
-            }
-        }
+    pub async fn relay_notices(&self, stop: tokio::sync::watch::Receiver<bool>) {
+        crate::notices::relay(
+            || self.registry.listen_changes(),
+            |id| {
+                let _ = self.updates.send(id);
+            },
+            stop,
+            "deliveries",
+        )
+        .await
     }
 
     /// Records a change report and its deliveries (the outbox), or finds

@@ -23,7 +23,6 @@ use registry_db::{Change, Delivery, DeliveryStatus};
 use serde::Deserialize;
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
-use std::sync::Arc;
 use tokio::sync::broadcast::error::RecvError;
 use utoipa::IntoParams;
 
@@ -199,43 +198,8 @@ pub async fn get_change(
     Ok(Json(change_view(&change)))
 }
 
-/// Event streams one user may hold open at once (each holds a connection
-/// and reads the database while its change is pending).
-pub const MAX_STREAMS_PER_USER: usize = 16;
-
-/// Open event streams per user.
-#[derive(Default)]
-pub struct OpenStreams(std::sync::Mutex<HashMap<String, usize>>);
-
-impl OpenStreams {
-    fn open(self: &Arc<Self>, user_id: &str) -> Option<StreamSlot> {
-        let mut open = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let count = open.entry(user_id.to_owned()).or_default();
-        if *count >= MAX_STREAMS_PER_USER {
-            return None;
-        }
-        *count += 1;
-        Some(StreamSlot(self.clone(), user_id.to_owned()))
-    }
-}
-
-/// One open stream; closing it (dropping) frees its place.
-struct StreamSlot(Arc<OpenStreams>, String);
-
-impl Drop for StreamSlot {
-    fn drop(&mut self) {
-        let mut open = self.0 .0.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(count) = open.get_mut(&self.1) {
-            *count = count.saturating_sub(1);
-            if *count == 0 {
-                open.remove(&self.1);
-            }
-        }
-    }
-}
-
 struct Watch {
-    _slot: StreamSlot,
+    _slot: super::streams::StreamSlot,
     state: AppState,
     user_id: String,
     token_hash: String,
@@ -254,24 +218,12 @@ fn sse(event: &ChangeEvent) -> Event {
 impl Watch {
     /// Re-reads the change and queues an event per target that changed.
     async fn refresh(&mut self) {
-        // A stream lives no longer than the session that opened it.
-        let now = self.state.config.clock.now();
-        match self
-            .state
-            .registry
-            .session_user(&self.token_hash, now)
-            .await
-        {
-            Ok(_) => {}
-            Err(registry_db::RegistryError::NotFound) => {
-                self.queue.push_back(sse(&ChangeEvent::Error(StreamError {
-                    message: "the session ended (logged out or expired)".into(),
-                })));
-                self.finished = true;
-                return;
-            }
-            // A database hiccup: the next refresh checks again.
-            Err(_) => {}
+        if super::streams::token_ended(&self.state, &self.token_hash).await {
+            self.queue.push_back(sse(&ChangeEvent::Error(StreamError {
+                message: "the session ended (logged out or expired)".into(),
+            })));
+            self.finished = true;
+            return;
         }
         match self
             .state
@@ -375,13 +327,7 @@ pub async fn change_events(
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     // 404 before the stream starts.
     state.registry.change(&auth.user.id, &id).await?;
-    let slot = state.streams.open(&auth.user.id).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too_many_streams",
-            format!("at most {MAX_STREAMS_PER_USER} event streams at once; close one first"),
-        )
-    })?;
+    let slot = super::streams::open(&state, &auth.user.id)?;
     let watch = Watch {
         _slot: slot,
         updates: state.federation.subscribe(),

@@ -7,11 +7,13 @@ use super::error::ApiError;
 use super::AppState;
 use crate::secrets::{constant_time_eq, sha256_hex};
 use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::ConnectInfo;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
-use registry_db::{RegistryError, User};
+use registry_db::{RegistryError, SessionOwner, User};
 use serde::de::DeserializeOwned;
+use std::net::{IpAddr, SocketAddr};
 
 /// A JSON body; malformed JSON `400`, wrong content type `415`, wrong types or
 /// missing fields `422 invalid_body`, too large `413`.
@@ -91,25 +93,40 @@ fn bearer(parts: &Parts) -> Result<&str, ApiError> {
         })
 }
 
-async fn session_user(state: &AppState, token: &str) -> Result<Option<User>, ApiError> {
+async fn session_owner(state: &AppState, token: &str) -> Result<Option<SessionOwner>, ApiError> {
     match state
         .registry
-        .session_user(&sha256_hex(token.as_bytes()), state.config.clock.now())
+        .session_owner(&sha256_hex(token.as_bytes()), state.config.clock.now())
         .await
     {
-        Ok(user) => Ok(Some(user)),
+        Ok(owner) => Ok(Some(owner)),
         Err(RegistryError::NotFound) => Ok(None),
         Err(e) => Err(e.into()),
     }
 }
 
-/// The user a valid session token belongs to (rate limited per user).
+/// The client's own address (the peer, or what trusted proxies say).
+pub fn client_address(parts: &Parts, state: &AppState) -> Option<IpAddr> {
+    let peer = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| addr.ip())?;
+    Some(state.limits.address(Some(peer), &parts.headers))
+}
+
+/// The user a valid session token belongs to (rate limited per user). A
+/// device token is a session too: then `device_id` names the device, and
+/// the request records it as seen.
 #[derive(Debug)]
 pub struct AuthUser {
     /// The logged-in user.
     pub user: User,
     /// Hash of the session token used, to log that session out.
     pub token_hash: String,
+    /// The device of a device token.
+    pub device_id: Option<String>,
+    /// The client's address, when known.
+    pub ip: Option<IpAddr>,
 }
 
 impl FromRequestParts<AppState> for AuthUser {
@@ -117,13 +134,57 @@ impl FromRequestParts<AppState> for AuthUser {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let token = bearer(parts)?;
-        let user = session_user(state, token).await?.ok_or_else(|| {
+        let owner = session_owner(state, token).await?.ok_or_else(|| {
             ApiError::unauthorized("invalid_token", "the session token is unknown or expired")
         })?;
-        state.limits.check_user(&user.id)?;
+        state.limits.check_user(&owner.user.id)?;
+        let ip = client_address(parts, state);
+        if let Some(device) = &owner.device_id {
+            let ip = ip.map(|ip| ip.to_string());
+            state
+                .devices
+                .seen(device, owner.device_seen, ip.as_deref())
+                .await;
+        }
         Ok(AuthUser {
             token_hash: sha256_hex(token.as_bytes()),
-            user,
+            user: owner.user,
+            device_id: owner.device_id,
+            ip,
+        })
+    }
+}
+
+/// A request made with a device token: the user and the device.
+#[derive(Debug)]
+pub struct AuthDevice {
+    /// The device's user.
+    pub user: User,
+    /// The device.
+    pub device_id: String,
+    /// Hash of the device token.
+    pub token_hash: String,
+    /// The client's address, when known.
+    pub ip: Option<IpAddr>,
+}
+
+impl FromRequestParts<AppState> for AuthDevice {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let auth = AuthUser::from_request_parts(parts, state).await?;
+        let device_id = auth.device_id.ok_or_else(|| {
+            ApiError::new(
+                StatusCode::FORBIDDEN,
+                "device_token_required",
+                "this route acts as a device: use the token POST /v1/devices gave the device",
+            )
+        })?;
+        Ok(AuthDevice {
+            user: auth.user,
+            device_id,
+            token_hash: auth.token_hash,
+            ip: auth.ip,
         })
     }
 }
@@ -151,7 +212,7 @@ impl FromRequestParts<AppState> for Admin {
             state.limits.check_user("admin")?;
             return Ok(Admin);
         }
-        if session_user(state, token).await?.is_some() {
+        if session_owner(state, token).await?.is_some() {
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 "forbidden",

@@ -88,9 +88,14 @@ impl Limiters {
     /// The client a request comes from, as a rate-limit key: the peer, or
     /// what trusted proxies say the client was; IPv6 as its /64.
     pub fn client(&self, peer: Option<IpAddr>, headers: &HeaderMap) -> IpAddr {
+        group(self.address(peer, headers))
+    }
+
+    /// The client's own address: the peer, or what trusted proxies say.
+    pub fn address(&self, peer: Option<IpAddr>, headers: &HeaderMap) -> IpAddr {
         let peer = peer.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
         let trusted = |ip: &IpAddr| self.trusted_proxies.iter().any(|net| net.contains(ip));
-        let client = if trusted(&peer) {
+        if trusted(&peer) {
             forwarded_for(headers)
                 .into_iter()
                 .rev()
@@ -98,8 +103,7 @@ impl Limiters {
                 .unwrap_or(peer)
         } else {
             peer
-        };
-        group(client)
+        }
     }
 
     /// Takes one request from `key`'s quota.

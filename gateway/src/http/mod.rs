@@ -4,6 +4,7 @@
 pub mod bindings;
 pub mod changes;
 pub mod deliveries;
+pub mod devices;
 pub mod error;
 pub mod extract;
 pub mod health;
@@ -12,6 +13,7 @@ pub mod media;
 pub mod modules;
 pub mod openapi;
 pub mod sessions;
+pub mod streams;
 pub mod users;
 
 use crate::bindings::Bindings;
@@ -43,6 +45,8 @@ pub struct Shared {
     pub media: Arc<crate::media::MediaLibrary>,
     /// Change reports and their delivery.
     pub federation: Arc<Federation>,
+    /// The users' devices and their inboxes.
+    pub devices: Arc<crate::devices::Devices>,
     /// The process configuration.
     pub config: Config,
     /// Inbound rate limiters.
@@ -52,7 +56,7 @@ pub struct Shared {
     /// Turns true when the gateway begins to shut down: event streams end.
     pub stopping: tokio::sync::watch::Receiver<bool>,
     /// Open event streams per user.
-    pub streams: Arc<changes::OpenStreams>,
+    pub streams: Arc<streams::OpenStreams>,
 }
 
 impl std::ops::Deref for AppState {
@@ -124,6 +128,7 @@ pub fn router(state: AppState) -> Router {
         .merge(sessions::router())
         .merge(modules::router(state.config.max_plugin_bytes))
         .merge(bindings::router())
+        .merge(devices::router())
         .merge(changes::router())
         .merge(deliveries::router())
         .merge(media::router(state.config.delivery.max_media_bytes))

@@ -8,7 +8,9 @@
 //! `responses(UserAuth, JsonBody, (status = 201, body = ...), ...)`.
 //! `tests/tests/openapi_truth.rs` checks that the served document keeps them.
 
-use super::{bindings, changes, deliveries, error, health, media, modules, sessions, users};
+use super::{
+    bindings, changes, deliveries, devices, error, health, media, modules, sessions, users,
+};
 use axum::routing::get;
 use axum::{Json, Router};
 use std::collections::BTreeMap;
@@ -208,6 +210,8 @@ impl IntoResponses for PathId {
         modules::list_modules, modules::upload_module, modules::delete_module,
         bindings::create_binding, bindings::list_bindings, bindings::delete_binding,
         bindings::current_settings,
+        devices::register_device, devices::list_devices, devices::device_history,
+        devices::delete_device, devices::device_events,
         media::upload,
         changes::create_change, changes::list_changes, changes::get_change,
         changes::change_events, changes::profile,
