@@ -25,6 +25,7 @@ pub mod metrics;
 pub mod modules;
 pub mod notices;
 pub mod secrets;
+pub mod services;
 pub mod text;
 pub mod throttle;
 
@@ -99,7 +100,7 @@ pub async fn run(
     }
     let host = host::PluginHost::new(config.host_limits.clone())?;
     let connectors = Arc::new(connectors::Connectors::new(
-        host,
+        host.clone(),
         registry.clone(),
         config.master_key.clone(),
     ));
@@ -135,9 +136,16 @@ pub async fn run(
         config.clock.clone(),
         config.devices.clone(),
     ));
+    let services = Arc::new(services::Services::new(
+        host,
+        registry.clone(),
+        devices.clone(),
+        config.clock.clone(),
+    ));
     let (stop, stopping) = tokio::sync::watch::channel(false);
     let state = http::AppState::new(http::Shared {
         devices: devices.clone(),
+        services: services.clone(),
         registry: registry.clone(),
         connectors,
         bindings,
@@ -158,6 +166,14 @@ pub async fn run(
         let devices = devices.clone();
         let stopping = stopping.clone();
         tokio::spawn(async move { devices.relay_notices(stopping).await })
+    };
+    let timers = {
+        let stopping = stopping.clone();
+        tokio::spawn(async move {
+            services
+                .run_timers(Duration::from_millis(250), stopping)
+                .await
+        })
     };
     let workers = tokio::spawn(federation::worker::run(federation, stopping.clone()));
     let janitor = tokio::spawn(janitor(state.clone()));
@@ -185,6 +201,7 @@ pub async fn run(
     let _ = workers.await;
     let _ = notices.await;
     let _ = device_notices.await;
+    let _ = timers.await;
     janitor.abort();
     registry.close().await;
     served?;

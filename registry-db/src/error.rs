@@ -54,6 +54,7 @@ const SQLITE_UNIQUE: &[(&str, &str)] = &[
     ("deliveries.id", "deliveries_id_key"),
     ("media.id", "media_pkey"),
     ("devices.id", "devices_pkey"),
+    ("services.id", "services_pkey"),
 ];
 
 impl From<sqlx::Error> for RegistryError {

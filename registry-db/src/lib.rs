@@ -19,6 +19,8 @@ mod modules;
 mod notices;
 #[cfg(feature = "test-util")]
 pub mod scratch;
+mod service_kv;
+mod services;
 mod sql;
 mod types;
 mod users;
@@ -30,6 +32,8 @@ pub use federation_types::{
     NewChange, NewDelivery, SettingsMap,
 };
 pub use notices::{ChangeNotices, Notices};
+pub use service_kv::{KvEntry, KvError, KvWrite};
+pub use services::{DueTimer, ServiceRow};
 pub use types::{
     AuditEvent, Binding, Module, NewBinding, NewModule, SealedCredentials, User, UserCredentials,
 };

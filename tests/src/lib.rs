@@ -95,6 +95,12 @@ pub fn hostile() -> Vec<u8> {
     wasm("fixtures", "hostile_connector")
 }
 
+/// A reference service plugin from `plugins/NAME` (a workspace of its own),
+/// e.g. `handoff` for `handoff_service`.
+pub fn service_plugin(dir: &str) -> Vec<u8> {
+    wasm(&format!("../plugins/{dir}"), &format!("{dir}_service"))
+}
+
 /// A connector of the frozen ABI 1 from `tests/fixtures/legacy-v1`.
 pub fn legacy_v1() -> Vec<u8> {
     wasm("fixtures", "legacy_v1_connector")

@@ -21,25 +21,49 @@ pub fn check_header(bytes: &[u8]) -> Result<(), InvalidPlugin> {
     }
 }
 
+/// The custom section the SDK writes a service's ABI version into.
+pub const SERVICE_ABI_SECTION: &str = "gateway-service-abi";
+/// ABI versions of the service world this gateway loads.
+pub const SUPPORTED_SERVICE_ABI: std::ops::RangeInclusive<u32> = 1..=1;
+
 /// The ABI version from the plugin's `gateway-abi` section (searched in the
 /// component and the core modules nested in it).
 pub fn abi_version(bytes: &[u8]) -> Result<u32, InvalidPlugin> {
+    section_version(bytes, ABI_SECTION, &SUPPORTED_ABI, "export_connector!")
+}
+
+/// The service ABI version from the `gateway-service-abi` section.
+pub fn service_abi_version(bytes: &[u8]) -> Result<u32, InvalidPlugin> {
+    section_version(
+        bytes,
+        SERVICE_ABI_SECTION,
+        &SUPPORTED_SERVICE_ABI,
+        "export_service!",
+    )
+}
+
+fn section_version(
+    bytes: &[u8],
+    name: &str,
+    supported: &std::ops::RangeInclusive<u32>,
+    macro_name: &str,
+) -> Result<u32, InvalidPlugin> {
     for payload in wasmparser::Parser::new(0).parse_all(bytes) {
         let payload = payload.map_err(|e| InvalidPlugin::Compile(e.to_string()))?;
         if let wasmparser::Payload::CustomSection(section) = payload {
-            if section.name() == ABI_SECTION {
+            if section.name() == name {
                 let data: [u8; 4] = section.data().try_into().map_err(|_| {
                     InvalidPlugin::Abi(format!(
-                        "the {ABI_SECTION} section must hold 4 bytes, it holds {}",
+                        "the {name} section must hold 4 bytes, it holds {}",
                         section.data().len()
                     ))
                 })?;
                 let version = u32::from_le_bytes(data);
-                if !SUPPORTED_ABI.contains(&version) {
+                if !supported.contains(&version) {
                     return Err(InvalidPlugin::Abi(format!(
                         "plugin ABI version {version} is not supported; this gateway loads ABI {}..={}",
-                        SUPPORTED_ABI.start(),
-                        SUPPORTED_ABI.end()
+                        supported.start(),
+                        supported.end()
                     )));
                 }
                 return Ok(version);
@@ -47,10 +71,10 @@ pub fn abi_version(bytes: &[u8]) -> Result<u32, InvalidPlugin> {
         }
     }
     Err(InvalidPlugin::Abi(format!(
-        "no {ABI_SECTION} section: build the plugin with plugin-sdk's export_connector! \
+        "no {name} section: build the plugin with plugin-sdk's {macro_name} \
          (this gateway loads ABI {}..={})",
-        SUPPORTED_ABI.start(),
-        SUPPORTED_ABI.end()
+        supported.start(),
+        supported.end()
     )))
 }
 

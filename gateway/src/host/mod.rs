@@ -12,6 +12,7 @@ mod bindings;
 pub mod dns;
 mod outbound;
 pub mod schema;
+pub mod service;
 mod stderr;
 pub mod types;
 mod wasi;
@@ -132,6 +133,8 @@ pub struct CallState {
     stderr: stderr::StderrTail,
     /// An outbound request refused because its origin is not granted.
     denied: Option<String>,
+    /// For a service call: who it acts for, and its capabilities.
+    service: Option<service::ServiceScope>,
 }
 
 #[derive(Clone)]
@@ -298,7 +301,9 @@ impl PluginHost {
         let pre =
             Pre::new(abi, instance_pre).map_err(|e| InvalidPlugin::World(format!("{e:#}")))?;
         let description: Description = self
-            .call_sync(Arc::new(grants), Pacing::default(), |s| pre.describe(s))
+            .call_sync(Arc::new(grants), Pacing::default(), None, |s| {
+                pre.describe(s)
+            })
             .map_err(InvalidPlugin::Describe)?;
         for (what, fields) in [
             ("credentials", &description.credentials),
@@ -310,10 +315,83 @@ impl PluginHost {
         Ok(LoadedPlugin { pre, description })
     }
 
+    /// Checks, compiles and links a service plugin with the capabilities
+    /// its manifest grants, then runs `describe()` once. Blocking.
+    pub fn load_service(
+        &self,
+        bytes: &[u8],
+        grants: Grants,
+        capabilities: &[service::Capability],
+    ) -> Result<service::LoadedService, InvalidPlugin> {
+        abi::check_header(bytes)?;
+        abi::service_abi_version(bytes)?;
+        let component = Component::from_binary(&self.engine, bytes)
+            .map_err(|e| InvalidPlugin::Compile(format!("{e:#}")))?;
+        let err = |e: wasmtime::Error| InvalidPlugin::Compile(format!("{e:#}"));
+        let mut linker = Linker::<CallState>::new(&self.engine);
+        wasi::add_to_linker(&mut linker).map_err(err)?;
+        service::add_granted(&mut linker, capabilities).map_err(err)?;
+        let instance_pre = linker
+            .instantiate_pre(&component)
+            .map_err(|e| service::grant_error(&e))?;
+        let pre = service::ServicePre::new(instance_pre)
+            .map_err(|e| InvalidPlugin::World(format!("{e:#}")))?;
+        let description = self
+            .call_sync(Arc::new(grants), Pacing::default(), None, |s| {
+                Ok(Ok(pre.instantiate(&mut *s)?.call_describe(s)?))
+            })
+            .map_err(InvalidPlugin::Describe)?;
+        Ok(service::LoadedService {
+            pre,
+            public_routes: description
+                .public_routes
+                .into_iter()
+                .map(|r| (r.method, r.path_prefix))
+                .collect(),
+        })
+    }
+
+    /// Runs a service's `handle()` for a request, acting for `scope`.
+    /// Blocking: call from a blocking thread inside a tokio runtime.
+    pub fn handle(
+        &self,
+        loaded: &service::LoadedService,
+        grants: Arc<Grants>,
+        scope: service::ServiceScope,
+        request: service::ServiceRequest,
+    ) -> Result<service::ServiceResponse, CallError> {
+        let request = service::wit::Request::from(request);
+        self.call_sync(grants, Pacing::default(), Some(scope), |s| {
+            Ok(Ok(loaded
+                .pre
+                .instantiate(&mut *s)?
+                .call_handle(s, &request)?
+                .into()))
+        })
+    }
+
+    /// Runs a service's `on-timer()` for a due timer of `scope`'s user.
+    pub fn on_timer(
+        &self,
+        loaded: &service::LoadedService,
+        grants: Arc<Grants>,
+        scope: service::ServiceScope,
+        name: &str,
+    ) -> Result<(), CallError> {
+        let user = scope.user_id.clone().unwrap_or_default();
+        self.call_sync(grants, Pacing::default(), Some(scope), |s| {
+            Ok(Ok(loaded
+                .pre
+                .instantiate(&mut *s)?
+                .call_on_timer(s, &user, name)?))
+        })
+    }
+
     fn call_sync<T>(
         &self,
         grants: Arc<Grants>,
         pacing: Pacing,
+        service: Option<service::ServiceScope>,
         call: impl FnOnce(&mut Store<CallState>) -> bindings::Answer<T>,
     ) -> Result<T, CallError> {
         let stderr = stderr::StderrTail::default();
@@ -334,6 +412,7 @@ impl PluginHost {
             memory_exceeded: false,
             stderr,
             denied: None,
+            service,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| s);
@@ -386,7 +465,9 @@ impl PluginHost {
         credentials_json: &str,
     ) -> Result<(), CallError> {
         let account = account(&grants, login, credentials_json);
-        self.call_sync(grants, limiter.into(), |s| plugin.pre.verify(s, account))
+        self.call_sync(grants, limiter.into(), None, |s| {
+            plugin.pre.verify(s, account)
+        })
     }
 
     /// Runs `push()` for an account. Blocking: call from a blocking thread.
@@ -400,7 +481,7 @@ impl PluginHost {
         settings: &Settings,
     ) -> Result<PushOutcome, CallError> {
         let account = account(&grants, login, credentials_json);
-        self.call_sync(grants, pacing.into(), |s| {
+        self.call_sync(grants, pacing.into(), None, |s| {
             plugin.pre.push(s, account, settings)
         })
     }
@@ -415,7 +496,9 @@ impl PluginHost {
         credentials_json: &str,
     ) -> Result<Settings, CallError> {
         let account = account(&grants, login, credentials_json);
-        self.call_sync(grants, pacing.into(), |s| plugin.pre.fetch(s, account))
+        self.call_sync(grants, pacing.into(), None, |s| {
+            plugin.pre.fetch(s, account)
+        })
     }
 }
 

@@ -12,6 +12,7 @@ pub mod limits;
 pub mod media;
 pub mod modules;
 pub mod openapi;
+pub mod services;
 pub mod sessions;
 pub mod streams;
 pub mod users;
@@ -47,6 +48,8 @@ pub struct Shared {
     pub federation: Arc<Federation>,
     /// The users' devices and their inboxes.
     pub devices: Arc<crate::devices::Devices>,
+    /// Service plugins.
+    pub services: Arc<crate::services::Services>,
     /// The process configuration.
     pub config: Config,
     /// Inbound rate limiters.
@@ -129,6 +132,7 @@ pub fn router(state: AppState) -> Router {
         .merge(modules::router(state.config.max_plugin_bytes))
         .merge(bindings::router())
         .merge(devices::router())
+        .merge(services::router(state.config.max_plugin_bytes))
         .merge(changes::router())
         .merge(deliveries::router())
         .merge(media::router(state.config.delivery.max_media_bytes))

@@ -101,26 +101,11 @@ fn multipart_error(e: MultipartError) -> ApiError {
     ApiError::new(status, code, e.body_text())
 }
 
-/// Registers a module or replaces its connector (new version, no restart).
-#[utoipa::path(post, path = "/v1/admin/modules", tag = "admin",
-    security(("bearer" = [])),
-    request_body(content = ModuleUpload, content_type = "multipart/form-data"),
-    responses(
-        AdminAuth,
-        (status = 201, body = ModuleView),
-        (status = 400, description = "invalid_multipart: a malformed multipart body", body = ErrorBody),
-        (status = 413, description = "payload_too_large: above the plugin upload limit \
-            (64 MiB by default)", body = ErrorBody),
-        (status = 415, description = "unsupported_media_type: not multipart/form-data", body = ErrorBody),
-        (status = 422, description = "invalid_manifest (missing, not JSON, a rule broken, or a \
-            config field the connector declares missing, undeclared or of the wrong kind), \
-            invalid_plugin (missing, not a component, wrong world or ABI version, does not \
-            compile), invalid_multipart (another part name)", body = ErrorBody)))]
-pub async fn upload_module(
-    State(state): State<AppState>,
-    _admin: Admin,
+/// The `manifest` and `plugin` parts of an upload (of a module or a
+/// service), with the errors both document.
+pub(super) async fn manifest_and_plugin(
     multipart: Result<Multipart, axum::extract::multipart::MultipartRejection>,
-) -> Result<(StatusCode, Json<ModuleView>), ApiError> {
+) -> Result<(String, Vec<u8>), ApiError> {
     let mut multipart = multipart.map_err(|rejection| {
         ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -149,6 +134,30 @@ pub async fn upload_module(
     })?;
     let plugin = plugin
         .ok_or_else(|| ApiError::unprocessable("invalid_plugin", "the 'plugin' part is missing"))?;
+    Ok((manifest_text, plugin))
+}
+
+/// Registers a module or replaces its connector (new version, no restart).
+#[utoipa::path(post, path = "/v1/admin/modules", tag = "admin",
+    security(("bearer" = [])),
+    request_body(content = ModuleUpload, content_type = "multipart/form-data"),
+    responses(
+        AdminAuth,
+        (status = 201, body = ModuleView),
+        (status = 400, description = "invalid_multipart: a malformed multipart body", body = ErrorBody),
+        (status = 413, description = "payload_too_large: above the plugin upload limit \
+            (64 MiB by default)", body = ErrorBody),
+        (status = 415, description = "unsupported_media_type: not multipart/form-data", body = ErrorBody),
+        (status = 422, description = "invalid_manifest (missing, not JSON, a rule broken, or a \
+            config field the connector declares missing, undeclared or of the wrong kind), \
+            invalid_plugin (missing, not a component, wrong world or ABI version, does not \
+            compile), invalid_multipart (another part name)", body = ErrorBody)))]
+pub async fn upload_module(
+    State(state): State<AppState>,
+    _admin: Admin,
+    multipart: Result<Multipart, axum::extract::multipart::MultipartRejection>,
+) -> Result<(StatusCode, Json<ModuleView>), ApiError> {
+    let (manifest_text, plugin) = manifest_and_plugin(multipart).await?;
     let manifest = Manifest::parse(&manifest_text)
         .map_err(|e| ApiError::unprocessable("invalid_manifest", e.to_string()))?;
 

@@ -1,0 +1,310 @@
+//! Service plugins (DRAFT): the `gateway:service@1.0.0` world on the same
+//! engine, isolation and WASI as connectors (`CallState`), plus the host
+//! capabilities a service's manifest grants, one module each. A plugin that
+//! imports a capability its manifest does not grant does not link: it is
+//! refused at upload, naming the import.
+//!
+//! Capabilities reach the gateway's storage and devices through
+//! [`ServiceBackend`], so this module stays free of the registry and HTTP.
+
+mod clock;
+mod devices;
+mod events;
+mod kv;
+mod log;
+mod timers;
+
+use super::{CallState, InvalidPlugin};
+use std::sync::Arc;
+
+mod generated {
+    //! wasmtime's bindings of the service world.
+    #![allow(missing_docs)]
+    wasmtime::component::bindgen!({
+        path: "../plugin-sdk/wit/service-v1",
+        world: "service",
+    });
+}
+
+use generated::gateway;
+pub use generated::gateway::service::types as wit;
+pub(super) use generated::ServicePre;
+
+/// A capability an operator grants a service in its manifest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Capability {
+    /// `gateway:service/kv`: the key-value store.
+    Kv,
+    /// `gateway:service/devices`: the user's devices.
+    Devices,
+    /// `gateway:service/events`: events to the user's devices.
+    Events,
+    /// `gateway:service/timers`: durable timers.
+    Timers,
+    /// `gateway:service/log`.
+    Log,
+    /// `gateway:service/clock`.
+    Clock,
+}
+
+impl Capability {
+    /// Every capability, by its manifest name.
+    pub const ALL: [(&'static str, Capability); 6] = [
+        ("kv", Capability::Kv),
+        ("devices", Capability::Devices),
+        ("events", Capability::Events),
+        ("timers", Capability::Timers),
+        ("log", Capability::Log),
+        ("clock", Capability::Clock),
+    ];
+
+    /// The capability of a manifest name.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.iter().find(|(n, _)| *n == name).map(|(_, c)| *c)
+    }
+
+    fn add_to_linker(
+        self,
+        linker: &mut wasmtime::component::Linker<CallState>,
+    ) -> wasmtime::Result<()> {
+        use wasmtime::component::HasSelf;
+        match self {
+            Capability::Kv => gateway::service::kv::add_to_linker::<_, HasSelf<_>>(linker, same),
+            Capability::Devices => {
+                gateway::service::devices::add_to_linker::<_, HasSelf<_>>(linker, same)
+            }
+            Capability::Events => {
+                gateway::service::events::add_to_linker::<_, HasSelf<_>>(linker, same)
+            }
+            Capability::Timers => {
+                gateway::service::timers::add_to_linker::<_, HasSelf<_>>(linker, same)
+            }
+            Capability::Log => gateway::service::log::add_to_linker::<_, HasSelf<_>>(linker, same),
+            Capability::Clock => {
+                gateway::service::clock::add_to_linker::<_, HasSelf<_>>(linker, same)
+            }
+        }
+    }
+}
+
+/// The store data itself is what every capability works on.
+fn same(state: &mut CallState) -> &mut CallState {
+    state
+}
+
+/// One stored key of a service's user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KvEntry {
+    /// Key.
+    pub key: String,
+    /// Value.
+    pub value: Vec<u8>,
+    /// Version, from 1.
+    pub version: u64,
+}
+
+/// One write of an atomic commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KvWrite {
+    /// Key.
+    pub key: String,
+    /// New value; `None` deletes.
+    pub value: Option<Vec<u8>>,
+    /// Required version (`Some(0)`: absent).
+    pub expect: Option<u64>,
+}
+
+/// Why a store operation failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KvFailure {
+    /// An expectation did not hold: nothing written.
+    Conflict(String),
+    /// A key or value above the limits.
+    TooLarge(String),
+    /// Storage failed.
+    Failed(String),
+}
+
+/// A device as a service sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceInfo {
+    /// Id.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// Capabilities.
+    pub capabilities: Vec<String>,
+    /// Active now.
+    pub active: bool,
+}
+
+/// What the capabilities do, provided by the gateway (the registry and the
+/// device inboxes). Called from the plugin's blocking thread.
+#[async_trait::async_trait]
+pub trait ServiceBackend: Send + Sync + 'static {
+    /// One key.
+    async fn kv_get(
+        &self,
+        service: &str,
+        user: &str,
+        key: &str,
+    ) -> Result<Option<KvEntry>, KvFailure>;
+    /// Keys by prefix, after `after`.
+    async fn kv_scan(
+        &self,
+        service: &str,
+        user: &str,
+        prefix: &str,
+        after: &str,
+        limit: u32,
+    ) -> Result<Vec<KvEntry>, KvFailure>;
+    /// An atomic commit.
+    async fn kv_commit(
+        &self,
+        service: &str,
+        user: &str,
+        writes: Vec<KvWrite>,
+    ) -> Result<Vec<u64>, KvFailure>;
+    /// The user's devices.
+    async fn devices(&self, user: &str) -> Vec<DeviceInfo>;
+    /// Events to some of the user's devices.
+    async fn publish(
+        &self,
+        user: &str,
+        devices: Vec<String>,
+        kind: String,
+        payload: String,
+    ) -> Result<(), String>;
+    /// Sets a timer.
+    async fn schedule(&self, service: &str, user: &str, name: &str, at_ms: u64);
+    /// Cancels a timer.
+    async fn cancel(&self, service: &str, user: &str, name: &str);
+    /// Now, in milliseconds (the gateway's clock, injected in tests).
+    fn now_ms(&self) -> u64;
+}
+
+/// Who a service call acts for, and how its capabilities reach the gateway.
+#[derive(Clone)]
+pub struct ServiceScope {
+    /// The service.
+    pub service_id: String,
+    /// The user of the call (`None` on a public route).
+    pub user_id: Option<String>,
+    /// The capabilities' implementation.
+    pub backend: Arc<dyn ServiceBackend>,
+}
+
+impl CallState {
+    /// The current call's service scope (every capability import runs
+    /// inside a service call).
+    fn scope(&self) -> Option<&ServiceScope> {
+        self.service.as_ref()
+    }
+
+    /// Runs a capability's future on the gateway's runtime, from the
+    /// plugin's blocking thread.
+    fn block_on<F: std::future::Future>(&self, future: F) -> Option<F::Output> {
+        let runtime = self.outbound.runtime.clone()?;
+        Some(runtime.block_on(future))
+    }
+}
+
+/// Links the capabilities in `grants`; an import outside them makes
+/// `instantiate_pre` fail, which [`grant_error`] turns into the reason.
+pub(super) fn add_granted(
+    linker: &mut wasmtime::component::Linker<CallState>,
+    grants: &[Capability],
+) -> wasmtime::Result<()> {
+    for capability in grants {
+        capability.add_to_linker(linker)?;
+    }
+    Ok(())
+}
+
+/// The refusal of a service whose imports the grants do not cover.
+pub(super) fn grant_error(error: &wasmtime::Error) -> InvalidPlugin {
+    let text = format!("{error:#}");
+    let ungranted = Capability::ALL
+        .iter()
+        .find(|(name, _)| text.contains(&format!("gateway:service/{name}@")));
+    match ungranted {
+        Some((name, _)) => InvalidPlugin::World(format!(
+            "the service imports gateway:service/{name}, which its manifest does not grant \
+             (add \"{name}\" to \"grants\"): {text}"
+        )),
+        None => InvalidPlugin::World(text),
+    }
+}
+
+/// A request routed to a service, as the host passes it.
+#[derive(Debug, Clone, Default)]
+pub struct ServiceRequest {
+    /// Method.
+    pub method: String,
+    /// Path below `/v1/services/{id}`.
+    pub path: String,
+    /// Raw query string.
+    pub query: String,
+    /// Headers.
+    pub headers: Vec<(String, String)>,
+    /// Body.
+    pub body: Vec<u8>,
+    /// The user and device calling (`None` on a public route).
+    pub caller: Option<(String, Option<String>)>,
+}
+
+/// A service's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceResponse {
+    /// Status.
+    pub status: u16,
+    /// Headers.
+    pub headers: Vec<(String, String)>,
+    /// Body.
+    pub body: Vec<u8>,
+}
+
+impl From<ServiceRequest> for wit::Request {
+    fn from(r: ServiceRequest) -> Self {
+        wit::Request {
+            method: r.method,
+            path: r.path,
+            query: r.query,
+            headers: r
+                .headers
+                .into_iter()
+                .map(|(name, value)| wit::Header { name, value })
+                .collect(),
+            body: r.body,
+            caller: r
+                .caller
+                .map(|(user_id, device_id)| wit::Caller { user_id, device_id }),
+        }
+    }
+}
+
+impl From<wit::Response> for ServiceResponse {
+    fn from(r: wit::Response) -> Self {
+        ServiceResponse {
+            status: r.status,
+            headers: r.headers.into_iter().map(|h| (h.name, h.value)).collect(),
+            body: r.body,
+        }
+    }
+}
+
+/// A compiled, linked service ready to instantiate.
+#[derive(Clone)]
+pub struct LoadedService {
+    pub(super) pre: ServicePre<CallState>,
+    /// Routes answered without a token: (method, path prefix).
+    pub public_routes: Vec<(String, String)>,
+}
+
+impl std::fmt::Debug for LoadedService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedService")
+            .field("public_routes", &self.public_routes)
+            .finish_non_exhaustive()
+    }
+}

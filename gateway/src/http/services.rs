@@ -1,0 +1,161 @@
+//! Plugin-hosted services (DRAFT): `GET /v1/services`,
+//! `POST/DELETE /v1/admin/services`, and `/v1/services/{id}/...` routed to
+//! the service plugin after the caller is authenticated (user or device
+//! token), except on the routes the service declares public.
+
+use super::error::ApiError;
+use super::extract::{Admin, AuthUser};
+use super::modules::manifest_and_plugin;
+use super::{audit, AppState};
+use crate::host::service::ServiceRequest;
+use crate::services::{ServiceError, ServiceManifest};
+use axum::body::{to_bytes, Body};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Multipart, Path, Request, State};
+use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, delete, get, post};
+use axum::{Json, Router};
+use serde_json::json;
+
+/// Largest request body passed to a service.
+const MAX_SERVICE_BODY: usize = 1 << 20;
+
+/// Routes of this resource.
+pub fn router(max_plugin_bytes: usize) -> Router<AppState> {
+    Router::new()
+        .route("/v1/services", get(list_services))
+        .route(
+            "/v1/admin/services",
+            post(upload_service).layer(DefaultBodyLimit::max(max_plugin_bytes)),
+        )
+        .route("/v1/admin/services/{id}", delete(delete_service))
+        .route("/v1/services/{id}", any(route_to_service))
+        .route("/v1/services/{id}/{*rest}", any(route_to_service))
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        let message = e.to_string();
+        match e {
+            ServiceError::Manifest(_) => ApiError::unprocessable("invalid_manifest", message),
+            ServiceError::Invalid(_) => ApiError::unprocessable("invalid_plugin", message),
+            ServiceError::Unknown(_) => {
+                ApiError::new(StatusCode::NOT_FOUND, "unknown_service", message)
+            }
+            ServiceError::Call(_) => {
+                tracing::warn!("{message}");
+                ApiError::new(
+                    StatusCode::BAD_GATEWAY,
+                    "service_failed",
+                    "the service failed; try again",
+                )
+            }
+            ServiceError::Registry(e) => e.into(),
+            ServiceError::Internal(cause) => ApiError::internal(cause),
+        }
+    }
+}
+
+/// The installed services.
+pub async fn list_services(
+    State(state): State<AppState>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let services = state.services.list().await?;
+    Ok(Json(json!({"services": services.iter().map(|s| json!({
+        "id": s.id, "name": s.name, "version": s.version,
+    })).collect::<Vec<_>>()})))
+}
+
+/// Installs a service plugin or replaces it (new version, no restart).
+pub async fn upload_service(
+    State(state): State<AppState>,
+    _admin: Admin,
+    multipart: Result<Multipart, axum::extract::multipart::MultipartRejection>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let (manifest, plugin) = manifest_and_plugin(multipart).await?;
+    let (manifest, capabilities) = ServiceManifest::parse(&manifest)?;
+    let row = state
+        .services
+        .install(manifest, capabilities, plugin, state.config.clock.now())
+        .await?;
+    audit(
+        &state,
+        "admin",
+        "service.upload",
+        &row.id,
+        json!({"version": row.version, "plugin_sha256": row.plugin_digest}),
+    )
+    .await;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"id": row.id, "name": row.name, "version": row.version})),
+    ))
+}
+
+/// Removes a service.
+pub async fn delete_service(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    state.services.remove(&id, state.config.clock.now()).await?;
+    audit(&state, "admin", "service.delete", &id, json!({})).await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Routes a request to its service plugin.
+pub async fn route_to_service(
+    State(state): State<AppState>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let (mut parts, body) = request.into_parts();
+    let path = parts.uri.path().to_owned();
+    let rest = path.strip_prefix("/v1/services/").unwrap_or_default();
+    let (id, below) = match rest.split_once('/') {
+        Some((id, below)) => (id.to_owned(), format!("/{below}")),
+        None => (rest.to_owned(), "/".to_owned()),
+    };
+    let method = parts.method.as_str().to_owned();
+    let caller = if state.services.is_public(&id, &method, &below).await? {
+        None
+    } else {
+        let auth = AuthUser::from_request_parts(&mut parts, &state).await?;
+        Some((auth.user.id, auth.device_id))
+    };
+    let body = to_bytes(Body::new(body), MAX_SERVICE_BODY)
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("service requests are at most {MAX_SERVICE_BODY} bytes"),
+            )
+        })?;
+    let request = ServiceRequest {
+        method,
+        path: below,
+        query: parts.uri.query().unwrap_or_default().to_owned(),
+        headers: parts
+            .headers
+            .iter()
+            .filter(|(name, _)| *name != axum::http::header::AUTHORIZATION)
+            .map(|(n, v)| {
+                (
+                    n.as_str().to_owned(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect(),
+        body: body.to_vec(),
+        caller,
+    };
+    let answer = state.services.call(&id, request).await?;
+    let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_GATEWAY);
+    let mut response = (status, answer.body).into_response();
+    for (name, value) in answer.headers {
+        if let (Ok(name), Ok(value)) = (HeaderName::try_from(name), HeaderValue::try_from(value)) {
+            response.headers_mut().insert(name, value);
+        }
+    }
+    Ok(response)
+}

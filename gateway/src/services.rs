@@ -1,0 +1,454 @@
+//! Service plugins (DRAFT) as a domain service: upload (compile, link with
+//! the granted capabilities, store, make live without a restart), the
+//! catalogue, requests routed to a service acting for its caller, and the
+//! runner of the services' durable timers. [`Backend`] is what the host's
+//! capabilities do here: the registry's key-value store and timers, the
+//! device registry and inboxes, the gateway's clock.
+
+use crate::clock::SharedClock;
+use crate::devices::Devices;
+use crate::host::service::{
+    Capability, DeviceInfo, KvEntry, KvFailure, KvWrite, LoadedService, ServiceBackend,
+    ServiceRequest, ServiceResponse, ServiceScope,
+};
+use crate::host::{CallError, Grants, InvalidPlugin, PluginHost};
+use registry_db::{DeviceState, KvError, Registry, RegistryError, ServiceRow};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+/// Why a service operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// The manifest breaks a rule.
+    #[error("manifest field {0}")]
+    Manifest(String),
+    /// The plugin was refused.
+    #[error(transparent)]
+    Invalid(#[from] InvalidPlugin),
+    /// No such service (or removed).
+    #[error("service {0:?} is not installed")]
+    Unknown(String),
+    /// The plugin failed while answering.
+    #[error("the service failed: {0}")]
+    Call(CallError),
+    /// Storage failed.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// A blocking task failed.
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+/// A service's manifest, as uploaded.
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceManifest {
+    /// Id: 1-32 characters of `[a-z0-9_-]`, starting with a letter.
+    pub id: String,
+    /// Human name, 1-100 characters.
+    pub name: String,
+    /// The service's configuration (e.g. `offer_ttl_secs`).
+    #[serde(default)]
+    pub config: serde_json::Map<String, Value>,
+    /// Capabilities granted: `kv`, `devices`, `events`, `timers`, `log`, `clock`.
+    #[serde(default)]
+    pub grants: Vec<String>,
+    /// Origins it may call (when granted HTTP).
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
+}
+
+impl ServiceManifest {
+    /// Parses and checks a manifest; its capabilities.
+    pub fn parse(text: &str) -> Result<(Self, Vec<Capability>), ServiceError> {
+        let manifest: ServiceManifest =
+            serde_json::from_str(text).map_err(|e| ServiceError::Manifest(e.to_string()))?;
+        let id_ok = (1..=32).contains(&manifest.id.len())
+            && manifest.id.starts_with(|c: char| c.is_ascii_lowercase())
+            && manifest
+                .id
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+        if !id_ok {
+            return Err(ServiceError::Manifest(
+                "id: 1-32 characters of a-z, 0-9, '_' or '-', starting with a letter".into(),
+            ));
+        }
+        if manifest.name.trim().is_empty() || manifest.name.chars().count() > 100 {
+            return Err(ServiceError::Manifest("name: 1-100 characters".into()));
+        }
+        let mut capabilities = Vec::new();
+        for grant in &manifest.grants {
+            let capability = Capability::parse(grant).ok_or_else(|| {
+                let known: Vec<&str> = Capability::ALL.iter().map(|(n, _)| *n).collect();
+                ServiceError::Manifest(format!(
+                    "grants: unknown capability {grant:?}; known: {}",
+                    known.join(", ")
+                ))
+            })?;
+            if !capabilities.contains(&capability) {
+                capabilities.push(capability);
+            }
+        }
+        Ok((manifest, capabilities))
+    }
+
+    fn grants(&self) -> Grants {
+        Grants {
+            module_id: self.id.clone(),
+            allowed_origins: self.allowed_hosts.clone(),
+            config_json: Value::Object(self.config.clone()).to_string(),
+        }
+    }
+}
+
+struct Ready {
+    version: i64,
+    loaded: LoadedService,
+    grants: Arc<Grants>,
+}
+
+/// The installed services.
+pub struct Services {
+    registry: Registry,
+    host: PluginHost,
+    backend: Arc<Backend>,
+    cache: RwLock<HashMap<String, Arc<Ready>>>,
+}
+
+impl std::fmt::Debug for Services {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Services").finish_non_exhaustive()
+    }
+}
+
+impl Services {
+    /// Wraps the host, the registry and the devices.
+    pub fn new(
+        host: PluginHost,
+        registry: Registry,
+        devices: Arc<Devices>,
+        clock: SharedClock,
+    ) -> Self {
+        Services {
+            backend: Arc::new(Backend {
+                registry: registry.clone(),
+                devices,
+                clock,
+            }),
+            registry,
+            host,
+            cache: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// Checks and stores a service plugin and makes it live.
+    pub async fn install(
+        &self,
+        manifest: ServiceManifest,
+        capabilities: Vec<Capability>,
+        plugin: Vec<u8>,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<ServiceRow, ServiceError> {
+        let grants = manifest.grants();
+        let host = self.host.clone();
+        let (plugin, loaded) = tokio::task::spawn_blocking(move || {
+            host.load_service(&plugin, grants, &capabilities)
+                .map(|loaded| (plugin, loaded))
+        })
+        .await
+        .map_err(|e| ServiceError::Internal(e.to_string()))??;
+        let stored =
+            serde_json::to_value(&manifest).map_err(|e| ServiceError::Internal(e.to_string()))?;
+        let row = self
+            .registry
+            .upsert_service(
+                &manifest.id,
+                &manifest.name,
+                plugin.clone(),
+                &crate::secrets::sha256_hex(&plugin),
+                &stored,
+                now,
+            )
+            .await?;
+        let ready = Arc::new(Ready {
+            version: row.version,
+            loaded,
+            grants: Arc::new(manifest.grants()),
+        });
+        if let Ok(mut cache) = self.cache.write() {
+            cache.insert(row.id.clone(), ready);
+        }
+        Ok(row)
+    }
+
+    /// The installed services.
+    pub async fn list(&self) -> Result<Vec<ServiceRow>, ServiceError> {
+        Ok(self.registry.list_services().await?)
+    }
+
+    /// Removes a service.
+    pub async fn remove(
+        &self,
+        id: &str,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), ServiceError> {
+        match self.registry.disable_service(id, now).await {
+            Err(RegistryError::NotFound) => return Err(ServiceError::Unknown(id.to_owned())),
+            other => other?,
+        }
+        if let Ok(mut cache) = self.cache.write() {
+            cache.remove(id);
+        }
+        Ok(())
+    }
+
+    /// The live version of a service (reloaded when another process
+    /// uploaded a newer one).
+    async fn ready(&self, id: &str) -> Result<Arc<Ready>, ServiceError> {
+        let row = match self.registry.service(id).await {
+            Ok(row) => row,
+            Err(RegistryError::NotFound) => return Err(ServiceError::Unknown(id.to_owned())),
+            Err(e) => return Err(e.into()),
+        };
+        let cached = self
+            .cache
+            .read()
+            .ok()
+            .and_then(|c| c.get(id).cloned())
+            .filter(|r| r.version == row.version);
+        if let Some(ready) = cached {
+            return Ok(ready);
+        }
+        let manifest: ServiceManifest = serde_json::from_value(row.manifest.clone())
+            .map_err(|e| ServiceError::Internal(format!("stored manifest of {id}: {e}")))?;
+        let (manifest, capabilities) =
+            ServiceManifest::parse(&serde_json::to_string(&manifest).unwrap_or_default())?;
+        let plugin = self.registry.service_plugin(id).await?;
+        let grants = manifest.grants();
+        let host = self.host.clone();
+        let loaded =
+            tokio::task::spawn_blocking(move || host.load_service(&plugin, grants, &capabilities))
+                .await
+                .map_err(|e| ServiceError::Internal(e.to_string()))??;
+        let ready = Arc::new(Ready {
+            version: row.version,
+            loaded,
+            grants: Arc::new(manifest.grants()),
+        });
+        if let Ok(mut cache) = self.cache.write() {
+            cache.insert(id.to_owned(), ready.clone());
+        }
+        Ok(ready)
+    }
+
+    /// Whether `method path` is one of the service's public routes.
+    pub async fn is_public(
+        &self,
+        id: &str,
+        method: &str,
+        path: &str,
+    ) -> Result<bool, ServiceError> {
+        let ready = self.ready(id).await?;
+        Ok(ready
+            .loaded
+            .public_routes
+            .iter()
+            .any(|(m, prefix)| m.eq_ignore_ascii_case(method) && path.starts_with(prefix.as_str())))
+    }
+
+    /// Routes a request to a service, acting for its caller.
+    pub async fn call(
+        &self,
+        id: &str,
+        request: ServiceRequest,
+    ) -> Result<ServiceResponse, ServiceError> {
+        let ready = self.ready(id).await?;
+        let scope = ServiceScope {
+            service_id: id.to_owned(),
+            user_id: request.caller.as_ref().map(|(user, _)| user.clone()),
+            backend: self.backend.clone(),
+        };
+        let host = self.host.clone();
+        tokio::task::spawn_blocking(move || {
+            host.handle(&ready.loaded, ready.grants.clone(), scope, request)
+        })
+        .await
+        .map_err(|e| ServiceError::Internal(e.to_string()))?
+        .map_err(ServiceError::Call)
+    }
+
+    /// Runs due timers until `stop` turns true, checking every `every`.
+    pub async fn run_timers(&self, every: Duration, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tokio::select! {
+                _ = stop.wait_for(|s| *s) => return,
+                _ = tick.tick() => {}
+            }
+            let due = match self
+                .registry
+                .take_due_timers(self.backend.clock.now(), 100)
+                .await
+            {
+                Ok(due) => due,
+                Err(e) => {
+                    tracing::warn!(error = %e, "service timers not read");
+                    continue;
+                }
+            };
+            for timer in due {
+                let Ok(ready) = self.ready(&timer.service_id).await else {
+                    continue;
+                };
+                let scope = ServiceScope {
+                    service_id: timer.service_id.clone(),
+                    user_id: Some(timer.user_id.clone()),
+                    backend: self.backend.clone(),
+                };
+                let host = self.host.clone();
+                let name = timer.name.clone();
+                let ran = tokio::task::spawn_blocking(move || {
+                    host.on_timer(&ready.loaded, ready.grants.clone(), scope, &name)
+                })
+                .await;
+                if let Ok(Err(e)) = ran {
+                    tracing::warn!(service = %timer.service_id, timer = %timer.name, error = %e, "a service timer failed");
+                }
+            }
+        }
+    }
+}
+
+/// The capabilities' implementation on the gateway.
+pub struct Backend {
+    registry: Registry,
+    devices: Arc<Devices>,
+    clock: SharedClock,
+}
+
+fn kv_failure(e: KvError) -> KvFailure {
+    match e {
+        KvError::Conflict(key) => KvFailure::Conflict(key),
+        KvError::Registry(e) => KvFailure::Failed(e.to_string()),
+    }
+}
+
+fn entry(e: registry_db::KvEntry) -> KvEntry {
+    KvEntry {
+        key: e.key,
+        value: e.value,
+        version: u64::try_from(e.version).unwrap_or(0),
+    }
+}
+
+#[async_trait::async_trait]
+impl ServiceBackend for Backend {
+    async fn kv_get(
+        &self,
+        service: &str,
+        user: &str,
+        key: &str,
+    ) -> Result<Option<KvEntry>, KvFailure> {
+        self.registry
+            .kv_get(service, user, key)
+            .await
+            .map(|e| e.map(entry))
+            .map_err(|e| KvFailure::Failed(e.to_string()))
+    }
+
+    async fn kv_scan(
+        &self,
+        service: &str,
+        user: &str,
+        prefix: &str,
+        after: &str,
+        limit: u32,
+    ) -> Result<Vec<KvEntry>, KvFailure> {
+        self.registry
+            .kv_list(service, user, prefix, after, limit)
+            .await
+            .map(|entries| entries.into_iter().map(entry).collect())
+            .map_err(|e| KvFailure::Failed(e.to_string()))
+    }
+
+    async fn kv_commit(
+        &self,
+        service: &str,
+        user: &str,
+        writes: Vec<KvWrite>,
+    ) -> Result<Vec<u64>, KvFailure> {
+        let writes: Vec<registry_db::KvWrite> = writes
+            .into_iter()
+            .map(|w| registry_db::KvWrite {
+                key: w.key,
+                value: w.value,
+                expect: w.expect.map(|v| i64::try_from(v).unwrap_or(i64::MAX)),
+            })
+            .collect();
+        self.registry
+            .kv_commit(service, user, &writes)
+            .await
+            .map(|versions| {
+                versions
+                    .into_iter()
+                    .map(|v| u64::try_from(v).unwrap_or(0))
+                    .collect()
+            })
+            .map_err(kv_failure)
+    }
+
+    async fn devices(&self, user: &str) -> Vec<DeviceInfo> {
+        self.devices
+            .list(user)
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .map(|d| DeviceInfo {
+                id: d.id,
+                name: d.name,
+                capabilities: d.capabilities,
+                active: d.state == DeviceState::Active,
+            })
+            .collect()
+    }
+
+    async fn publish(
+        &self,
+        user: &str,
+        devices: Vec<String>,
+        kind: String,
+        payload: String,
+    ) -> Result<(), String> {
+        let mine = self.devices.list(user).await.map_err(|e| e.to_string())?;
+        if let Some(other) = devices.iter().find(|d| !mine.iter().any(|m| &m.id == *d)) {
+            return Err(format!("{other:?} is not one of the user's devices"));
+        }
+        let payload: Value = serde_json::from_str(&payload).unwrap_or(Value::Null);
+        let ids: Vec<&str> = devices.iter().map(String::as_str).collect();
+        self.devices
+            .publish(&ids, &kind, &payload)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn schedule(&self, service: &str, user: &str, name: &str, at_ms: u64) {
+        let due = chrono::DateTime::from_timestamp_millis(i64::try_from(at_ms).unwrap_or(i64::MAX))
+            .unwrap_or_else(|| self.clock.now());
+        if let Err(e) = self.registry.schedule_timer(service, user, name, due).await {
+            tracing::warn!(service, error = %e, "service timer not stored");
+        }
+    }
+
+    async fn cancel(&self, service: &str, user: &str, name: &str) {
+        if let Err(e) = self.registry.cancel_timer(service, user, name).await {
+            tracing::warn!(service, error = %e, "service timer not cancelled");
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.clock.now().timestamp_millis()).unwrap_or(0)
+    }
+}

@@ -1,0 +1,469 @@
+//! Handoff (H1-H6), the reference service plugin: an application session
+//! held by one of the user's devices and moved to another on request. The
+//! state machine is pure (`machine`); this file is the glue: routes, the
+//! host's key-value store (every step one atomic commit that checks the
+//! versions it read), device events and offer timers.
+
+pub mod machine;
+
+#[cfg(target_arch = "wasm32")]
+mod glue {
+    use crate::machine::{DeviceInfo, Notice, Refusal, Session, Switch, SwitchStatus};
+    use plugin_sdk::service::{devices, events, kv, timers, Request, Response, Service};
+    use serde::de::DeserializeOwned;
+    use serde::{Deserialize, Serialize};
+    use serde_json::{json, Value};
+
+    struct Handoff;
+
+    /// Offers expire after this long unless the config says otherwise.
+    const OFFER_TTL_MS: u64 = 60_000;
+
+    fn answer(status: u16, body: &Value) -> Response {
+        Response {
+            status,
+            headers: vec![plugin_sdk::service::Header {
+                name: "content-type".into(),
+                value: "application/json".into(),
+            }],
+            body: body.to_string().into_bytes(),
+        }
+    }
+
+    fn error(status: u16, code: &str, message: &str) -> Response {
+        answer(
+            status,
+            &json!({"error": {"code": code, "message": message}}),
+        )
+    }
+
+    fn refusal(r: Refusal) -> Response {
+        match r {
+            Refusal::StateTooLarge(n) => error(
+                413,
+                "state_too_large",
+                &format!("the state is {n} bytes of JSON; at most {}", crate::machine::MAX_STATE_BYTES),
+            ),
+            Refusal::StaleVersion { current } => error(
+                409,
+                "stale_version",
+                &format!("the session is at version {current}; read it and apply your change to it"),
+            ),
+            Refusal::NotHolder => error(409, "not_holder", "only the device holding the session may do this"),
+            Refusal::NotOffered => error(409, "not_offered", "this switch is not offered to this device (any more)"),
+            Refusal::NoTarget => error(422, "no_target", "no device fits: name one, pair devices, or register one that can continue this app"),
+            Refusal::UnknownDevice(d) => error(422, "unknown_device", &format!("{d:?} is not one of your devices")),
+        }
+    }
+
+    fn id() -> String {
+        let mut bytes = [0u8; 12];
+        let _ = getrandom::fill(&mut bytes);
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    fn now() -> u64 {
+        plugin_sdk::service::clock::now_ms()
+    }
+
+    fn iso(ms: u64) -> String {
+        // RFC 3339 without a date library: days from the epoch, civil date.
+        let secs = ms / 1000;
+        let (days, rest) = (secs / 86_400, secs % 86_400);
+        let z = days as i64 + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z - era * 146_097;
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let d = doy - (153 * mp + 2) / 5 + 1;
+        let m = if mp < 10 { mp + 3 } else { mp - 9 };
+        let y = yoe + era * 400 + i64::from(m <= 2);
+        format!(
+            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+            rest / 3600,
+            rest % 3600 / 60,
+            rest % 60,
+            ms % 1000
+        )
+    }
+
+    /// A stored value with the version it was read at.
+    struct Read<T> {
+        value: T,
+        version: u64,
+    }
+
+    fn get<T: DeserializeOwned>(key: &str) -> Result<Option<Read<T>>, Response> {
+        match kv::get(key) {
+            Ok(Some(e)) => serde_json::from_slice(&e.value)
+                .map(|value| {
+                    Some(Read {
+                        value,
+                        version: e.version,
+                    })
+                })
+                .map_err(|e| error(500, "corrupt", &e.to_string())),
+            Ok(None) => Ok(None),
+            Err(e) => Err(error(503, "store_failed", &format!("{e:?}"))),
+        }
+    }
+
+    fn put<T: Serialize>(key: &str, value: &T, expect: u64) -> kv::Write {
+        kv::Write {
+            key: key.into(),
+            value: Some(serde_json::to_vec(value).unwrap_or_default()),
+            expect: Some(expect),
+        }
+    }
+
+    fn commit(writes: Vec<kv::Write>) -> Result<(), Response> {
+        match kv::commit(&writes) {
+            Ok(_) => Ok(()),
+            Err(kv::KvError::Conflict(_)) => Err(error(
+                409,
+                "concurrent_change",
+                "another request changed this at the same time; read it again and retry",
+            )),
+            Err(e) => Err(error(503, "store_failed", &format!("{e:?}"))),
+        }
+    }
+
+    #[derive(Serialize, Deserialize, Default)]
+    struct Log {
+        entries: Vec<Value>,
+    }
+
+    fn log_write(session: &str, entries: Vec<Value>) -> Result<kv::Write, Response> {
+        let key = format!("log/{session}");
+        let read = get::<Log>(&key)?;
+        let version = read.as_ref().map_or(0, |r| r.version);
+        let mut log = read.map(|r| r.value).unwrap_or_default();
+        log.entries.extend(entries);
+        Ok(put(&key, &log, version))
+    }
+
+    fn entry(device: &str, event: &str, extra: Value) -> Value {
+        let mut e = json!({"at": iso(now()), "device": device, "event": event});
+        if let (Some(e), Some(extra)) = (e.as_object_mut(), extra.as_object()) {
+            e.extend(extra.clone());
+        }
+        e
+    }
+
+    fn body<T: DeserializeOwned + Default>(request: &Request) -> Result<T, Response> {
+        if request.body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(T::default());
+        }
+        serde_json::from_slice(&request.body)
+            .map_err(|e| error(422, "invalid_body", &e.to_string()))
+    }
+
+    fn session_view(s: &Session) -> Value {
+        json!({"id": s.id, "app": s.app, "holder": s.holder, "version": s.version, "state": s.state})
+    }
+
+    fn switch_view(s: &Switch) -> Value {
+        let status = match s.status {
+            SwitchStatus::Offered => "offered",
+            SwitchStatus::Accepted => "accepted",
+            SwitchStatus::Unplaced => "unplaced",
+        };
+        json!({"switch_id": s.id, "session_id": s.session_id, "status": status, "to": s.to,
+               "tried": s.tried.iter().map(|t| json!({"device": t.device, "answer": t.answer, "at": iso(t.at)})).collect::<Vec<_>>()})
+    }
+
+    fn all_devices() -> Vec<DeviceInfo> {
+        devices::all()
+            .into_iter()
+            .map(|d| DeviceInfo {
+                id: d.id,
+                capabilities: d.capabilities,
+                active: d.active,
+            })
+            .collect()
+    }
+
+    #[derive(Serialize, Deserialize, Default)]
+    struct Chain {
+        chain: Vec<String>,
+    }
+
+    fn chain() -> Result<Vec<String>, Response> {
+        Ok(get::<Chain>("pairings")?
+            .map(|r| r.value.chain)
+            .unwrap_or_default())
+    }
+
+    fn offer(switch: &Switch, session: &Session) -> Result<(), Response> {
+        let Some(to) = &switch.to else { return Ok(()) };
+        let payload = json!({"switch_id": switch.id, "session_id": session.id, "app": session.app,
+            "state": session.state, "version": session.version, "from": session.holder});
+        events::publish(std::slice::from_ref(to), "offer", &payload.to_string())
+            .map_err(|e| error(503, "event_failed", &e))?;
+        timers::schedule(&format!("switch/{}", switch.id), switch.expires_at);
+        Ok(())
+    }
+
+    fn handle(request: Request) -> Result<Response, Response> {
+        let caller = request
+            .caller
+            .clone()
+            .ok_or_else(|| error(401, "missing_token", "a device token is required"))?;
+        let device = caller.device_id.clone().ok_or_else(|| {
+            error(
+                403,
+                "device_token_required",
+                "handoff acts as a device: use a device token",
+            )
+        })?;
+        let segments: Vec<&str> = request.path.trim_matches('/').split('/').collect();
+        let method = request.method.as_str();
+        let ttl = OFFER_TTL_MS;
+        match (method, segments.as_slice()) {
+            ("POST", ["sessions"]) => {
+                #[derive(Deserialize, Default)]
+                struct Open {
+                    app: String,
+                    state: Value,
+                }
+                let open: Open = body(&request)?;
+                if open.app.trim().is_empty() || open.app.len() > 2048 {
+                    return Err(error(422, "invalid_body", "app is 1-2048 characters"));
+                }
+                let session =
+                    Session::open(id(), &device, open.app, open.state).map_err(refusal)?;
+                commit(vec![
+                    put(&format!("session/{}", session.id), &session, 0),
+                    log_write(
+                        &session.id,
+                        vec![entry(&device, "opened", json!({"version": 1}))],
+                    )?,
+                ])?;
+                Ok(answer(201, &session_view(&session)))
+            }
+            ("GET", ["sessions", sid]) => {
+                let s = get::<Session>(&format!("session/{sid}"))?
+                    .ok_or_else(|| error(404, "not_found", "no such session"))?;
+                Ok(answer(200, &session_view(&s.value)))
+            }
+            ("PUT", ["sessions", sid]) => {
+                #[derive(Deserialize, Default)]
+                struct Progress {
+                    version: u64,
+                    state: Value,
+                }
+                let p: Progress = body(&request)?;
+                let key = format!("session/{sid}");
+                let mut s = get::<Session>(&key)?
+                    .ok_or_else(|| error(404, "not_found", "no such session"))?;
+                s.value
+                    .progress(&device, p.version, p.state)
+                    .map_err(refusal)?;
+                commit(vec![
+                    put(&key, &s.value, s.version),
+                    log_write(
+                        sid,
+                        vec![entry(
+                            &device,
+                            "progress",
+                            json!({"version": s.value.version}),
+                        )],
+                    )?,
+                ])?;
+                Ok(answer(200, &session_view(&s.value)))
+            }
+            ("GET", ["sessions", sid, "log"]) => {
+                get::<Session>(&format!("session/{sid}"))?
+                    .ok_or_else(|| error(404, "not_found", "no such session"))?;
+                let log = get::<Log>(&format!("log/{sid}"))?
+                    .map(|r| r.value)
+                    .unwrap_or_default();
+                Ok(answer(200, &json!({"entries": log.entries})))
+            }
+            ("POST", ["sessions", sid, "switch"]) => {
+                #[derive(Deserialize, Default)]
+                struct Ask {
+                    to: Option<String>,
+                }
+                let ask: Ask = body(&request)?;
+                let s = get::<Session>(&format!("session/{sid}"))?
+                    .ok_or_else(|| error(404, "not_found", "no such session"))?;
+                let (switch, _) = Switch::ask(
+                    id(),
+                    &s.value,
+                    &device,
+                    ask.to.as_deref(),
+                    &chain()?,
+                    &all_devices(),
+                    now(),
+                    ttl,
+                )
+                .map_err(refusal)?;
+                commit(vec![
+                    put(&format!("switch/{}", switch.id), &switch, 0),
+                    log_write(
+                        sid,
+                        vec![entry(
+                            &device,
+                            "offered",
+                            json!({"switch_id": switch.id, "to": switch.to}),
+                        )],
+                    )?,
+                ])?;
+                offer(&switch, &s.value)?;
+                Ok(answer(
+                    202,
+                    &json!({"switch_id": switch.id, "status": "offered", "to": switch.to}),
+                ))
+            }
+            ("GET", ["switches", wid]) => {
+                let w = get::<Switch>(&format!("switch/{wid}"))?
+                    .ok_or_else(|| error(404, "not_found", "no such switch"))?;
+                Ok(answer(200, &switch_view(&w.value)))
+            }
+            ("POST", ["switches", wid, verb @ ("accept" | "decline")]) => {
+                #[derive(Deserialize, Default)]
+                struct Decline {
+                    reason: Option<String>,
+                }
+                let reason: Decline = body(&request)?;
+                let reason = reason.reason.unwrap_or_else(|| "declined".into());
+                step(
+                    wid,
+                    &device,
+                    if *verb == "accept" {
+                        None
+                    } else {
+                        Some(reason.as_str())
+                    },
+                    false,
+                )
+            }
+            ("GET", ["pairings"]) => Ok(answer(200, &json!({"chain": chain()?}))),
+            ("PUT", ["pairings"]) => {
+                let new: Chain = body(&request)?;
+                let mine = all_devices();
+                if let Some(d) = new.chain.iter().find(|d| !mine.iter().any(|m| &m.id == *d)) {
+                    return Err(error(
+                        422,
+                        "unknown_device",
+                        &format!("{d:?} is not one of your devices"),
+                    ));
+                }
+                let version = get::<Chain>("pairings")?.map_or(0, |r| r.version);
+                commit(vec![put("pairings", &new, version)])?;
+                Ok(answer(200, &json!({"chain": new.chain})))
+            }
+            _ => Err(error(404, "not_found", "no such handoff route")),
+        }
+    }
+
+    /// Accept (`reason` none), decline, or expire (`expired`) a switch.
+    fn step(
+        wid: &str,
+        device: &str,
+        reason: Option<&str>,
+        expired: bool,
+    ) -> Result<Response, Response> {
+        let wkey = format!("switch/{wid}");
+        let mut w =
+            get::<Switch>(&wkey)?.ok_or_else(|| error(404, "not_found", "no such switch"))?;
+        let skey = format!("session/{}", w.value.session_id);
+        let mut s =
+            get::<Session>(&skey)?.ok_or_else(|| error(404, "not_found", "no such session"))?;
+        let mut log = Vec::new();
+        let notice = match (reason, expired) {
+            (None, false) => {
+                let n = w
+                    .value
+                    .accept(&mut s.value, device, now())
+                    .map_err(refusal)?;
+                log.push(entry(device, "accepted", json!({"switch_id": wid})));
+                log.push(entry(
+                    device,
+                    "moved",
+                    json!({"switch_id": wid, "from": w.value.from}),
+                ));
+                n
+            }
+            (reason, _) => {
+                let reason = if expired { None } else { reason };
+                let n = w
+                    .value
+                    .decline(
+                        &s.value,
+                        device,
+                        reason,
+                        &chain()?,
+                        &all_devices(),
+                        now(),
+                        OFFER_TTL_MS,
+                    )
+                    .map_err(refusal)?;
+                log.push(entry(
+                    device,
+                    "declined",
+                    json!({"switch_id": wid, "reason": reason.unwrap_or("expired")}),
+                ));
+                match &n {
+                    Notice::Offer { to } => log.push(entry(
+                        device,
+                        "offered",
+                        json!({"switch_id": wid, "to": to}),
+                    )),
+                    Notice::Failed { .. } => log.push(entry(
+                        &s.value.holder,
+                        "unplaced",
+                        json!({"switch_id": wid}),
+                    )),
+                    Notice::Moved { .. } => {}
+                }
+                n
+            }
+        };
+        commit(vec![
+            put(&wkey, &w.value, w.version),
+            put(&skey, &s.value, s.version),
+            log_write(&s.value.id, log)?,
+        ])?;
+        timers::cancel(&format!("switch/{wid}"));
+        let published = match &notice {
+            Notice::Offer { .. } => {
+                return offer(&w.value, &s.value).map(|()| answer(200, &switch_view(&w.value)))
+            }
+            Notice::Moved { old_holder, to } => events::publish(
+                std::slice::from_ref(old_holder),
+                "moved",
+                &json!({"session_id": s.value.id, "to": to}).to_string(),
+            ),
+            Notice::Failed { holder } => events::publish(
+                std::slice::from_ref(holder),
+                "failed",
+                &json!({"session_id": s.value.id, "switch_id": wid}).to_string(),
+            ),
+        };
+        published.map_err(|e| error(503, "event_failed", &e))?;
+        Ok(answer(200, &switch_view(&w.value)))
+    }
+
+    impl Service for Handoff {
+        fn handle(request: Request) -> Response {
+            handle(request).unwrap_or_else(|e| e)
+        }
+
+        fn on_timer(_user_id: String, name: String) {
+            if let Some(wid) = name.strip_prefix("switch/") {
+                if let Ok(Some(w)) = get::<Switch>(&format!("switch/{wid}")) {
+                    if w.value.status == SwitchStatus::Offered && w.value.expires_at <= now() {
+                        if let Some(to) = w.value.to.clone() {
+                            let _ = step(wid, &to, None, true);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    plugin_sdk::export_service!(Handoff);
+}

@@ -1,0 +1,124 @@
+//! The services' key-value store, on SQLite always and on PostgreSQL when
+//! `TEST_DATABASE_URL` is set (mandatory under `CI=true`).
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+mod common;
+
+use chrono::Utc;
+use common::on_every_backend;
+use registry_db::{KvError, KvWrite};
+
+fn put(key: &str, value: &str, expect: Option<i64>) -> KvWrite {
+    KvWrite {
+        key: key.into(),
+        value: Some(value.as_bytes().to_vec()),
+        expect,
+    }
+}
+
+#[tokio::test]
+async fn commits_are_atomic_and_compare_and_swap_holds_under_concurrency() {
+    on_every_backend(async |reg| {
+        reg.create_user("u1", "alice", "h", Utc::now())
+            .await
+            .unwrap();
+        reg.create_user("u2", "bob", "h", Utc::now()).await.unwrap();
+        assert_eq!(
+            reg.kv_commit(
+                "handoff",
+                "u1",
+                &[put("a", "1", Some(0)), put("b", "1", None)]
+            )
+            .await
+            .unwrap(),
+            [1, 1]
+        );
+        // The second write's expectation fails: the first is not applied.
+        match reg
+            .kv_commit(
+                "handoff",
+                "u1",
+                &[put("a", "2", Some(1)), put("b", "2", Some(0))],
+            )
+            .await
+        {
+            Err(KvError::Conflict(key)) => assert_eq!(key, "b"),
+            other => panic!("expected a conflict, got {other:?}"),
+        }
+        let a = reg.kv_get("handoff", "u1", "a").await.unwrap().unwrap();
+        assert_eq!((a.value.as_slice(), a.version), (b"1".as_slice(), 1));
+        // Scoped: another user and another service see nothing.
+        assert!(reg.kv_get("handoff", "u2", "a").await.unwrap().is_none());
+        assert!(reg.kv_get("files", "u1", "a").await.unwrap().is_none());
+
+        // 16 writers each add one to a counter with compare-and-swap retries.
+        reg.kv_commit("handoff", "u1", &[put("n", "0", Some(0))])
+            .await
+            .unwrap();
+        let mut tasks = Vec::new();
+        for _ in 0..16 {
+            let reg = reg.clone();
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    let e = reg.kv_get("handoff", "u1", "n").await.unwrap().unwrap();
+                    let n: i64 = String::from_utf8(e.value).unwrap().parse().unwrap();
+                    let next = (n + 1).to_string();
+                    match reg
+                        .kv_commit("handoff", "u1", &[put("n", &next, Some(e.version))])
+                        .await
+                    {
+                        Ok(_) => return,
+                        Err(KvError::Conflict(_)) => continue,
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let n = reg.kv_get("handoff", "u1", "n").await.unwrap().unwrap();
+        assert_eq!(n.value, b"16");
+        assert_eq!(n.version, 17);
+
+        // Listing by prefix, in key order, with paging and deletes.
+        reg.kv_commit(
+            "handoff",
+            "u1",
+            &[
+                put("s/2", "x", None),
+                put("s/1", "x", None),
+                put("s%", "x", None),
+            ],
+        )
+        .await
+        .unwrap();
+        let keys = |entries: Vec<registry_db::KvEntry>| {
+            entries.into_iter().map(|e| e.key).collect::<Vec<_>>()
+        };
+        assert_eq!(
+            keys(reg.kv_list("handoff", "u1", "s/", "", 10).await.unwrap()),
+            ["s/1", "s/2"]
+        );
+        assert_eq!(
+            keys(reg.kv_list("handoff", "u1", "s/", "s/1", 10).await.unwrap()),
+            ["s/2"]
+        );
+        reg.kv_commit(
+            "handoff",
+            "u1",
+            &[KvWrite {
+                key: "s/1".into(),
+                value: None,
+                expect: Some(1),
+            }],
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            keys(reg.kv_list("handoff", "u1", "s/", "", 10).await.unwrap()),
+            ["s/2"]
+        );
+    })
+    .await;
+}
