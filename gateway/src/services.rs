@@ -65,6 +65,13 @@ impl ServiceManifest {
     pub fn parse(text: &str) -> Result<(Self, Vec<Capability>), ServiceError> {
         let manifest: ServiceManifest =
             serde_json::from_str(text).map_err(|e| ServiceError::Manifest(e.to_string()))?;
+        let capabilities = manifest.check()?;
+        Ok((manifest, capabilities))
+    }
+
+    /// Checks the fields' rules; the capabilities granted.
+    fn check(&self) -> Result<Vec<Capability>, ServiceError> {
+        let manifest = self;
         let id_ok = (1..=32).contains(&manifest.id.len())
             && manifest.id.starts_with(|c: char| c.is_ascii_lowercase())
             && manifest
@@ -92,7 +99,7 @@ impl ServiceManifest {
                 capabilities.push(capability);
             }
         }
-        Ok((manifest, capabilities))
+        Ok(capabilities)
     }
 
     fn grants(&self) -> Grants {
@@ -109,6 +116,28 @@ struct Ready {
     loaded: LoadedService,
     grants: Arc<Grants>,
 }
+
+/// A service's live version, resolved once per request.
+#[derive(Clone)]
+pub struct Mounted {
+    id: String,
+    ready: Arc<Ready>,
+}
+
+impl Mounted {
+    /// Whether `method path` is one of the service's public routes.
+    pub fn is_public(&self, method: &str, path: &str) -> bool {
+        self.ready
+            .loaded
+            .public_routes
+            .iter()
+            .any(|(m, prefix)| m.eq_ignore_ascii_case(method) && path.starts_with(prefix.as_str()))
+    }
+}
+
+/// How long a process holds a due timer before another may run it again
+/// (timers run at least once: a process killed mid-run leaves it due).
+const TIMER_LEASE: Duration = Duration::from_secs(30);
 
 /// The installed services.
 pub struct Services {
@@ -224,8 +253,7 @@ impl Services {
         }
         let manifest: ServiceManifest = serde_json::from_value(row.manifest.clone())
             .map_err(|e| ServiceError::Internal(format!("stored manifest of {id}: {e}")))?;
-        let (manifest, capabilities) =
-            ServiceManifest::parse(&serde_json::to_string(&manifest).unwrap_or_default())?;
+        let capabilities = manifest.check()?;
         let plugin = self.registry.service_plugin(id).await?;
         let grants = manifest.grants();
         let host = self.host.clone();
@@ -244,30 +272,23 @@ impl Services {
         Ok(ready)
     }
 
-    /// Whether `method path` is one of the service's public routes.
-    pub async fn is_public(
-        &self,
-        id: &str,
-        method: &str,
-        path: &str,
-    ) -> Result<bool, ServiceError> {
-        let ready = self.ready(id).await?;
-        Ok(ready
-            .loaded
-            .public_routes
-            .iter()
-            .any(|(m, prefix)| m.eq_ignore_ascii_case(method) && path.starts_with(prefix.as_str())))
+    /// The live version of service `id`; `Unknown` when not installed.
+    pub async fn mounted(&self, id: &str) -> Result<Mounted, ServiceError> {
+        Ok(Mounted {
+            id: id.to_owned(),
+            ready: self.ready(id).await?,
+        })
     }
 
     /// Routes a request to a service, acting for its caller.
     pub async fn call(
         &self,
-        id: &str,
+        service: Mounted,
         request: ServiceRequest,
     ) -> Result<ServiceResponse, ServiceError> {
-        let ready = self.ready(id).await?;
+        let Mounted { id, ready } = service;
         let scope = ServiceScope {
-            service_id: id.to_owned(),
+            service_id: id,
             user_id: request.caller.as_ref().map(|(user, _)| user.clone()),
             backend: self.backend.clone(),
         };
@@ -288,11 +309,9 @@ impl Services {
                 _ = stop.wait_for(|s| *s) => return,
                 _ = tick.tick() => {}
             }
-            let due = match self
-                .registry
-                .take_due_timers(self.backend.clock.now(), 100)
-                .await
-            {
+            let now = self.backend.clock.now();
+            let lease = chrono::Duration::from_std(TIMER_LEASE).unwrap_or(chrono::Duration::MAX);
+            let due = match self.registry.take_due_timers(now, now + lease, 100).await {
                 Ok(due) => due,
                 Err(e) => {
                     tracing::warn!(error = %e, "service timers not read");
@@ -301,6 +320,7 @@ impl Services {
             };
             for timer in due {
                 let Ok(ready) = self.ready(&timer.service_id).await else {
+                    // Removed: its timers wait for it to come back.
                     continue;
                 };
                 let scope = ServiceScope {
@@ -316,6 +336,11 @@ impl Services {
                 .await;
                 if let Ok(Err(e)) = ran {
                     tracing::warn!(service = %timer.service_id, timer = %timer.name, error = %e, "a service timer failed");
+                }
+                // Done (a failure is not retried: the plugin would fail
+                // again); kept when the plugin moved it meanwhile.
+                if let Err(e) = self.registry.finish_timer(&timer).await {
+                    tracing::warn!(error = %e, "a service timer not cleared; it runs again after its lease");
                 }
             }
         }

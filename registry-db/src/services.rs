@@ -50,6 +50,8 @@ pub struct DueTimer {
     pub user_id: String,
     /// Name.
     pub name: String,
+    /// Until when this process holds it.
+    pub leased_until: DateTime<Utc>,
 }
 
 impl Registry {
@@ -161,8 +163,15 @@ impl Registry {
         Ok(())
     }
 
-    /// Takes the timers due at `now` (each taken by one process only).
-    pub async fn take_due_timers(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<DueTimer>> {
+    /// Takes the timers due at `now`, each by one process only, until
+    /// `lease_until`: a process that dies before [`Registry::finish_timer`]
+    /// leaves them due again then (at least once).
+    pub async fn take_due_timers(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<DueTimer>> {
         let (mut tx, _guard) = self.begin_bookkeeping().await?;
         let rows = sqlx::query(
             "SELECT service_id, user_id, name FROM service_timers WHERE due_at <= $1 \
@@ -178,15 +187,17 @@ impl Registry {
                 service_id: row.try_get("service_id")?,
                 user_id: row.try_get("user_id")?,
                 name: row.try_get("name")?,
+                leased_until: lease_until,
             };
             let done = sqlx::query(
-                "DELETE FROM service_timers WHERE service_id = $1 AND user_id = $2 AND name = $3 \
-                 AND due_at <= $4",
+                "UPDATE service_timers SET due_at = $5 WHERE service_id = $1 AND user_id = $2 \
+                 AND name = $3 AND due_at <= $4",
             )
             .bind(&timer.service_id)
             .bind(&timer.user_id)
             .bind(&timer.name)
             .bind(to_millis(now))
+            .bind(to_millis(lease_until))
             .execute(&mut *tx)
             .await?;
             if done.rows_affected() == 1 {
@@ -195,5 +206,20 @@ impl Registry {
         }
         tx.commit().await?;
         Ok(due)
+    }
+
+    /// Clears a timer that ran, unless it was set again meanwhile.
+    pub async fn finish_timer(&self, timer: &DueTimer) -> Result<()> {
+        sqlx::query(
+            "DELETE FROM service_timers WHERE service_id = $1 AND user_id = $2 AND name = $3 \
+             AND due_at = $4",
+        )
+        .bind(&timer.service_id)
+        .bind(&timer.user_id)
+        .bind(&timer.name)
+        .bind(to_millis(timer.leased_until))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 }

@@ -122,3 +122,54 @@ async fn commits_are_atomic_and_compare_and_swap_holds_under_concurrency() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn due_timers_run_at_least_once_under_a_lease() {
+    on_every_backend(async |reg| {
+        let t0 = Utc::now();
+        let secs = chrono::Duration::seconds;
+        reg.create_user("u1", "alice", "h", t0).await.unwrap();
+        reg.schedule_timer("handoff", "u1", "a", t0).await.unwrap();
+        reg.schedule_timer("handoff", "u1", "later", t0 + secs(60))
+            .await
+            .unwrap();
+        let taken = reg.take_due_timers(t0, t0 + secs(30), 10).await.unwrap();
+        assert_eq!(
+            taken.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(),
+            ["a"]
+        );
+        // Held: nobody takes it again within the lease...
+        assert!(reg
+            .take_due_timers(t0 + secs(29), t0 + secs(59), 10)
+            .await
+            .unwrap()
+            .is_empty());
+        // ...but a process that died holding it leaves it due after.
+        let again = reg
+            .take_due_timers(t0 + secs(30), t0 + secs(60), 10)
+            .await
+            .unwrap();
+        assert_eq!(again.len(), 1);
+        // A plugin that set the timer again while it ran keeps it.
+        reg.schedule_timer("handoff", "u1", "a", t0 + secs(40))
+            .await
+            .unwrap();
+        reg.finish_timer(&again[0]).await.unwrap();
+        let due = reg
+            .take_due_timers(t0 + secs(40), t0 + secs(70), 10)
+            .await
+            .unwrap();
+        assert_eq!(due.len(), 1, "the new due time survives the old run");
+        reg.finish_timer(&due[0]).await.unwrap();
+        let rest = reg
+            .take_due_timers(t0 + secs(100), t0 + secs(130), 10)
+            .await
+            .unwrap();
+        assert_eq!(
+            rest.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(),
+            ["later"],
+            "a finished timer does not come back"
+        );
+    })
+    .await;
+}

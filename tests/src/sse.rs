@@ -44,6 +44,21 @@ impl EventStream {
             .flatten()
     }
 
+    /// The next event of `kind` within `limit`, skipping others.
+    pub async fn next_of(&mut self, kind: &str, limit: Duration) -> Option<SseEvent> {
+        tokio::time::timeout(limit, async {
+            while let Some(event) = self.next().await {
+                if event.event == kind {
+                    return Some(event);
+                }
+            }
+            None
+        })
+        .await
+        .ok()
+        .flatten()
+    }
+
     /// The next event; `None` when the stream ended.
     pub async fn next(&mut self) -> Option<SseEvent> {
         loop {

@@ -116,7 +116,8 @@ pub async fn route_to_service(
         None => (rest.to_owned(), "/".to_owned()),
     };
     let method = parts.method.as_str().to_owned();
-    let caller = if state.services.is_public(&id, &method, &below).await? {
+    let service = state.services.mounted(&id).await?;
+    let caller = if service.is_public(&method, &below) {
         None
     } else {
         let auth = AuthUser::from_request_parts(&mut parts, &state).await?;
@@ -149,7 +150,7 @@ pub async fn route_to_service(
         body: body.to_vec(),
         caller,
     };
-    let answer = state.services.call(&id, request).await?;
+    let answer = state.services.call(service, request).await?;
     let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_GATEWAY);
     let mut response = (status, answer.body).into_response();
     for (name, value) in answer.headers {

@@ -3,6 +3,11 @@
 //! state machine is pure (`machine`); this file is the glue: routes, the
 //! host's key-value store (every step one atomic commit that checks the
 //! versions it read), device events and offer timers.
+//!
+//! Requests are idempotent: a `POST` carrying an `Idempotency-Key` header
+//! is answered once and its answer stored in the same commit, so a retry
+//! gets the same answer (`Idempotent-Replayed: true`) and changes nothing;
+//! a retried progress update, accept or decline is recognised as such.
 
 pub mod machine;
 
@@ -13,8 +18,14 @@ mod glue {
     use serde::de::DeserializeOwned;
     use serde::{Deserialize, Serialize};
     use serde_json::{json, Value};
+    use std::cell::RefCell;
 
     struct Handoff;
+
+    thread_local! {
+        /// The `idem/...` key of the current request's `Idempotency-Key`.
+        static IDEMPOTENCY: RefCell<Option<String>> = const { RefCell::new(None) };
+    }
 
     /// Offers expire after this long unless the config says otherwise.
     const OFFER_TTL_MS: u64 = 60_000;
@@ -117,6 +128,63 @@ mod glue {
         }
     }
 
+    /// Stored answers of idempotent requests.
+    #[derive(Serialize, Deserialize)]
+    struct Stored {
+        status: u16,
+        body: Value,
+    }
+
+    fn replayed(stored: Stored) -> Response {
+        let mut r = answer(stored.status, &stored.body);
+        r.headers.push(plugin_sdk::service::Header {
+            name: "idempotent-replayed".into(),
+            value: "true".into(),
+        });
+        r
+    }
+
+    /// Commits `writes` and answers `status` `body`; under an idempotency
+    /// key the answer is stored in the same commit (a concurrent twin
+    /// loses and gets the winner's answer).
+    fn commit_answer(
+        mut writes: Vec<kv::Write>,
+        status: u16,
+        body: Value,
+    ) -> Result<Response, Response> {
+        let key = IDEMPOTENCY.with(|k| k.borrow().clone());
+        if let Some(key) = &key {
+            writes.push(put(
+                key,
+                &Stored {
+                    status,
+                    body: body.clone(),
+                },
+                0,
+            ));
+        }
+        match (kv::commit(&writes), key) {
+            (Err(kv::KvError::Conflict(k)), Some(key)) if k == key => match get::<Stored>(&key)? {
+                Some(stored) => Err(replayed(stored.value)),
+                None => Err(error(503, "store_failed", "an idempotent answer vanished")),
+            },
+            (result, _) => result
+                .map(|_| answer(status, &body))
+                .map_err(|e| commit_error(&e)),
+        }
+    }
+
+    fn commit_error(e: &kv::KvError) -> Response {
+        match e {
+            kv::KvError::Conflict(_) => error(
+                409,
+                "concurrent_change",
+                "another request changed this at the same time; read it again and retry",
+            ),
+            e => error(503, "store_failed", &format!("{e:?}")),
+        }
+    }
+
     fn commit(writes: Vec<kv::Write>) -> Result<(), Response> {
         match kv::commit(&writes) {
             Ok(_) => Ok(()),
@@ -169,7 +237,9 @@ mod glue {
             SwitchStatus::Accepted => "accepted",
             SwitchStatus::Unplaced => "unplaced",
         };
+        let expires_at = (s.status == SwitchStatus::Offered).then(|| iso(s.expires_at));
         json!({"switch_id": s.id, "session_id": s.session_id, "status": status, "to": s.to,
+               "from": s.from, "expires_at": expires_at,
                "tried": s.tried.iter().map(|t| json!({"device": t.device, "answer": t.answer, "at": iso(t.at)})).collect::<Vec<_>>()})
     }
 
@@ -198,7 +268,8 @@ mod glue {
     fn offer(switch: &Switch, session: &Session) -> Result<(), Response> {
         let Some(to) = &switch.to else { return Ok(()) };
         let payload = json!({"switch_id": switch.id, "session_id": session.id, "app": session.app,
-            "state": session.state, "version": session.version, "from": session.holder});
+            "state": session.state, "version": session.version, "from": session.holder,
+            "expires_at": iso(switch.expires_at)});
         events::publish(std::slice::from_ref(to), "offer", &payload.to_string())
             .map_err(|e| error(503, "event_failed", &e))?;
         timers::schedule(&format!("switch/{}", switch.id), switch.expires_at);
@@ -210,17 +281,49 @@ mod glue {
             .caller
             .clone()
             .ok_or_else(|| error(401, "missing_token", "a device token is required"))?;
-        let device = caller.device_id.clone().ok_or_else(|| {
-            error(
-                403,
-                "device_token_required",
-                "handoff acts as a device: use a device token",
-            )
-        })?;
         let segments: Vec<&str> = request.path.trim_matches('/').split('/').collect();
         let method = request.method.as_str();
+        // Reads are the user's (the web page reads with a user token);
+        // every other request acts as the calling device.
+        let reads = method == "GET" || (method == "PUT" && segments.as_slice() == ["pairings"]);
+        let device = match caller.device_id.clone() {
+            Some(device) => device,
+            None if reads => String::new(),
+            None => {
+                return Err(error(
+                    403,
+                    "device_token_required",
+                    "handoff acts as a device: use a device token",
+                ))
+            }
+        };
+        if method == "POST" {
+            if let Some(key) = idempotency_key(&request, &device)? {
+                if let Some(stored) = get::<Stored>(&key)? {
+                    return Ok(replayed(stored.value));
+                }
+                IDEMPOTENCY.with(|k| *k.borrow_mut() = Some(key));
+            }
+        }
         let ttl = OFFER_TTL_MS;
         match (method, segments.as_slice()) {
+            ("GET", ["sessions"]) => {
+                let after = query(&request, "after").unwrap_or_default();
+                let page = kv::scan("session/", &format!("session/{after}"), 100)
+                    .map_err(|e| commit_error(&e))?;
+                let sessions: Vec<Value> = page
+                    .iter()
+                    .filter_map(|e| serde_json::from_slice::<Session>(&e.value).ok())
+                    .map(|s| session_view(&s))
+                    .collect();
+                let next = (page.len() == 100)
+                    .then(|| sessions.last().map(|s| s["id"].clone()))
+                    .flatten();
+                Ok(answer(
+                    200,
+                    &json!({"sessions": sessions, "next_after": next}),
+                ))
+            }
             ("POST", ["sessions"]) => {
                 #[derive(Deserialize, Default)]
                 struct Open {
@@ -233,14 +336,17 @@ mod glue {
                 }
                 let session =
                     Session::open(id(), &device, open.app, open.state).map_err(refusal)?;
-                commit(vec![
-                    put(&format!("session/{}", session.id), &session, 0),
-                    log_write(
-                        &session.id,
-                        vec![entry(&device, "opened", json!({"version": 1}))],
-                    )?,
-                ])?;
-                Ok(answer(201, &session_view(&session)))
+                commit_answer(
+                    vec![
+                        put(&format!("session/{}", session.id), &session, 0),
+                        log_write(
+                            &session.id,
+                            vec![entry(&device, "opened", json!({"version": 1}))],
+                        )?,
+                    ],
+                    201,
+                    session_view(&session),
+                )
             }
             ("GET", ["sessions", sid]) => {
                 let s = get::<Session>(&format!("session/{sid}"))?
@@ -257,9 +363,13 @@ mod glue {
                 let key = format!("session/{sid}");
                 let mut s = get::<Session>(&key)?
                     .ok_or_else(|| error(404, "not_found", "no such session"))?;
-                s.value
+                let changed = s
+                    .value
                     .progress(&device, p.version, p.state)
                     .map_err(refusal)?;
+                if !changed {
+                    return Ok(answer(200, &session_view(&s.value)));
+                }
                 commit(vec![
                     put(&key, &s.value, s.version),
                     log_write(
@@ -300,22 +410,24 @@ mod glue {
                     ttl,
                 )
                 .map_err(refusal)?;
-                commit(vec![
-                    put(&format!("switch/{}", switch.id), &switch, 0),
-                    log_write(
-                        sid,
-                        vec![entry(
-                            &device,
-                            "offered",
-                            json!({"switch_id": switch.id, "to": switch.to}),
-                        )],
-                    )?,
-                ])?;
-                offer(&switch, &s.value)?;
-                Ok(answer(
+                let answered = commit_answer(
+                    vec![
+                        put(&format!("switch/{}", switch.id), &switch, 0),
+                        log_write(
+                            sid,
+                            vec![entry(
+                                &device,
+                                "offered",
+                                json!({"switch_id": switch.id, "to": switch.to}),
+                            )],
+                        )?,
+                    ],
                     202,
-                    &json!({"switch_id": switch.id, "status": "offered", "to": switch.to}),
-                ))
+                    json!({"switch_id": switch.id, "status": "offered", "to": switch.to,
+                           "expires_at": iso(switch.expires_at)}),
+                )?;
+                offer(&switch, &s.value)?;
+                Ok(answered)
             }
             ("GET", ["switches", wid]) => {
                 let w = get::<Switch>(&format!("switch/{wid}"))?
@@ -372,6 +484,9 @@ mod glue {
         let skey = format!("session/{}", w.value.session_id);
         let mut s =
             get::<Session>(&skey)?.ok_or_else(|| error(404, "not_found", "no such session"))?;
+        if !expired && w.value.answered(device, reason.is_none()) {
+            return Ok(answer(200, &switch_view(&w.value)));
+        }
         let mut log = Vec::new();
         let notice = match (reason, expired) {
             (None, false) => {
@@ -447,8 +562,35 @@ mod glue {
         Ok(answer(200, &switch_view(&w.value)))
     }
 
+    /// The request's `Idempotency-Key` as a store key of the device.
+    fn idempotency_key(request: &Request, device: &str) -> Result<Option<String>, Response> {
+        let Some(h) = request
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case("idempotency-key"))
+        else {
+            return Ok(None);
+        };
+        if h.value.is_empty() || h.value.len() > 128 {
+            return Err(error(
+                422,
+                "invalid_idempotency_key",
+                "Idempotency-Key is 1-128 characters",
+            ));
+        }
+        Ok(Some(format!("idem/{device}/{}", h.value)))
+    }
+
+    fn query(request: &Request, name: &str) -> Option<String> {
+        request.query.split('&').find_map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (k == name).then(|| v.to_owned())
+        })
+    }
+
     impl Service for Handoff {
         fn handle(request: Request) -> Response {
+            IDEMPOTENCY.with(|k| *k.borrow_mut() = None);
             handle(request).unwrap_or_else(|e| e)
         }
 

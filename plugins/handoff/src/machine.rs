@@ -140,10 +140,15 @@ impl Session {
         })
     }
 
-    /// A progress update from `device` based on `version`.
-    pub fn progress(&mut self, device: &str, version: u64, state: Value) -> Result<(), Refusal> {
+    /// A progress update from `device` based on `version`; `false` when it
+    /// is a replay of the update that made the current version (a retry
+    /// after a lost answer), which changes nothing.
+    pub fn progress(&mut self, device: &str, version: u64, state: Value) -> Result<bool, Refusal> {
         if device != self.holder {
             return Err(Refusal::NotHolder);
+        }
+        if version + 1 == self.version && state == self.state {
+            return Ok(false);
         }
         if version != self.version {
             return Err(Refusal::StaleVersion {
@@ -153,7 +158,7 @@ impl Session {
         check_state(&state)?;
         self.version += 1;
         self.state = state;
-        Ok(())
+        Ok(true)
     }
 }
 
@@ -239,6 +244,19 @@ impl Switch {
             },
             Notice::Offer { to: target },
         ))
+    }
+
+    /// Whether `device` already gave this answer (`accept`, or a decline):
+    /// a retried answer is answered with the switch as it is.
+    pub fn answered(&self, device: &str, accept: bool) -> bool {
+        self.tried.iter().any(|t| {
+            t.device == device
+                && if accept {
+                    t.answer == "accepted"
+                } else {
+                    t.answer.starts_with("declined")
+                }
+        })
     }
 
     /// `device` accepts: it holds the session now.
@@ -327,7 +345,10 @@ mod tests {
     fn progress_needs_the_holder_and_the_current_version() {
         let mut s = Session::open("s".into(), "t1", "editor".into(), json!({"line": 1})).unwrap();
         assert_eq!(s.progress("t2", 1, json!({})), Err(Refusal::NotHolder));
-        s.progress("t1", 1, json!({"line": 2})).unwrap();
+        assert!(s.progress("t1", 1, json!({"line": 2})).unwrap());
+        assert_eq!(s.version, 2);
+        // The same update again (its answer was lost) changes nothing.
+        assert!(!s.progress("t1", 1, json!({"line": 2})).unwrap());
         assert_eq!(s.version, 2);
         assert_eq!(
             s.progress("t1", 1, json!({"line": 3})),
@@ -368,6 +389,8 @@ mod tests {
             }
         );
         assert_eq!(s.holder, "t3");
+        assert!(sw.answered("t3", true) && sw.answered("t2", false));
+        assert!(!sw.answered("t2", true) && !sw.answered("t1", true));
         assert_eq!(
             sw.tried
                 .iter()
