@@ -18,6 +18,7 @@ pub mod devices;
 pub mod error;
 pub mod events;
 pub mod modules;
+pub mod services;
 
 pub use accounts::{Credentials, SessionView, UserView};
 pub use bindings::{AvatarView, BindingList, BindingView, CurrentSettings, NewBindingRequest};
@@ -34,6 +35,7 @@ pub use events::{ChangeEvent, DoneEvent, EventError, StreamError};
 pub use modules::{
     ClientHints, CredentialField, DetectHints, Manifest, ModuleList, ModuleView, RateLimit,
 };
+pub use services::{ServiceList, ServiceManifest, ServiceView};
 
 use std::fmt;
 

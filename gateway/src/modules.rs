@@ -28,7 +28,7 @@ fn field(field: &'static str, reason: impl Into<String>) -> ManifestError {
     }
 }
 
-fn valid_id(id: &str) -> bool {
+pub(crate) fn valid_id(id: &str) -> bool {
     (1..=32).contains(&id.len())
         && id.starts_with(|c: char| c.is_ascii_lowercase())
         && id

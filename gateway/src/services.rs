@@ -41,53 +41,41 @@ pub enum ServiceError {
     Internal(String),
 }
 
-/// A service's manifest, as uploaded.
-#[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct ServiceManifest {
-    /// Id: 1-32 characters of `[a-z0-9_-]`, starting with a letter.
-    pub id: String,
-    /// Human name, 1-100 characters.
-    pub name: String,
-    /// The service's configuration (e.g. `offer_ttl_secs`).
-    #[serde(default)]
-    pub config: serde_json::Map<String, Value>,
-    /// Capabilities granted: `kv`, `devices`, `events`, `timers`, `log`, `clock`.
-    #[serde(default)]
-    pub grants: Vec<String>,
-    /// Origins it may call (when granted HTTP).
-    #[serde(default)]
-    pub allowed_hosts: Vec<String>,
+pub use gateway_api::ServiceManifest;
+
+/// What the gateway does with a service manifest beyond its wire shape.
+pub trait ServiceManifestExt: Sized {
+    /// Parses and checks a manifest; the capabilities it grants.
+    fn parse(text: &str) -> Result<(Self, Vec<Capability>), ServiceError>;
+    /// Checks the fields' rules; the capabilities granted.
+    fn check(&self) -> Result<Vec<Capability>, ServiceError>;
+    /// The permissions and config a call of this service gets.
+    fn grants(&self) -> Grants;
 }
 
-impl ServiceManifest {
-    /// Parses and checks a manifest; its capabilities.
-    pub fn parse(text: &str) -> Result<(Self, Vec<Capability>), ServiceError> {
+impl ServiceManifestExt for ServiceManifest {
+    fn parse(text: &str) -> Result<(Self, Vec<Capability>), ServiceError> {
         let manifest: ServiceManifest =
             serde_json::from_str(text).map_err(|e| ServiceError::Manifest(e.to_string()))?;
         let capabilities = manifest.check()?;
         Ok((manifest, capabilities))
     }
 
-    /// Checks the fields' rules; the capabilities granted.
     fn check(&self) -> Result<Vec<Capability>, ServiceError> {
-        let manifest = self;
-        let id_ok = (1..=32).contains(&manifest.id.len())
-            && manifest.id.starts_with(|c: char| c.is_ascii_lowercase())
-            && manifest
-                .id
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
-        if !id_ok {
+        if !crate::modules::valid_id(&self.id) {
             return Err(ServiceError::Manifest(
                 "id: 1-32 characters of a-z, 0-9, '_' or '-', starting with a letter".into(),
             ));
         }
-        if manifest.name.trim().is_empty() || manifest.name.chars().count() > 100 {
+        if self.name.trim().is_empty() || self.name.chars().count() > 100 {
             return Err(ServiceError::Manifest("name: 1-100 characters".into()));
         }
+        for origin in &self.allowed_hosts {
+            crate::modules::parse_origin(origin)
+                .map_err(|reason| ServiceError::Manifest(format!("allowed_hosts: {reason}")))?;
+        }
         let mut capabilities = Vec::new();
-        for grant in &manifest.grants {
+        for grant in &self.grants {
             let capability = Capability::parse(grant).ok_or_else(|| {
                 let known: Vec<&str> = Capability::ALL.iter().map(|(n, _)| *n).collect();
                 ServiceError::Manifest(format!(

@@ -2,7 +2,9 @@
 //! route the document names as `` `METHOD /path` `` exists in the gateway's
 //! OpenAPI document with that method, and every route of the OpenAPI document
 //! is written in `docs/API.md`. Routes listed under "Not implemented yet" are
-//! plans and are not checked.
+//! plans and are not checked. Routes below `/v1/services/{service}/` are
+//! answered by service plugins, not by the gateway's own handlers: their
+//! plugins' tests (`handoff.rs`, ...) check them.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use serde_json::Value;
@@ -19,6 +21,9 @@ const OPERATIONS: [&str; 8] = [
 
 /// The heading of the section whose routes are plans, not checked.
 const NOT_IMPLEMENTED: &str = "Not implemented yet";
+
+/// Where the routes of service plugins start.
+const SERVICE_ROUTES: &str = "/v1/services/";
 
 /// Routes the gateway serves that its OpenAPI document does not list: the
 /// document itself. `the_openapi_route_serves_the_document` checks it.
@@ -188,6 +193,7 @@ fn every_documented_route_is_in_the_openapi_document() {
     let missing: Vec<String> = documented
         .iter()
         .filter(|d| !served.contains(&d.route) && !outside.contains(&d.route))
+        .filter(|d| !d.route.1.starts_with(SERVICE_ROUTES))
         .map(|d| format!("{} {} (docs/API.md line {})", d.route.0, d.route.1, d.line))
         .collect();
     assert!(

@@ -1,6 +1,6 @@
-//! The connector author's path: the worked example of plugin-sdk/README.md,
-//! copied into a fresh crate, builds with one cargo command and loads with one
-//! `POST /v1/admin/modules`.
+//! The plugin author's path: the worked examples of plugin-sdk/README.md,
+//! copied into a fresh crate, build with one cargo command and load with one
+//! `POST /v1/admin/modules` (connectors) or `POST /v1/admin/services`.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use e2e_tests::{expect_error, TestGateway};
@@ -21,15 +21,19 @@ fn block(readme: &str, after: &str, lang: &str) -> String {
 }
 
 /// Builds a README example (`code`) as a crate of its own named `name`
-/// with the README's Cargo.toml and cargo config; the `.wasm` bytes.
+/// with the README's connector Cargo.toml and cargo config; the `.wasm`.
 fn build_example(readme: &str, name: &str, code: &str) -> Vec<u8> {
+    let manifest = block(readme, "`Cargo.toml`:", "toml").replace("parrot-connector", name);
+    build_crate(readme, &manifest, name, code)
+}
+
+/// Builds `code` with the Cargo.toml `manifest` (naming the crate `name`).
+fn build_crate(readme: &str, manifest: &str, name: &str, code: &str) -> Vec<u8> {
     let sdk = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugin-sdk");
-    let manifest = block(readme, "`Cargo.toml`:", "toml")
-        .replace(
-            "/path/to/gateway/plugin-sdk",
-            &sdk.canonicalize().unwrap().display().to_string(),
-        )
-        .replace("parrot-connector", name);
+    let manifest = manifest.replace(
+        "/path/to/gateway/plugin-sdk",
+        &sdk.canonicalize().unwrap().display().to_string(),
+    );
     let cargo_config = block(readme, "`.cargo/config.toml`", "toml");
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("src")).unwrap();
@@ -215,4 +219,87 @@ async fn the_second_readme_example_logs_in_pushes_and_reads_back() {
     let current = gw.get_json(&path, Some(&token)).await;
     assert_eq!(current["signature"], "back on monday", "{current}");
     assert_eq!(current["mood"], "busy", "{current}");
+}
+
+/// The service example: a shared clipboard, built from the README, loaded
+/// with the grants it imports, and used from two devices.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_service_example_builds_loads_and_serves_two_devices() {
+    let readme = readme();
+    let manifest = block(&readme, "`Cargo.toml` of a service", "toml");
+    let code = block(&readme, "`src/lib.rs` of the service:", "rust,ignore");
+    let wasm = build_crate(&readme, &manifest, "clipboard-service", &code);
+
+    let gw = TestGateway::start().await;
+    let upload = |grants: Value| {
+        let form = reqwest::multipart::Form::new()
+            .text(
+                "manifest",
+                json!({"id": "clipboard", "name": "Clipboard", "grants": grants}).to_string(),
+            )
+            .part(
+                "plugin",
+                reqwest::multipart::Part::bytes(wasm.clone()).file_name("clipboard.wasm"),
+            );
+        gw.client
+            .post(gw.url("/v1/admin/services"))
+            .bearer_auth(&gw.admin_token)
+            .multipart(form)
+            .send()
+    };
+    // It imports `events`: without that grant it is refused, named.
+    let refused = expect_error(
+        upload(json!(["kv", "devices"])).await.unwrap(),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_plugin",
+    )
+    .await;
+    assert!(refused.contains("gateway:service/events"), "{refused}");
+    let r = upload(json!(["kv", "devices", "events"])).await.unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+
+    let alice = gw.user_token("alice").await;
+    let mut tokens = Vec::new();
+    for id in ["phone", "laptop"] {
+        let r = gw
+            .post_json("/v1/devices", Some(&alice), &json!({"id": id, "name": id}))
+            .await;
+        tokens.push(
+            r.json::<Value>().await.unwrap()["token"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    let stream = gw
+        .client
+        .get(gw.url("/v1/devices/current/events"))
+        .bearer_auth(&tokens[1])
+        .send()
+        .await
+        .unwrap();
+    let mut laptop = e2e_tests::sse::EventStream::new(stream);
+    let r = gw
+        .client
+        .put(gw.url("/v1/services/clipboard/clip"))
+        .bearer_auth(&tokens[0])
+        .json(&json!({"text": "copied on the phone"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let event = laptop
+        .next_of("clipboard.copied", std::time::Duration::from_secs(10))
+        .await
+        .expect("the laptop hears of the copy");
+    assert_eq!(event.data["text"], "copied on the phone");
+    assert_eq!(event.data["from"], "phone");
+    let read = gw
+        .get_json("/v1/services/clipboard/clip", Some(&tokens[1]))
+        .await;
+    assert_eq!(read["text"], "copied on the phone");
+    // Another user's clipboard is their own.
+    let bob = gw.user_token("bob").await;
+    let r = gw.get("/v1/services/clipboard/clip", Some(&bob)).await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
 }

@@ -9,7 +9,8 @@
 //! `tests/tests/openapi_truth.rs` checks that the served document keeps them.
 
 use super::{
-    bindings, changes, deliveries, devices, error, health, media, modules, sessions, users,
+    bindings, changes, deliveries, devices, error, health, media, modules, services, sessions,
+    users,
 };
 use axum::routing::get;
 use axum::{Json, Router};
@@ -216,6 +217,7 @@ impl IntoResponses for PathId {
         changes::create_change, changes::list_changes, changes::get_change,
         changes::change_events, changes::profile,
         deliveries::dead_letters, deliveries::redrive,
+        services::list_services, services::upload_service, services::delete_service,
     ),
     components(schemas(
         error::ErrorBody, gateway_api::Manifest, gateway_api::RateLimit,

@@ -1,21 +1,24 @@
-//! Plugin-hosted services (DRAFT): `GET /v1/services`,
+//! Plugin-hosted services: `GET /v1/services`,
 //! `POST/DELETE /v1/admin/services`, and `/v1/services/{id}/...` routed to
 //! the service plugin after the caller is authenticated (user or device
 //! token), except on the routes the service declares public.
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::extract::{Admin, AuthUser};
 use super::modules::manifest_and_plugin;
+use super::openapi::{AdminAuth, PathId};
 use super::{audit, AppState};
 use crate::host::service::ServiceRequest;
-use crate::services::{ServiceError, ServiceManifest};
+use crate::services::{ServiceError, ServiceManifest, ServiceManifestExt};
 use axum::body::{to_bytes, Body};
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Multipart, Path, Request, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, delete, get, post};
 use axum::{Json, Router};
+use gateway_api::{ServiceList, ServiceView};
 use serde_json::json;
+use utoipa::ToSchema;
 
 /// Largest request body passed to a service.
 const MAX_SERVICE_BODY: usize = 1 << 20;
@@ -56,22 +59,57 @@ impl From<ServiceError> for ApiError {
     }
 }
 
+fn view(row: &registry_db::ServiceRow) -> ServiceView {
+    ServiceView {
+        id: row.id.clone(),
+        name: row.name.clone(),
+        version: row.version,
+    }
+}
+
 /// The installed services.
-pub async fn list_services(
-    State(state): State<AppState>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+#[utoipa::path(get, path = "/v1/services", tag = "services",
+    responses((status = 200, body = ServiceList)))]
+pub async fn list_services(State(state): State<AppState>) -> Result<Json<ServiceList>, ApiError> {
     let services = state.services.list().await?;
-    Ok(Json(json!({"services": services.iter().map(|s| json!({
-        "id": s.id, "name": s.name, "version": s.version,
-    })).collect::<Vec<_>>()})))
+    Ok(Json(ServiceList {
+        services: services.iter().map(view).collect(),
+    }))
+}
+
+/// Multipart upload: a `manifest` JSON part and a `plugin` part (a
+/// component of the SDK's service world), no other part.
+#[derive(Debug, ToSchema, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct ServiceUpload {
+    /// The manifest JSON.
+    manifest: ServiceManifest,
+    /// The WebAssembly component.
+    #[schema(value_type = String, format = Binary)]
+    plugin: Vec<u8>,
 }
 
 /// Installs a service plugin or replaces it (new version, no restart).
+#[utoipa::path(post, path = "/v1/admin/services", tag = "admin",
+    security(("bearer" = [])),
+    request_body(content = ServiceUpload, content_type = "multipart/form-data"),
+    responses(
+        AdminAuth,
+        (status = 201, body = ServiceView),
+        (status = 400, description = "invalid_multipart: a malformed multipart body", body = ErrorBody),
+        (status = 413, description = "payload_too_large: above the plugin upload limit \
+            (64 MiB by default)", body = ErrorBody),
+        (status = 415, description = "unsupported_media_type: not multipart/form-data", body = ErrorBody),
+        (status = 422, description = "invalid_manifest (missing, not JSON, a rule broken, an \
+            unknown grant), invalid_plugin (missing, not a component, not the service world, \
+            an import whose capability the manifest does not grant, does not compile), \
+            invalid_multipart (another part name)", body = ErrorBody)))]
 pub async fn upload_service(
     State(state): State<AppState>,
     _admin: Admin,
     multipart: Result<Multipart, axum::extract::multipart::MultipartRejection>,
-) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+) -> Result<(StatusCode, Json<ServiceView>), ApiError> {
     let (manifest, plugin) = manifest_and_plugin(multipart).await?;
     let (manifest, capabilities) = ServiceManifest::parse(&manifest)?;
     let row = state
@@ -86,13 +124,16 @@ pub async fn upload_service(
         json!({"version": row.version, "plugin_sha256": row.plugin_digest}),
     )
     .await;
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({"id": row.id, "name": row.name, "version": row.version})),
-    ))
+    Ok((StatusCode::CREATED, Json(view(&row))))
 }
 
-/// Removes a service.
+/// Removes a service (its users' data stays until it is uploaded again).
+#[utoipa::path(delete, path = "/v1/admin/services/{id}", tag = "admin",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "service id")),
+    responses(AdminAuth, PathId,
+        (status = 404, description = "unknown_service: not installed", body = ErrorBody),
+        (status = 204, description = "removed")))]
 pub async fn delete_service(
     State(state): State<AppState>,
     _admin: Admin,
