@@ -30,11 +30,13 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 cargo fmt --manifest-path plugins/Cargo.toml --all -- --check
 cargo fmt --manifest-path tests/fixtures/Cargo.toml --all -- --check
+cargo fmt --manifest-path tests/fixtures/hostile-service/Cargo.toml -- --check
 cargo fmt --manifest-path plugins/handoff/Cargo.toml -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 cargo clippy --manifest-path plugins/Cargo.toml --target wasm32-wasip2 -- -D warnings
 cargo clippy --manifest-path tests/fixtures/Cargo.toml --target wasm32-wasip2 -- -D warnings
+cargo clippy --manifest-path tests/fixtures/hostile-service/Cargo.toml --target wasm32-wasip2 -- -D warnings
 cargo clippy --manifest-path plugins/handoff/Cargo.toml --target wasm32-wasip2 -- -D warnings
 echo "== cargo doc -p plugin-sdk (the connector authors' API reference)"
 RUSTDOCFLAGS="-D warnings" cargo doc -p plugin-sdk --no-deps

@@ -311,7 +311,39 @@ impl Devices {
             .registry
             .publish_device_events(device_ids, kind, &payload, self.clock.now())
             .await?;
-        for (id, _) in &published {
+        self.woken(&published).await;
+        Ok(())
+    }
+
+    /// Stores `kind` with `payload` in each of these devices of `user_id`,
+    /// all or nothing: `NotFound` (nothing stored) when one is not theirs.
+    pub async fn publish_for(
+        &self,
+        user_id: &str,
+        device_ids: &[&str],
+        kind: &str,
+        payload: &Value,
+    ) -> Result<(), DeviceError> {
+        if device_ids.is_empty() {
+            return Ok(());
+        }
+        let published = self
+            .registry
+            .publish_user_device_events(
+                user_id,
+                device_ids,
+                kind,
+                &payload.to_string(),
+                self.clock.now(),
+            )
+            .await?;
+        self.woken(&published).await;
+        Ok(())
+    }
+
+    /// Wakes the streams of devices whose inbox grew, in every process.
+    async fn woken(&self, published: &[(String, i64)]) {
+        for (id, _) in published {
             let _ = self.grew.send(Arc::from(id.as_str()));
         }
         let ids: Vec<&str> = published.iter().map(|(id, _)| id.as_str()).collect();
@@ -319,7 +351,6 @@ impl Devices {
             // Other processes' streams find the events at their next recheck.
             tracing::warn!(error = %e, "device events not announced to other processes");
         }
-        Ok(())
     }
 
     /// Ids of devices whose inbox grew or which were removed.

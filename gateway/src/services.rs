@@ -435,16 +435,14 @@ impl ServiceBackend for Backend {
         kind: String,
         payload: String,
     ) -> Result<(), String> {
-        let mine = self.devices.list(user).await.map_err(|e| e.to_string())?;
-        if let Some(other) = devices.iter().find(|d| !mine.iter().any(|m| &m.id == *d)) {
-            return Err(format!("{other:?} is not one of the user's devices"));
-        }
         let payload: Value = serde_json::from_str(&payload).unwrap_or(Value::Null);
         let ids: Vec<&str> = devices.iter().map(String::as_str).collect();
-        self.devices
-            .publish(&ids, &kind, &payload)
-            .await
-            .map_err(|e| e.to_string())
+        match self.devices.publish_for(user, &ids, &kind, &payload).await {
+            Err(crate::devices::DeviceError::NotFound) => {
+                Err("one of the devices is not one of the user's devices".into())
+            }
+            other => other.map_err(|e| e.to_string()),
+        }
     }
 
     async fn schedule(&self, service: &str, user: &str, name: &str, at_ms: u64) {

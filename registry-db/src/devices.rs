@@ -157,16 +157,25 @@ async fn history(
 async fn append(
     tx: &mut crate::WriteTx,
     device_id: &str,
+    owner: Option<&str>,
     kind: &str,
     payload: &str,
     now: DateTime<Utc>,
 ) -> Result<i64> {
     // Read to the end (not fetch_optional): a write statement left
     // unfinished would keep SQLite from committing.
-    let rows = sqlx::query(
-        "UPDATE devices SET last_event = last_event + 1 WHERE id = $1 RETURNING last_event",
-    )
-    .bind(device_id)
+    let rows = match owner {
+        None => sqlx::query(
+            "UPDATE devices SET last_event = last_event + 1 WHERE id = $1 RETURNING last_event",
+        )
+        .bind(device_id),
+        Some(owner) => sqlx::query(
+            "UPDATE devices SET last_event = last_event + 1 WHERE id = $1 AND user_id = $2 \
+             RETURNING last_event",
+        )
+        .bind(device_id)
+        .bind(owner),
+    }
     .fetch_all(&mut **tx)
     .await?;
     let seq: i64 = rows
@@ -460,11 +469,32 @@ impl Registry {
         let (mut tx, _guard) = self.begin_write().await?;
         let mut published = Vec::with_capacity(device_ids.len());
         for id in device_ids {
-            match append(&mut tx, id, kind, payload, now).await {
+            match append(&mut tx, id, None, kind, payload, now).await {
                 Ok(seq) => published.push(((*id).to_owned(), seq)),
                 Err(RegistryError::NotFound) => {}
                 Err(e) => return Err(e),
             }
+        }
+        tx.commit().await?;
+        Ok(published)
+    }
+
+    /// Appends one event to each of these devices of `user`, all or
+    /// nothing: `Err(NotFound)` (nothing stored) when one of them is not
+    /// the user's; (device, event id) of each.
+    pub async fn publish_user_device_events(
+        &self,
+        user: &str,
+        device_ids: &[&str],
+        kind: &str,
+        payload: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<(String, i64)>> {
+        let (mut tx, _guard) = self.begin_write().await?;
+        let mut published = Vec::with_capacity(device_ids.len());
+        for id in device_ids {
+            let seq = append(&mut tx, id, Some(user), kind, payload, now).await?;
+            published.push(((*id).to_owned(), seq));
         }
         tx.commit().await?;
         Ok(published)

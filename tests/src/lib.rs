@@ -393,3 +393,28 @@ pub fn postgres_admin_url() -> Option<String> {
         }
     }
 }
+
+/// The misbehaving fixture service from `tests/fixtures/hostile-service` (a
+/// workspace of its own: it builds plugin-sdk's `service` feature).
+pub fn hostile_service() -> Vec<u8> {
+    wasm("fixtures/hostile-service", "hostile_service")
+}
+
+impl TestGateway {
+    /// Uploads a service plugin as the admin (`POST /v1/admin/services`).
+    pub async fn upload_service(&self, manifest: &Value, plugin: &[u8]) -> Response {
+        let form = multipart::Form::new()
+            .text("manifest", manifest.to_string())
+            .part(
+                "plugin",
+                multipart::Part::bytes(plugin.to_vec()).file_name("service.wasm"),
+            );
+        self.client
+            .post(self.url("/v1/admin/services"))
+            .bearer_auth(&self.admin_token)
+            .multipart(form)
+            .send()
+            .await
+            .expect("upload")
+    }
+}

@@ -40,17 +40,31 @@ async fn inbox(gw: &TestGateway, token: &str, last: Option<&str>) -> EventStream
     EventStream::new(request.send().await.unwrap())
 }
 
-/// The ids of `device.joined` events until nothing comes for a while.
-async fn joined(stream: &mut EventStream) -> Vec<(String, String)> {
+/// The `device.joined` events (id, device) a stream gives before the
+/// join of a new marker device `marker` of `user` registered now: all it
+/// had to give (markers of earlier calls left out).
+async fn joined(
+    gw: &TestGateway,
+    user: &str,
+    stream: &mut EventStream,
+    marker: &str,
+) -> Vec<(String, String)> {
+    device_token(gw, user, marker).await;
     let mut seen = Vec::new();
-    while let Some(event) = stream.next_within(Duration::from_millis(700)).await {
+    loop {
+        let event = stream
+            .next_within(Duration::from_secs(10))
+            .await
+            .expect("the marker's join arrives");
         assert_eq!(event.event, "device.joined", "{event:?}");
-        seen.push((
-            event.id.unwrap(),
-            event.data["device"].as_str().unwrap().to_owned(),
-        ));
+        let device = event.data["device"].as_str().unwrap().to_owned();
+        if device == marker {
+            return seen;
+        }
+        if !device.starts_with("marker-") {
+            seen.push((event.id.unwrap(), device));
+        }
     }
-    seen
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -193,15 +207,15 @@ async fn an_offline_device_gets_its_events_on_reconnect_and_last_event_id_replay
 
     let mut stream = inbox(&gw, &phone, None).await;
     assert_eq!(
-        joined(&mut stream).await,
+        joined(&gw, &alice, &mut stream, "marker-1").await,
         [("1".into(), "laptop".into()), ("2".into(), "tablet".into())]
     );
-    // Live: a device joining now arrives at once.
+    // Live: a device joining now arrives at once (after the marker, 3).
     device_token(&gw, &alice, "watch").await;
     let live = stream.next_within(Duration::from_secs(10)).await.unwrap();
     assert_eq!(
         (live.id.as_deref(), &live.data["device"]),
-        (Some("3"), &json!("watch"))
+        (Some("4"), &json!("watch"))
     );
     drop(stream);
 
@@ -209,13 +223,16 @@ async fn an_offline_device_gets_its_events_on_reconnect_and_last_event_id_replay
     // what was sent.
     device_token(&gw, &alice, "tv").await;
     let mut stream = inbox(&gw, &phone, None).await;
-    assert_eq!(joined(&mut stream).await, [("4".into(), "tv".into())]);
+    assert_eq!(
+        joined(&gw, &alice, &mut stream, "marker-2").await,
+        [("5".into(), "tv".into())]
+    );
     drop(stream);
     // Last-Event-ID replays everything after it.
     let mut stream = inbox(&gw, &phone, Some("2")).await;
     assert_eq!(
-        joined(&mut stream).await,
-        [("3".into(), "watch".into()), ("4".into(), "tv".into())]
+        joined(&gw, &alice, &mut stream, "marker-3").await,
+        [("4".into(), "watch".into()), ("5".into(), "tv".into())]
     );
     drop(stream);
     let bad = gw

@@ -8,7 +8,6 @@
 use e2e_tests::sse::{EventStream, SseEvent};
 use e2e_tests::{expect_error, postgres_admin_url, service_plugin, TestGateway};
 use gateway::clock::ManualClock;
-use reqwest::multipart;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -17,19 +16,8 @@ const APP: &str = "org.example.editor";
 const WAIT: Duration = Duration::from_secs(10);
 
 async fn upload(gw: &TestGateway, manifest: &Value) -> reqwest::Response {
-    let form = multipart::Form::new()
-        .text("manifest", manifest.to_string())
-        .part(
-            "plugin",
-            multipart::Part::bytes(service_plugin("handoff")).file_name("handoff.wasm"),
-        );
-    gw.client
-        .post(gw.url("/v1/admin/services"))
-        .bearer_auth(&gw.admin_token)
-        .multipart(form)
-        .send()
+    gw.upload_service(manifest, &service_plugin("handoff"))
         .await
-        .unwrap()
 }
 
 fn manifest() -> Value {
@@ -795,4 +783,32 @@ async fn a_switch_asked_on_one_node_reaches_a_stream_on_another() {
     assert_eq!(status, StatusCode::OK);
     let (_, session) = call(&a, &t1, "GET", &format!("/sessions/{sid}"), json!(null)).await;
     assert_eq!(session["holder"], "t2");
+}
+
+/// The operator sets the offer TTL in the manifest's config.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_offer_ttl_comes_from_the_manifest_config() {
+    let clock = ManualClock::new();
+    let shared = clock.shared();
+    let gw = TestGateway::start_with(move |c| c.clock = shared).await;
+    let mut configured = manifest();
+    configured["config"] = json!({"offer_ttl_secs": 5});
+    assert_eq!(upload(&gw, &configured).await.status(), StatusCode::CREATED);
+    let alice = gw.user_token("alice").await;
+    let t1 = device(&gw, &alice, "t1").await;
+    device(&gw, &alice, "t2").await;
+    let mut t1_inbox = inbox(&gw, &t1).await;
+    let sid = open(&gw, &t1, json!({})).await;
+    let asked = switch(&gw, &t1, &sid, json!({"to": "t2"})).await;
+    let offered_at = chrono::DateTime::parse_from_rfc3339(asked["expires_at"].as_str().unwrap())
+        .unwrap()
+        .with_timezone(&chrono::Utc);
+    let ttl = offered_at - gateway::clock::Clock::now(&clock);
+    assert!((4_990..=5_000).contains(&ttl.num_milliseconds()), "{asked}");
+    // Six seconds later the only target has let it expire: unplaced.
+    clock.advance(Duration::from_secs(6));
+    t1_inbox
+        .next_of("handoff.failed", WAIT)
+        .await
+        .expect("unplaced after the configured 5 s");
 }

@@ -232,30 +232,20 @@ async fn the_readme_service_example_builds_loads_and_serves_two_devices() {
 
     let gw = TestGateway::start().await;
     let upload = |grants: Value| {
-        let form = reqwest::multipart::Form::new()
-            .text(
-                "manifest",
-                json!({"id": "clipboard", "name": "Clipboard", "grants": grants}).to_string(),
-            )
-            .part(
-                "plugin",
-                reqwest::multipart::Part::bytes(wasm.clone()).file_name("clipboard.wasm"),
-            );
-        gw.client
-            .post(gw.url("/v1/admin/services"))
-            .bearer_auth(&gw.admin_token)
-            .multipart(form)
-            .send()
+        let manifest = json!({"id": "clipboard", "name": "Clipboard", "grants": grants});
+        let gw = &gw;
+        let wasm = &wasm;
+        async move { gw.upload_service(&manifest, wasm).await }
     };
     // It imports `events`: without that grant it is refused, named.
     let refused = expect_error(
-        upload(json!(["kv", "devices"])).await.unwrap(),
+        upload(json!(["kv", "devices"])).await,
         StatusCode::UNPROCESSABLE_ENTITY,
         "invalid_plugin",
     )
     .await;
     assert!(refused.contains("gateway:service/events"), "{refused}");
-    let r = upload(json!(["kv", "devices", "events"])).await.unwrap();
+    let r = upload(json!(["kv", "devices", "events"])).await;
     assert_eq!(r.status(), StatusCode::CREATED);
 
     let alice = gw.user_token("alice").await;

@@ -9,6 +9,7 @@ use super::modules::manifest_and_plugin;
 use super::openapi::{AdminAuth, PathId};
 use super::{audit, AppState};
 use crate::host::service::ServiceRequest;
+use crate::host::CallError;
 use crate::services::{ServiceError, ServiceManifest, ServiceManifestExt};
 use axum::body::{to_bytes, Body};
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Multipart, Path, Request, State};
@@ -45,13 +46,34 @@ impl From<ServiceError> for ApiError {
             ServiceError::Unknown(_) => {
                 ApiError::new(StatusCode::NOT_FOUND, "unknown_service", message)
             }
-            ServiceError::Call(_) => {
+            ServiceError::Call(call) => {
+                // The plugin's own words (a panic message) stay in the log.
                 tracing::warn!("{message}");
-                ApiError::new(
-                    StatusCode::BAD_GATEWAY,
-                    "service_failed",
-                    "the service failed; try again",
-                )
+                match call {
+                    CallError::Timeout(ms) => ApiError::new(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "service_timeout",
+                        format!("the service did not answer within its {ms} ms deadline"),
+                    ),
+                    CallError::MemoryLimit(bytes) => ApiError::new(
+                        StatusCode::BAD_GATEWAY,
+                        "service_failed",
+                        format!(
+                            "the service needed more than its {} MiB of memory",
+                            bytes >> 20
+                        ),
+                    ),
+                    CallError::Trap(_) => ApiError::new(
+                        StatusCode::BAD_GATEWAY,
+                        "service_failed",
+                        "the service crashed (its operator's log has the details)",
+                    ),
+                    _ => ApiError::new(
+                        StatusCode::BAD_GATEWAY,
+                        "service_failed",
+                        "the service failed; try again",
+                    ),
+                }
             }
             ServiceError::Registry(e) => e.into(),
             ServiceError::Internal(cause) => ApiError::internal(cause),

@@ -30,6 +30,22 @@ mod glue {
     /// Offers expire after this long unless the config says otherwise.
     const OFFER_TTL_MS: u64 = 60_000;
 
+    /// The operator's settings (the manifest's `config`).
+    #[derive(Deserialize)]
+    struct Settings {
+        /// How long an offer waits for its answer, 1-3600 s.
+        offer_ttl_secs: Option<u64>,
+    }
+
+    /// The offer TTL: the config's `offer_ttl_secs` (held to 1-3600 s),
+    /// else 60 s.
+    fn offer_ttl_ms() -> u64 {
+        plugin_sdk::service::config_as::<Settings>()
+            .ok()
+            .and_then(|s| s.offer_ttl_secs)
+            .map_or(OFFER_TTL_MS, |secs| secs.clamp(1, 3600) * 1000)
+    }
+
     fn answer(status: u16, body: &Value) -> Response {
         Response {
             status,
@@ -305,7 +321,7 @@ mod glue {
                 IDEMPOTENCY.with(|k| *k.borrow_mut() = Some(key));
             }
         }
-        let ttl = OFFER_TTL_MS;
+        let ttl = offer_ttl_ms();
         match (method, segments.as_slice()) {
             ("GET", ["sessions"]) => {
                 let after = query(&request, "after").unwrap_or_default();
@@ -513,7 +529,7 @@ mod glue {
                         &chain()?,
                         &all_devices(),
                         now(),
-                        OFFER_TTL_MS,
+                        offer_ttl_ms(),
                     )
                     .map_err(refusal)?;
                 log.push(entry(

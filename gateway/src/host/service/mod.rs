@@ -8,8 +8,10 @@
 //! [`ServiceBackend`], so this module stays free of the registry and HTTP.
 
 mod clock;
+mod config;
 mod devices;
 mod events;
+mod http;
 mod kv;
 mod log;
 mod timers;
@@ -23,6 +25,9 @@ mod generated {
     wasmtime::component::bindgen!({
         path: "../plugin-sdk/wit/service-v1",
         world: "service",
+        // A request still waiting when the call's deadline passes ends
+        // the call (see `http.rs`).
+        imports: { "gateway:service/http.send": trappable },
     });
 }
 
@@ -41,6 +46,9 @@ pub enum Capability {
     Events,
     /// `gateway:service/timers`: durable timers.
     Timers,
+    /// `gateway:service/http`: outbound HTTP to the manifest's
+    /// `allowed_hosts`.
+    Http,
     /// `gateway:service/log`.
     Log,
     /// `gateway:service/clock`.
@@ -49,11 +57,12 @@ pub enum Capability {
 
 impl Capability {
     /// Every capability, by its manifest name.
-    pub const ALL: [(&'static str, Capability); 6] = [
+    pub const ALL: [(&'static str, Capability); 7] = [
         ("kv", Capability::Kv),
         ("devices", Capability::Devices),
         ("events", Capability::Events),
         ("timers", Capability::Timers),
+        ("http", Capability::Http),
         ("log", Capability::Log),
         ("clock", Capability::Clock),
     ];
@@ -78,6 +87,9 @@ impl Capability {
             }
             Capability::Timers => {
                 gateway::service::timers::add_to_linker::<_, HasSelf<_>>(linker, same)
+            }
+            Capability::Http => {
+                gateway::service::http::add_to_linker::<_, HasSelf<_>>(linker, same)
             }
             Capability::Log => gateway::service::log::add_to_linker::<_, HasSelf<_>>(linker, same),
             Capability::Clock => {
@@ -215,6 +227,8 @@ pub(super) fn add_granted(
     linker: &mut wasmtime::component::Linker<CallState>,
     grants: &[Capability],
 ) -> wasmtime::Result<()> {
+    use wasmtime::component::HasSelf;
+    gateway::service::config::add_to_linker::<_, HasSelf<_>>(linker, same)?;
     for capability in grants {
         capability.add_to_linker(linker)?;
     }
