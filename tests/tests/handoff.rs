@@ -146,6 +146,56 @@ async fn log_of(gw: &TestGateway, token: &str, sid: &str) -> Vec<String> {
         .collect()
 }
 
+/// Eight progress updates based on the same version at once, spread over
+/// `nodes`: exactly one is applied, the others are refused (409), and the
+/// log has one progress line.
+async fn concurrent_updates_apply_once(nodes: &[&TestGateway], token: &str, sid: &str) {
+    let updates = (0..8).map(|i| {
+        let gw = nodes[i % nodes.len()];
+        async move {
+            call(
+                gw,
+                token,
+                "PUT",
+                &format!("/sessions/{sid}"),
+                json!({"version": 1, "state": {"writer": i}}),
+            )
+            .await
+        }
+    });
+    let answers = futures::future::join_all(updates).await;
+    let won: Vec<&Value> = answers
+        .iter()
+        .filter(|(s, _)| *s == StatusCode::OK)
+        .map(|(_, b)| b)
+        .collect();
+    assert_eq!(won.len(), 1, "{answers:?}");
+    for (status, body) in answers.iter().filter(|(s, _)| *s != StatusCode::OK) {
+        assert_eq!(*status, StatusCode::CONFLICT, "{body}");
+        let code = body["error"]["code"].as_str().unwrap();
+        assert!(
+            code == "stale_version" || code == "concurrent_change",
+            "{body}"
+        );
+    }
+    let (_, now) = call(
+        nodes[0],
+        token,
+        "GET",
+        &format!("/sessions/{sid}"),
+        json!(null),
+    )
+    .await;
+    assert_eq!(now["version"], 2);
+    assert_eq!(now["state"], won[0]["state"], "the winner's state is kept");
+    let log = log_of(nodes[0], token, sid).await;
+    assert_eq!(
+        log.iter().filter(|l| l.starts_with("progress")).count(),
+        1,
+        "{log:?}"
+    );
+}
+
 async fn started(gw: &TestGateway) {
     assert_eq!(upload(gw, &manifest()).await.status(), StatusCode::CREATED);
 }
@@ -168,6 +218,9 @@ async fn a_session_moves_from_one_terminal_to_another() {
     let alice = gw.user_token("alice").await;
     let t1 = device(&gw, &alice, "t1").await;
     let t2 = device(&gw, &alice, "t2").await;
+    // Concurrent updates on one node (SQLite): one wins.
+    let raced = open(&gw, &t1, json!({})).await;
+    concurrent_updates_apply_once(&[&gw], &t1, &raced).await;
     let sid = open(&gw, &t1, json!({"line": 7})).await;
     // Progress from the holder at the right version; a stale one is refused.
     let (status, _) = call(
@@ -252,7 +305,12 @@ async fn a_session_moves_from_one_terminal_to_another() {
     );
     let (status, list) = call(&gw, &alice, "GET", "/sessions", json!(null)).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(list["sessions"][0]["holder"], "t2", "{list}");
+    let moved = list["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == sid.as_str());
+    assert_eq!(moved.unwrap()["holder"], "t2", "{list}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -766,6 +824,9 @@ async fn a_switch_asked_on_one_node_reaches_a_stream_on_another() {
     let t1 = device(&a, &alice, "t1").await;
     let t2 = device(&b, &alice, "t2").await;
     let mut t2_inbox = inbox(&b, &t2).await;
+    // Concurrent updates through both nodes (PostgreSQL): one wins.
+    let raced = open(&a, &t1, json!({})).await;
+    concurrent_updates_apply_once(&[&a, &b], &t1, &raced).await;
     let sid = open(&a, &t1, json!({"slide": 4})).await;
     let asked = switch(&a, &t1, &sid, json!({"to": "t2"})).await;
     let offer = offer_in(&mut t2_inbox).await;
