@@ -2,7 +2,9 @@
 
 use crate::client::ClientError;
 use crate::store::Store;
-use crate::{account, report, scan, watch, Context, MonitorError, Outcome, EXIT_ERROR};
+use crate::{
+    account, device, handoff, report, scan, watch, Context, MonitorError, Outcome, EXIT_ERROR,
+};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -51,6 +53,13 @@ enum Command {
     Scan(scan::ScanArgs),
     /// Recent changes and their status per network, or one change.
     Status(report::StatusArgs),
+    /// This terminal as one of your devices: `device register`, `device list`.
+    #[command(subcommand)]
+    Device(device::DeviceCommand),
+    /// Hand an application session from one terminal to another (the
+    /// gateway's handoff service; needs `monitor device register` first).
+    #[command(subcommand)]
+    Handoff(handoff::HandoffCommand),
 }
 
 /// Runs the monitor with the process's arguments; the exit code says how it ended.
@@ -66,7 +75,11 @@ pub fn main() -> ExitCode {
             return ExitCode::from(EXIT_ERROR);
         }
     };
-    match runtime.block_on(run(cli)) {
+    let result = runtime.block_on(run(cli));
+    // A question still waiting for a line of stdin (`handoff inbox` asks on
+    // a thread of its own) must not keep the process alive.
+    runtime.shutdown_background();
+    match result {
         Ok(outcome) => ExitCode::from(outcome as u8),
         Err(e) => {
             eprintln!("monitor: {e}");
@@ -117,5 +130,7 @@ async fn dispatch(ctx: &Context, command: &Command) -> Result<Outcome, MonitorEr
         Command::Watch(args) => watch::watch(ctx, args).await,
         Command::Scan(args) => scan::scan(ctx, args).await,
         Command::Status(args) => report::status(ctx, args).await,
+        Command::Device(command) => device::device(ctx, command).await,
+        Command::Handoff(command) => handoff::handoff(ctx, command).await,
     }
 }

@@ -4,11 +4,13 @@
 use futures::{Stream, StreamExt};
 use gateway_api::{
     BindingList, BindingView, ChangeEvent, ChangeList, ChangeRequest, ChangeView, Credentials,
-    CurrentSettings, ErrorBody, MediaView, ModuleList, ModuleView, NewBindingRequest, Receipt,
-    Redacted, SessionView, Settings, StreamError, UserView,
+    CurrentSettings, DeviceList, DeviceRegistered, DeviceView, ErrorBody, MediaView, ModuleList,
+    ModuleView, NewBindingRequest, NewDeviceRequest, Receipt, Redacted, SessionView, Settings,
+    StreamError, UserView,
 };
 use reqwest::{RequestBuilder, StatusCode};
 use serde::de::DeserializeOwned;
+use serde::Deserialize;
 use serde_json::{Map, Value};
 use std::time::Duration;
 
@@ -26,6 +28,17 @@ pub enum ClientError {
     /// The session token is missing, expired or was revoked.
     #[error("your session at {server} has expired or was revoked: run `monitor login` again")]
     SessionExpired {
+        /// The server URL.
+        server: String,
+    },
+    /// The device token is unknown, expired or ended (the device was
+    /// removed, or registered again by another terminal).
+    #[error(
+        "the device token of this terminal at {server} is no longer valid (the device was \
+         removed, registered again elsewhere, or the token expired): run `monitor device \
+         register` again"
+    )]
+    DeviceTokenEnded {
         /// The server URL.
         server: String,
     },
@@ -74,6 +87,9 @@ impl ClientError {
 pub struct Client {
     server: String,
     token: Option<String>,
+    /// The token is a device token (a `401` means the device's token ended,
+    /// which logging in again does not mend).
+    device: bool,
     http: reqwest::Client,
 }
 
@@ -86,10 +102,19 @@ impl Client {
         Client {
             server: server.trim_end_matches('/').to_owned(),
             token,
+            device: false,
             http: reqwest::Client::builder()
                 .connect_timeout(Duration::from_secs(5))
                 .build()
                 .unwrap_or_default(),
+        }
+    }
+
+    /// A client acting as one of the user's devices, with its device token.
+    pub fn device(server: &str, token: String) -> Client {
+        Client {
+            device: true,
+            ..Client::new(server, Some(token))
         }
     }
 
@@ -121,6 +146,11 @@ impl Client {
         let body = response.json::<ErrorBody>().await.ok().map(|b| b.error);
         let code = body.as_ref().map(|e| e.code.as_str());
         if status == StatusCode::UNAUTHORIZED && code != Some("invalid_credentials") {
+            if self.device {
+                return Err(ClientError::DeviceTokenEnded {
+                    server: self.server.clone(),
+                });
+            }
             return Err(ClientError::SessionExpired {
                 server: self.server.clone(),
             });
@@ -295,6 +325,215 @@ impl Client {
             parsed.unwrap_or_else(|message| ChangeEvent::Error(StreamError { message }))
         }))
     }
+}
+
+impl Client {
+    /// `POST /v1/devices`: registers this terminal (or registers it again);
+    /// `true` when it was new.
+    pub async fn register_device(
+        &self,
+        request: &NewDeviceRequest,
+    ) -> Result<(DeviceRegistered, bool), ClientError> {
+        let builder = self
+            .request(reqwest::Method::POST, "/v1/devices")
+            .json(request);
+        let response = self.send(builder).await?;
+        let created = response.status() == StatusCode::CREATED;
+        let registered = response.json().await.map_err(|e| self.protocol(e))?;
+        Ok((registered, created))
+    }
+
+    /// `GET /v1/devices`: the user's devices with their state.
+    pub async fn devices(&self) -> Result<Vec<DeviceView>, ClientError> {
+        let list: DeviceList = self
+            .json(self.request(reqwest::Method::GET, "/v1/devices"))
+            .await?;
+        Ok(list.devices)
+    }
+
+    fn protocol(&self, e: impl std::fmt::Display) -> ClientError {
+        ClientError::Protocol {
+            server: self.server.clone(),
+            reason: e.to_string(),
+        }
+    }
+
+    /// A call to the handoff service, `/v1/services/handoff{path}`.
+    async fn handoff<T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<T, ClientError> {
+        let post = method == reqwest::Method::POST;
+        let mut builder = self.request(method, &format!("/v1/services/handoff{path}"));
+        if post {
+            // A retry of this call (after a lost answer) is the same request.
+            builder = builder.header("idempotency-key", uuid::Uuid::new_v4().to_string());
+        }
+        if let Some(body) = body {
+            builder = builder.json(&body);
+        }
+        self.json(builder).await
+    }
+
+    /// `POST /v1/services/handoff/sessions`: a new session held by this device.
+    pub async fn open_session(
+        &self,
+        app: &str,
+        state: &Value,
+    ) -> Result<HandoffSession, ClientError> {
+        let body = serde_json::json!({"app": app, "state": state});
+        self.handoff(reqwest::Method::POST, "/sessions", Some(body))
+            .await
+    }
+
+    /// `GET /v1/services/handoff/sessions/{id}`.
+    pub async fn session(&self, id: &str) -> Result<HandoffSession, ClientError> {
+        let path = format!("/sessions/{}", segment(id));
+        self.handoff(reqwest::Method::GET, &path, None).await
+    }
+
+    /// `PUT /v1/services/handoff/sessions/{id}`: progress based on `version`.
+    pub async fn push_session(
+        &self,
+        id: &str,
+        version: u64,
+        state: &Value,
+    ) -> Result<HandoffSession, ClientError> {
+        let path = format!("/sessions/{}", segment(id));
+        let body = serde_json::json!({"version": version, "state": state});
+        self.handoff(reqwest::Method::PUT, &path, Some(body)).await
+    }
+
+    /// `POST /v1/services/handoff/sessions/{id}/switch`.
+    pub async fn switch_session(
+        &self,
+        id: &str,
+        to: Option<&str>,
+    ) -> Result<SwitchAsked, ClientError> {
+        let path = format!("/sessions/{}/switch", segment(id));
+        let body = match to {
+            Some(to) => serde_json::json!({"to": to}),
+            None => serde_json::json!({}),
+        };
+        self.handoff(reqwest::Method::POST, &path, Some(body)).await
+    }
+
+    /// `GET /v1/services/handoff/sessions/{id}/log`.
+    pub async fn session_log(&self, id: &str) -> Result<Vec<Map<String, Value>>, ClientError> {
+        let path = format!("/sessions/{}/log", segment(id));
+        let log: HandoffLog = self.handoff(reqwest::Method::GET, &path, None).await?;
+        Ok(log.entries)
+    }
+
+    /// `GET /v1/services/handoff/switches/{id}`.
+    pub async fn switch(&self, id: &str) -> Result<SwitchView, ClientError> {
+        let path = format!("/switches/{}", segment(id));
+        self.handoff(reqwest::Method::GET, &path, None).await
+    }
+
+    /// `POST /v1/services/handoff/switches/{id}/accept`.
+    pub async fn accept_switch(&self, id: &str) -> Result<SwitchView, ClientError> {
+        let path = format!("/switches/{}/accept", segment(id));
+        self.handoff(reqwest::Method::POST, &path, Some(serde_json::json!({})))
+            .await
+    }
+
+    /// `POST /v1/services/handoff/switches/{id}/decline` with a reason.
+    pub async fn decline_switch(&self, id: &str, reason: &str) -> Result<SwitchView, ClientError> {
+        let path = format!("/switches/{}/decline", segment(id));
+        let body = serde_json::json!({"reason": reason});
+        self.handoff(reqwest::Method::POST, &path, Some(body)).await
+    }
+
+    /// `GET /v1/devices/current/events` (device token): the device's inbox,
+    /// after `last_event_id` when given (`Last-Event-ID`), else after the
+    /// last event a stream sent this device. The stream ends when the
+    /// connection does.
+    pub async fn inbox(
+        &self,
+        last_event_id: Option<u64>,
+    ) -> Result<impl Stream<Item = InboxItem> + use<>, ClientError> {
+        use eventsource_stream::Eventsource;
+        let mut builder = self.untimed(reqwest::Method::GET, "/v1/devices/current/events");
+        if let Some(id) = last_event_id {
+            builder = builder.header("last-event-id", id.to_string());
+        }
+        let response = self.send(builder).await?;
+        Ok(response
+            .bytes_stream()
+            .eventsource()
+            .map(|event| match event {
+                Ok(e) => InboxItem::Event {
+                    id: e.id.trim().parse().ok(),
+                    data: serde_json::from_str(&e.data).unwrap_or(Value::String(e.data)),
+                    kind: e.event,
+                },
+                Err(e) => InboxItem::Broken(e.to_string()),
+            }))
+    }
+}
+
+/// One item of a device's event stream.
+#[derive(Debug, Clone)]
+pub enum InboxItem {
+    /// An event: its `id:` (when it has one), `event:` and JSON `data:`.
+    Event {
+        /// The event id, increasing per device.
+        id: Option<u64>,
+        /// Its kind, e.g. `handoff.offer`.
+        kind: String,
+        /// Its data (a string when it is not JSON).
+        data: Value,
+    },
+    /// The connection broke mid-stream.
+    Broken(String),
+}
+
+/// A handoff session as the handoff service shows it. (The service is a
+/// plugin; `gateway-api` has no types for it.)
+#[derive(Debug, Clone, Deserialize)]
+pub struct HandoffSession {
+    /// Session id.
+    pub id: String,
+    /// Application id or URL.
+    pub app: String,
+    /// The device that holds it.
+    pub holder: String,
+    /// Increases with every progress update; starts at 1.
+    pub version: u64,
+    /// The application's state.
+    pub state: Value,
+}
+
+/// The answer to a switch request.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SwitchAsked {
+    /// Switch id.
+    pub switch_id: String,
+    /// `offered`.
+    pub status: String,
+    /// The device it is offered to.
+    pub to: Option<String>,
+}
+
+/// A switch after an answer.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SwitchView {
+    /// Switch id.
+    pub switch_id: String,
+    /// The session.
+    pub session_id: String,
+    /// `offered`, `accepted` or `unplaced`.
+    pub status: String,
+    /// The device offered to now (the last one, once it ended).
+    pub to: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct HandoffLog {
+    entries: Vec<Map<String, Value>>,
 }
 
 fn credentials(username: &str, password: &str) -> Credentials {

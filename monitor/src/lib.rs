@@ -4,14 +4,20 @@
 //! (kept on the gateway and in a local file, S3), reports settings changes
 //! (S4) and follows their delivery per network, detects changes by itself
 //! (`watch`) and notices IM clients installed on the device (`scan`, S7).
+//! It is also a terminal of the handoff service: registered as one of the
+//! user's devices ([`device`]), it opens application sessions, hands them
+//! to another terminal and takes them over ([`handoff`]).
 //!
 //! Along a command's way: [`cli`] parses it, [`account`], [`report`],
-//! [`watch`] and [`scan`] carry it out through the typed [`client`] of the
-//! public API, [`store`] keeps the local files, [`prompt`] asks the user.
+//! [`watch`], [`scan`], [`device`] and [`handoff`] carry it out through the
+//! typed [`client`] of the public API, [`store`] keeps the local files,
+//! [`prompt`] asks the user.
 
 pub mod account;
 pub mod cli;
 pub mod client;
+pub mod device;
+pub mod handoff;
 pub mod profile;
 pub mod prompt;
 pub mod report;
@@ -28,7 +34,7 @@ pub fn sha256_hex(data: &[u8]) -> String {
 }
 
 use client::{Client, ClientError};
-use store::{Session, Store, StoreError};
+use store::{Device, Session, Store, StoreError};
 
 /// Why a monitor command failed.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +53,9 @@ pub enum MonitorError {
         "not logged in: run `monitor login --server URL --username NAME` (or `monitor register`)"
     )]
     NotLoggedIn,
+    /// No device registration saved.
+    #[error("this terminal is not registered as a device: run `monitor device register` first")]
+    NoDevice,
     /// The command's arguments do not make sense.
     #[error("{0}")]
     Usage(String),
@@ -121,6 +130,40 @@ impl Context {
     pub fn client(&self) -> Result<Client, MonitorError> {
         let session = self.session()?;
         Ok(Client::new(&session.server, Some(session.token)))
+    }
+
+    /// This terminal's device registration, or [`MonitorError::NoDevice`].
+    /// Refused when `--server` names another gateway than the one that
+    /// issued the device token, or when the user logged in since is not the
+    /// one the device was registered for.
+    pub fn device(&self) -> Result<Device, MonitorError> {
+        let device = self.store.device()?.ok_or(MonitorError::NoDevice)?;
+        if let Some(server) = &self.server {
+            if server.trim_end_matches('/') != device.server {
+                return Err(MonitorError::Usage(format!(
+                    "this terminal is registered as device {} at {}, not {server}: log in there \
+                     and run `monitor device register` first",
+                    device.id, device.server
+                )));
+            }
+        }
+        if let Some(session) = self.store.session()? {
+            if session.server != device.server || session.username != device.username {
+                return Err(MonitorError::Usage(format!(
+                    "this terminal is registered as device {} of {} at {}, but you are logged \
+                     in as {} at {}: run `monitor device register` again",
+                    device.id, device.username, device.server, session.username, session.server
+                )));
+            }
+        }
+        Ok(device)
+    }
+
+    /// A client acting as this terminal's device (its device token).
+    pub fn device_client(&self) -> Result<(Device, Client), MonitorError> {
+        let device = self.device()?;
+        let client = Client::device(&device.server, device.token.clone());
+        Ok((device, client))
     }
 
     /// Refreshes the local copy of the bindings from the gateway.

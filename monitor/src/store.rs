@@ -1,6 +1,7 @@
 //! The monitor's files in its config dir: the session (mode 0600), the local
-//! copy of the bindings (S3), what it last saw per account, and the on-disk
-//! queue of reports not yet accepted by the gateway.
+//! copy of the bindings (S3), what it last saw per account, the on-disk
+//! queue of reports not yet accepted by the gateway, and this terminal's
+//! device registration (mode 0600) with its inbox position.
 //!
 //! Several monitor processes may use one config dir at once (`watch` in the
 //! background, `report` from a script): every file is written whole and
@@ -89,6 +90,41 @@ pub struct State {
     pub declined: BTreeSet<String>,
 }
 
+/// This terminal as a device of the user (`monitor device register`): the
+/// device token handoff commands use, kept with mode 0600 in `device.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Device {
+    /// Gateway URL the token was issued by.
+    pub server: String,
+    /// The user it was registered for.
+    pub username: String,
+    /// The device's stable id.
+    pub id: String,
+    /// Its name in the control list.
+    pub name: String,
+    /// Its platform, as registered.
+    #[serde(default)]
+    pub platform: Option<String>,
+    /// The apps it can continue, as registered.
+    #[serde(default)]
+    pub capabilities: Vec<String>,
+    /// Bearer token acting as this device.
+    pub token: String,
+}
+
+/// Where `monitor handoff inbox` stopped reading the device's event stream
+/// (`inbox.json`): the id of the last event it handled, sent as
+/// `Last-Event-ID` when it starts again.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct InboxCursor {
+    /// Gateway URL.
+    pub server: String,
+    /// The device whose inbox it is (ids are counted per device).
+    pub device: String,
+    /// The last event handled.
+    pub last_event_id: u64,
+}
+
 /// An avatar waiting with its report: a copy in the queue folder (the
 /// original may change or go before the report is sent).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -172,6 +208,32 @@ impl Store {
     /// Forgets the session.
     pub fn forget_session(&self) -> Result<(), StoreError> {
         remove(&self.path("session.json"))
+    }
+
+    /// This terminal's device registration, if any.
+    pub fn device(&self) -> Result<Option<Device>, StoreError> {
+        read_json(&self.path("device.json"))
+    }
+
+    /// Saves the device registration with mode 0600 (it holds the device
+    /// token) and forgets the inbox position of any earlier registration:
+    /// the gateway's own record of what was sent takes over.
+    pub fn save_device(&self, device: &Device) -> Result<(), StoreError> {
+        write_json(&self.path("device.json"), device)?;
+        remove(&self.path("inbox.json"))
+    }
+
+    /// The id of the last inbox event handled for `device` at `server`.
+    pub fn inbox_cursor(&self, server: &str, device: &str) -> Result<Option<u64>, StoreError> {
+        let cursor: Option<InboxCursor> = read_json(&self.path("inbox.json"))?;
+        Ok(cursor
+            .filter(|c| c.server == server && c.device == device)
+            .map(|c| c.last_event_id))
+    }
+
+    /// Remembers the last inbox event handled.
+    pub fn save_inbox_cursor(&self, cursor: &InboxCursor) -> Result<(), StoreError> {
+        write_json(&self.path("inbox.json"), cursor)
     }
 
     /// The local copy of the bindings.

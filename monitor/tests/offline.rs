@@ -91,3 +91,26 @@ fn reports_wait_on_disk_while_the_gateway_is_unreachable() {
     let second = shown.find("signature \"second\"").expect(&shown);
     assert!(first < second, "oldest first: {shown}");
 }
+
+#[test]
+fn handoff_before_device_registration_says_how_to_register() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        &["handoff", "open", "--app", "org.example.editor"][..],
+        &["handoff", "inbox", "--accept", "--once"][..],
+        &["handoff", "log", "some-session"][..],
+    ] {
+        let out = monitor(dir.path(), args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", text(&out));
+        assert!(
+            text(&out).contains(
+                "this terminal is not registered as a device: run `monitor device register` first"
+            ),
+            "{args:?}: {}",
+            text(&out)
+        );
+    }
+    let out = monitor(dir.path(), &["device", "register", "--id", "t1"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("not logged in"), "{}", text(&out));
+}
