@@ -21,6 +21,9 @@ use std::time::Duration;
 /// Why a service operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
+    /// The manifest is not JSON of the manifest's shape.
+    #[error("manifest is not valid: {0}")]
+    ManifestShape(#[from] serde_json::Error),
     /// The manifest breaks a rule.
     #[error("manifest field {0}")]
     Manifest(String),
@@ -55,8 +58,7 @@ pub trait ServiceManifestExt: Sized {
 
 impl ServiceManifestExt for ServiceManifest {
     fn parse(text: &str) -> Result<(Self, Vec<Capability>), ServiceError> {
-        let manifest: ServiceManifest =
-            serde_json::from_str(text).map_err(|e| ServiceError::Manifest(e.to_string()))?;
+        let manifest: ServiceManifest = serde_json::from_str(text)?;
         let capabilities = manifest.check()?;
         Ok((manifest, capabilities))
     }

@@ -873,3 +873,67 @@ async fn the_offer_ttl_comes_from_the_manifest_config() {
         .await
         .expect("unplaced after the configured 5 s");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_service_uploads_are_refused_clearly_and_install_nothing() {
+    let gw = TestGateway::start().await;
+    let plugin = service_plugin("handoff");
+    for (manifest, says) in [
+        (json!({"id": "Hand off", "name": "Handoff"}), "id:"),
+        (json!({"id": "handoff", "name": " "}), "name:"),
+        (
+            json!({"id": "handoff", "name": "H", "grants": ["kv", "teleport"]}),
+            "teleport",
+        ),
+        (
+            json!({"id": "handoff", "name": "H", "grants": "kv"}),
+            "expected a sequence",
+        ),
+        (
+            json!({"id": "handoff", "name": "H", "colour": "red"}),
+            "colour",
+        ),
+        (
+            json!({"id": "handoff", "name": "H", "allowed_hosts": ["ftp://x:21"]}),
+            "allowed_hosts",
+        ),
+    ] {
+        let message = expect_error(
+            gw.upload_service(&manifest, &plugin).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_manifest",
+        )
+        .await;
+        assert!(message.contains(says), "{manifest}: {message}");
+    }
+    // Not a component; a connector instead of a service.
+    let message = expect_error(
+        gw.upload_service(&manifest(), b"\0asm not really").await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_plugin",
+    )
+    .await;
+    assert!(!message.is_empty());
+    expect_error(
+        gw.upload_service(&manifest(), &e2e_tests::webhook()).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_plugin",
+    )
+    .await;
+    // Without the admin token.
+    let alice = gw.user_token("alice").await;
+    let form = reqwest::multipart::Form::new()
+        .text("manifest", manifest().to_string())
+        .part("plugin", reqwest::multipart::Part::bytes(plugin));
+    let r = gw
+        .client
+        .post(gw.url("/v1/admin/services"))
+        .bearer_auth(&alice)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status() == StatusCode::FORBIDDEN || r.status() == StatusCode::UNAUTHORIZED);
+    let listed = gw.get_json("/v1/services", None).await;
+    assert_eq!(listed["services"], json!([]), "nothing installed");
+}

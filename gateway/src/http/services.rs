@@ -41,7 +41,9 @@ impl From<ServiceError> for ApiError {
     fn from(e: ServiceError) -> Self {
         let message = e.to_string();
         match e {
-            ServiceError::Manifest(_) => ApiError::unprocessable("invalid_manifest", message),
+            ServiceError::Manifest(_) | ServiceError::ManifestShape(_) => {
+                ApiError::unprocessable("invalid_manifest", message)
+            }
             ServiceError::Invalid(_) => ApiError::unprocessable("invalid_plugin", message),
             ServiceError::Unknown(_) => {
                 ApiError::new(StatusCode::NOT_FOUND, "unknown_service", message)
