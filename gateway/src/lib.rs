@@ -74,13 +74,26 @@ pub enum RunError {
     Serve(#[from] std::io::Error),
 }
 
-/// Serves the gateway on `listener` until `shutdown` completes, then stops
-/// accepting, lets in-flight requests finish and returns.
-pub async fn run(
-    config: Config,
-    listener: tokio::net::TcpListener,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), RunError> {
+/// The gateway's parts wired together (registry, plugin host, domain
+/// services, the HTTP state), not yet serving nor working in the
+/// background: what [`run`] serves, and what a benchmark mounts routes of
+/// its own beside ([`http::router_with`]).
+pub struct Assembly {
+    /// The HTTP layer's state (every domain service in it).
+    pub state: http::AppState,
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+impl Assembly {
+    /// Tells the background work and the event streams to stop.
+    pub fn stop(&self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+/// Checks `config`, opens the registry (refusing a master key other than
+/// the one its data is sealed with) and wires the gateway's parts.
+pub async fn assemble(config: Config) -> Result<Assembly, RunError> {
     config.check()?;
     let registry = registry_db::Registry::connect(&config.database_url).await?;
     // A key other than the one the stored data is sealed with would fail
@@ -144,19 +157,37 @@ pub async fn run(
     ));
     let (stop, stopping) = tokio::sync::watch::channel(false);
     let state = http::AppState::new(http::Shared {
-        devices: devices.clone(),
-        services: services.clone(),
-        registry: registry.clone(),
+        devices,
+        services,
+        registry,
         connectors,
         bindings,
         media,
-        federation: federation.clone(),
+        federation,
         config,
         limits,
         metrics,
-        stopping: stopping.clone(),
+        stopping,
         streams: Default::default(),
     });
+    Ok(Assembly { state, stop })
+}
+
+/// Serves the gateway on `listener` until `shutdown` completes, then stops
+/// accepting, lets in-flight requests finish and returns.
+pub async fn run(
+    config: Config,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RunError> {
+    let Assembly { state, stop } = assemble(config).await?;
+    let stopping = state.stopping.clone();
+    let (federation, devices, services, registry) = (
+        state.federation.clone(),
+        state.devices.clone(),
+        state.services.clone(),
+        state.registry.clone(),
+    );
     let notices = {
         let federation = federation.clone();
         let stopping = stopping.clone();

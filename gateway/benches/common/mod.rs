@@ -60,3 +60,9 @@ pub fn percentiles(
     let mean = samples.iter().sum::<std::time::Duration>() / samples.len().max(1) as u32;
     (at(0.50), at(0.99), mean)
 }
+
+/// Builds the handoff service plugin (release, wasm32-wasip2; a workspace
+/// of its own under `plugins/handoff`) and returns the component.
+pub fn handoff_wasm() -> Vec<u8> {
+    plugin_wasm("../plugins/handoff", "handoff-service")
+}

@@ -121,6 +121,13 @@ async fn record_metrics(state: AppState, request: Request, next: Next) -> Respon
 
 /// The whole API.
 pub fn router(state: AppState) -> Router {
+    router_with(state, Router::new())
+}
+
+/// The whole API with `extra` routes beside it, behind the same layers
+/// (body limit, panic catcher, metrics, JSON errors): benchmarks mount a
+/// native handler this way to compare it with a plugin's.
+pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
     let anonymous = users::router().merge(sessions::login_router()).route_layer(
         middleware::from_fn_with_state(state.clone(), limits::limit_by_ip),
     );
@@ -137,6 +144,7 @@ pub fn router(state: AppState) -> Router {
         .merge(deliveries::router())
         .merge(media::router(state.config.delivery.max_media_bytes))
         .merge(openapi::router())
+        .merge(extra)
         .layer(axum::extract::DefaultBodyLimit::max(
             state.config.max_body_bytes,
         ))
