@@ -420,11 +420,22 @@ impl Client {
         self.handoff(reqwest::Method::POST, &path, Some(body)).await
     }
 
-    /// `GET /v1/services/handoff/sessions/{id}/log`.
+    /// `GET /v1/services/handoff/sessions/{id}/log`, every page.
     pub async fn session_log(&self, id: &str) -> Result<Vec<Map<String, Value>>, ClientError> {
-        let path = format!("/sessions/{}/log", segment(id));
-        let log: HandoffLog = self.handoff(reqwest::Method::GET, &path, None).await?;
-        Ok(log.entries)
+        let mut entries = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let mut path = format!("/sessions/{}/log", segment(id));
+            if let Some(after) = &after {
+                path.push_str(&format!("?after={}", segment(after)));
+            }
+            let page: HandoffLog = self.handoff(reqwest::Method::GET, &path, None).await?;
+            entries.extend(page.entries);
+            match page.next_after {
+                Some(next) => after = Some(next),
+                None => return Ok(entries),
+            }
+        }
     }
 
     /// `GET /v1/services/handoff/switches/{id}`.
@@ -534,6 +545,9 @@ pub struct SwitchView {
 #[derive(Debug, Deserialize)]
 struct HandoffLog {
     entries: Vec<Map<String, Value>>,
+    /// Where the next page starts; none on the last.
+    #[serde(default)]
+    next_after: Option<String>,
 }
 
 fn credentials(username: &str, password: &str) -> Credentials {

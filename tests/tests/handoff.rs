@@ -937,3 +937,49 @@ async fn bad_service_uploads_are_refused_clearly_and_install_nothing() {
     let listed = gw.get_json("/v1/services", None).await;
     assert_eq!(listed["services"], json!([]), "nothing installed");
 }
+
+/// A long session's log: each step is stored on its own (the log never
+/// reaches the store's value limit) and read in pages of 200 steps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_log_is_read_in_pages() {
+    let gw = TestGateway::start().await;
+    started(&gw).await;
+    let alice = gw.user_token("alice").await;
+    let t1 = device(&gw, &alice, "t1").await;
+    let sid = open(&gw, &t1, json!({"n": 0})).await;
+    for version in 1..=250u64 {
+        let (status, _) = call(
+            &gw,
+            &t1,
+            "PUT",
+            &format!("/sessions/{sid}"),
+            json!({"version": version, "state": {"n": version}}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let (_, first) = call(
+        &gw,
+        &t1,
+        "GET",
+        &format!("/sessions/{sid}/log"),
+        json!(null),
+    )
+    .await;
+    let entries = first["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 200);
+    assert_eq!(entries[0]["event"], "opened");
+    assert_eq!(entries[199]["version"], 200);
+    let after = first["next_after"].as_str().expect("a next page");
+    let (_, rest) = call(
+        &gw,
+        &t1,
+        "GET",
+        &format!("/sessions/{sid}/log?after={after}"),
+        json!(null),
+    )
+    .await;
+    let rest = rest["entries"].as_array().unwrap();
+    assert_eq!(rest.len(), 51, "201 to 251");
+    assert_eq!(rest[50]["version"], 251);
+}

@@ -213,18 +213,23 @@ mod glue {
         }
     }
 
-    #[derive(Serialize, Deserialize, Default)]
-    struct Log {
-        entries: Vec<Value>,
-    }
+    /// Log entries per page of `GET .../log`, counted in steps.
+    const LOG_PAGE: u32 = 200;
 
-    fn log_write(session: &str, entries: Vec<Value>) -> Result<kv::Write, Response> {
-        let key = format!("log/{session}");
-        let read = get::<Log>(&key)?;
-        let version = read.as_ref().map_or(0, |r| r.version);
-        let mut log = read.map(|r| r.value).unwrap_or_default();
-        log.entries.extend(entries);
-        Ok(put(&key, &log, version))
+    /// `writes` and one step's log entries, stored as a key of their own,
+    /// `log/{session}/{step}`, numbered by the counter `logn/{session}`: the
+    /// log never has to be read to grow, so a session's log can be as long
+    /// as its life (one stored value would reach the store's value limit).
+    fn logged(
+        mut writes: Vec<kv::Write>,
+        session: &str,
+        entries: &[Value],
+    ) -> Result<Vec<kv::Write>, Response> {
+        let counter = format!("logn/{session}");
+        let (step, version) = get::<u64>(&counter)?.map_or((0, 0), |r| (r.value, r.version));
+        writes.push(put(&counter, &(step + 1), version));
+        writes.push(put(&format!("log/{session}/{:012}", step + 1), &entries, 0));
+        Ok(writes)
     }
 
     fn entry(device: &str, event: &str, extra: Value) -> Value {
@@ -353,13 +358,11 @@ mod glue {
                 let session =
                     Session::open(id(), &device, open.app, open.state).map_err(refusal)?;
                 commit_answer(
-                    vec![
-                        put(&format!("session/{}", session.id), &session, 0),
-                        log_write(
-                            &session.id,
-                            vec![entry(&device, "opened", json!({"version": 1}))],
-                        )?,
-                    ],
+                    logged(
+                        vec![put(&format!("session/{}", session.id), &session, 0)],
+                        &session.id,
+                        &[entry(&device, "opened", json!({"version": 1}))],
+                    )?,
                     201,
                     session_view(&session),
                 )
@@ -386,26 +389,36 @@ mod glue {
                 if !changed {
                     return Ok(answer(200, &session_view(&s.value)));
                 }
-                commit(vec![
-                    put(&key, &s.value, s.version),
-                    log_write(
-                        sid,
-                        vec![entry(
-                            &device,
-                            "progress",
-                            json!({"version": s.value.version}),
-                        )],
-                    )?,
-                ])?;
+                commit(logged(
+                    vec![put(&key, &s.value, s.version)],
+                    sid,
+                    &[entry(
+                        &device,
+                        "progress",
+                        json!({"version": s.value.version}),
+                    )],
+                )?)?;
                 Ok(answer(200, &session_view(&s.value)))
             }
             ("GET", ["sessions", sid, "log"]) => {
                 get::<Session>(&format!("session/{sid}"))?
                     .ok_or_else(|| error(404, "not_found", "no such session"))?;
-                let log = get::<Log>(&format!("log/{sid}"))?
-                    .map(|r| r.value)
-                    .unwrap_or_default();
-                Ok(answer(200, &json!({"entries": log.entries})))
+                let prefix = format!("log/{sid}/");
+                let after = query(&request, "after").unwrap_or_default();
+                let steps = kv::scan(&prefix, &format!("{prefix}{after}"), LOG_PAGE)
+                    .map_err(|e| commit_error(&e))?;
+                let next = (steps.len() == LOG_PAGE as usize)
+                    .then(|| steps.last().map(|e| e.key[prefix.len()..].to_owned()))
+                    .flatten();
+                let entries: Vec<Value> = steps
+                    .iter()
+                    .filter_map(|e| serde_json::from_slice::<Vec<Value>>(&e.value).ok())
+                    .flatten()
+                    .collect();
+                Ok(answer(
+                    200,
+                    &json!({"entries": entries, "next_after": next}),
+                ))
             }
             ("POST", ["sessions", sid, "switch"]) => {
                 #[derive(Deserialize, Default)]
@@ -427,17 +440,15 @@ mod glue {
                 )
                 .map_err(refusal)?;
                 let answered = commit_answer(
-                    vec![
-                        put(&format!("switch/{}", switch.id), &switch, 0),
-                        log_write(
-                            sid,
-                            vec![entry(
-                                &device,
-                                "offered",
-                                json!({"switch_id": switch.id, "to": switch.to}),
-                            )],
-                        )?,
-                    ],
+                    logged(
+                        vec![put(&format!("switch/{}", switch.id), &switch, 0)],
+                        sid,
+                        &[entry(
+                            &device,
+                            "offered",
+                            json!({"switch_id": switch.id, "to": switch.to}),
+                        )],
+                    )?,
                     202,
                     json!({"switch_id": switch.id, "status": "offered", "to": switch.to,
                            "expires_at": iso(switch.expires_at)}),
@@ -553,11 +564,14 @@ mod glue {
                 n
             }
         };
-        commit(vec![
-            put(&wkey, &w.value, w.version),
-            put(&skey, &s.value, s.version),
-            log_write(&s.value.id, log)?,
-        ])?;
+        commit(logged(
+            vec![
+                put(&wkey, &w.value, w.version),
+                put(&skey, &s.value, s.version),
+            ],
+            &s.value.id,
+            &log,
+        )?)?;
         timers::cancel(&format!("switch/{wid}"));
         let published = match &notice {
             Notice::Offer { .. } => {
