@@ -231,10 +231,10 @@ impl Assembled {
 
 /// `GET`/`PUT /bench/native/sessions/{id}`: what the handoff plugin does for
 /// `GET`/`PUT /v1/services/handoff/sessions/{id}`, on the same rows of the
-/// key-value store (service `handoff`, the caller's user, `session/{id}` and
-/// `log/{id}` in the plugin's JSON), written as a plain handler, mounted
-/// behind the API's layers and authenticated by the same `AuthUser`
-/// extractor `route_to_service` runs.
+/// key-value store (service `handoff`, the caller's user, `session/{id}`,
+/// the step counter `logn/{id}` and `log/{id}/{step}`, in the plugin's
+/// JSON), written as a plain handler, mounted behind the API's layers and
+/// authenticated by the same `AuthUser` extractor `route_to_service` runs.
 fn native_routes() -> Router<AppState> {
     Router::new().route(
         "/bench/native/sessions/{id}",
@@ -322,14 +322,16 @@ async fn native_put(
     }
     session["version"] = json!(current + 1);
     session["state"] = new_state;
-    // The plugin's `log_write`: read the log, append, write it back.
-    let log_key = format!("log/{id}");
-    let (mut log, log_version) = match state.registry.kv_get("handoff", &user, &log_key).await {
+    // The plugin's `logged`: read the step counter, store the step's
+    // entries under the next number.
+    let counter_key = format!("logn/{id}");
+    let (step, counter_version) = match state.registry.kv_get("handoff", &user, &counter_key).await
+    {
         Ok(Some(e)) => (
-            serde_json::from_slice::<Value>(&e.value).unwrap_or(json!({"entries": []})),
+            serde_json::from_slice::<u64>(&e.value).unwrap_or(0),
             e.version,
         ),
-        Ok(None) => (json!({"entries": []}), 0),
+        Ok(None) => (0, 0),
         Err(_) => return refused(StatusCode::SERVICE_UNAVAILABLE, "store_failed"),
     };
     let at = state
@@ -337,10 +339,8 @@ async fn native_put(
         .clock
         .now()
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-    if let Some(entries) = log["entries"].as_array_mut() {
-        entries
-            .push(json!({"at": at, "device": device, "event": "progress", "version": current + 1}));
-    }
+    let entries =
+        json!([{"at": at, "device": device, "event": "progress", "version": current + 1}]);
     let writes = [
         KvWrite {
             key,
@@ -348,9 +348,14 @@ async fn native_put(
             expect: Some(read.version),
         },
         KvWrite {
-            key: log_key,
-            value: Some(serde_json::to_vec(&log).unwrap()),
-            expect: Some(log_version),
+            key: counter_key,
+            value: Some(serde_json::to_vec(&(step + 1)).unwrap()),
+            expect: Some(counter_version),
+        },
+        KvWrite {
+            key: format!("log/{id}/{:012}", step + 1),
+            value: Some(serde_json::to_vec(&entries).unwrap()),
+            expect: Some(0),
         },
     ];
     match state.registry.kv_commit("handoff", &user, &writes).await {
@@ -725,9 +730,10 @@ async fn put_progress(client: &reqwest::Client, url: String, token: &str, versio
 }
 
 /// The store alone: what the PUT handlers do to it (two reads, one commit
-/// of both keys at the versions read), values rewritten unchanged.
+/// of both keys at the versions read and a log step), values rewritten
+/// unchanged.
 async fn store_pair(registry: &Registry, user: &str, sid: &str) {
-    let (skey, lkey) = (format!("session/{sid}"), format!("log/{sid}"));
+    let (skey, lkey) = (format!("session/{sid}"), format!("logn/{sid}"));
     let s = registry
         .kv_get("handoff", user, &skey)
         .await
@@ -752,6 +758,11 @@ async fn store_pair(registry: &Registry, user: &str, sid: &str) {
                     key: lkey,
                     value: Some(l.value),
                     expect: Some(l.version),
+                },
+                KvWrite {
+                    key: format!("log/{sid}/bench"),
+                    value: Some(b"[]".to_vec()),
+                    expect: None,
                 },
             ],
         )
@@ -869,7 +880,7 @@ async fn service_calls(db: &Database, wasm: &[u8], requests: usize, clients: usi
         (&native_get, "native GET, same read behind the same stack"),
         (
             &plugin_put,
-            "plugin PUT progress (2 kv reads, 1 commit of 2 keys)",
+            "plugin PUT progress (2 kv reads, 1 commit of 3 keys)",
         ),
         (&native_put, "native PUT, same reads and commit, same stack"),
         (&store_get, "store only: Registry::kv_get"),
