@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Installs the real IM servers the end-to-end tests run on loopback:
+# Installs the real IM servers and the stock clients the end-to-end tests
+# run on loopback:
 #   - Synapse (Matrix) from PyPI into target/test-servers/synapse-venv
 #   - ejabberd (XMPP) from Debian's packages
+#   - tuspy, the tus project's Python client, from PyPI into
+#     target/test-servers/clients-venv (tests/clients/*.py run with it)
 # Idempotent: does nothing when both are present. The tests start and stop
 # their own instances (own config, free ports, temp dirs).
 set -euo pipefail
@@ -13,6 +16,14 @@ if [ ! -x "$dir/synapse-venv/bin/python" ] || ! "$dir/synapse-venv/bin/python" -
   echo "installing Synapse into $dir/synapse-venv"
   python3 -m venv "$dir/synapse-venv"
   "$dir/synapse-venv/bin/pip" install --quiet --disable-pip-version-check matrix-synapse
+fi
+
+TUSPY_VERSION=1.1.0
+clients=$dir/clients-venv
+if [ "$("$clients/bin/python" -c 'import importlib.metadata as m; print(m.version("tuspy"))' 2>/dev/null)" != "$TUSPY_VERSION" ]; then
+  echo "installing tuspy $TUSPY_VERSION into $clients"
+  python3 -m venv "$clients"
+  "$clients/bin/pip" install --quiet --disable-pip-version-check "tuspy==$TUSPY_VERSION"
 fi
 
 if ! command -v ejabberdctl >/dev/null 2>&1 && [ ! -x /usr/sbin/ejabberdctl ]; then

@@ -32,6 +32,11 @@ pub struct ServeArgs {
     /// `sqlite://FILE` or `postgres://...`; default: the SQLite file in the data dir.
     #[arg(long, env = "GATEWAY_DATABASE_URL")]
     database_url: Option<String>,
+    /// Where service blobs (uploaded files) live: `file:///PATH` or
+    /// `s3://BUCKET[/PREFIX]` (with the AWS_* variables of the S3 endpoint);
+    /// default: the folder `blobs` of the data dir.
+    #[arg(long, env = "GATEWAY_BLOB_STORE")]
+    blob_store: Option<String>,
     /// Largest request body in bytes (larger ones get 413).
     #[arg(long, env = "GATEWAY_MAX_BODY_BYTES", default_value_t = crate::config::DEFAULT_MAX_BODY_BYTES)]
     max_body_bytes: usize,
@@ -80,6 +85,18 @@ pub struct ServeArgs {
     /// Hours after which images nothing needs any more are deleted.
     #[arg(long, env = "GATEWAY_MEDIA_RETENTION_HOURS", default_value_t = 24)]
     media_retention_hours: u64,
+    /// Largest uploaded file (blob) in bytes.
+    #[arg(long, env = "GATEWAY_BLOB_MAX_BYTES", default_value_t = crate::blobs::BlobLimits::default().max_length)]
+    blob_max_bytes: u64,
+    /// Bytes of uploaded files each user may keep per service.
+    #[arg(long, env = "GATEWAY_BLOB_QUOTA_BYTES", default_value_t = crate::blobs::BlobLimits::default().user_bytes)]
+    blob_quota_bytes: u64,
+    /// Uploaded files each user may keep per service.
+    #[arg(long, env = "GATEWAY_BLOB_QUOTA_FILES", default_value_t = crate::blobs::BlobLimits::default().user_blobs)]
+    blob_quota_files: u64,
+    /// Hours an incomplete upload may resume; then it is removed.
+    #[arg(long, env = "GATEWAY_UPLOAD_RESUME_HOURS", default_value_t = 24)]
+    upload_resume_hours: u64,
 }
 
 /// An address (as a /32 or /128) or a CIDR block.
@@ -132,6 +149,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(url) = args.database_url {
         config.database_url = url;
     }
+    config.blob_store = args.blob_store;
     config.max_body_bytes = args.max_body_bytes;
     config.session_ttl = std::time::Duration::from_secs(args.session_ttl_secs);
     config.anonymous_quota = Quota {
@@ -150,6 +168,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.host_limits.allow_private_dns = args.allow_private_dns;
     config.media.quota_bytes = args.media_quota_bytes;
     config.media.retention = std::time::Duration::from_secs(args.media_retention_hours * 3600);
+    config.blobs.max_length = args.blob_max_bytes;
+    config.blobs.user_bytes = args.blob_quota_bytes;
+    config.blobs.user_blobs = args.blob_quota_files;
+    config.blobs.resume_for = std::time::Duration::from_secs(args.upload_resume_hours * 3600);
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;

@@ -47,6 +47,11 @@ pub struct Config {
     pub media: crate::media::MediaLimits,
     /// Device tokens and inboxes.
     pub devices: crate::devices::DeviceLimits,
+    /// Where service blobs live: `None` for `<data_dir>/blobs`, else
+    /// `file:///path` or `s3://bucket[/prefix]` (see [`crate::blobs::store`]).
+    pub blob_store: Option<String>,
+    /// Blob uploads: largest blob, time to resume, per-user quotas.
+    pub blobs: crate::blobs::BlobLimits,
     /// What "now" is (the system clock; tests inject their own).
     pub clock: SharedClock,
 }
@@ -62,6 +67,8 @@ impl std::fmt::Debug for Config {
             .field("delivery", &self.delivery)
             .field("media", &self.media)
             .field("devices", &self.devices)
+            .field("blob_store", &self.blob_store)
+            .field("blobs", &self.blobs)
             .finish_non_exhaustive()
     }
 }
@@ -213,6 +220,8 @@ impl Config {
             delivery: DeliveryConfig::default(),
             media: crate::media::MediaLimits::default(),
             devices: crate::devices::DeviceLimits::default(),
+            blob_store: None,
+            blobs: crate::blobs::BlobLimits::default(),
             clock: crate::clock::system(),
         })
     }

@@ -12,6 +12,7 @@
 
 pub mod accounts;
 pub mod bindings;
+pub mod blobs;
 pub mod cli;
 pub mod clock;
 pub mod config;
@@ -54,6 +55,9 @@ pub enum RunError {
     /// The configuration contradicts itself.
     #[error(transparent)]
     Config(#[from] config::ConfigError),
+    /// The blob store cannot be opened.
+    #[error(transparent)]
+    BlobStore(#[from] blobs::store::StoreError),
     /// The master key does not open the data the database already holds
     /// sealed: another key sealed it. Every delivery would fail, so the
     /// gateway does not start.
@@ -149,16 +153,25 @@ pub async fn assemble(config: Config) -> Result<Assembly, RunError> {
         config.clock.clone(),
         config.devices.clone(),
     ));
+    let blob_store = blobs::store::open(config.blob_store.as_deref(), &config.data_dir)?;
+    let blobs = Arc::new(blobs::Blobs::new(
+        registry.clone(),
+        blob_store,
+        config.blobs.clone(),
+        config.clock.clone(),
+    ));
     let services = Arc::new(services::Services::new(
         host,
         registry.clone(),
         devices.clone(),
+        blobs.clone(),
         config.clock.clone(),
     ));
     let (stop, stopping) = tokio::sync::watch::channel(false);
     let state = http::AppState::new(http::Shared {
         devices,
         services,
+        blobs,
         registry,
         connectors,
         bindings,
@@ -252,15 +265,31 @@ async fn grace_after(mut stopping: tokio::sync::watch::Receiver<bool>, grace: Du
 }
 
 /// Periodic housekeeping: expired sessions, idle rate-limit keys, images
-/// nothing needs any more.
+/// nothing needs any more, uploads whose time to resume ran out.
 async fn janitor(state: http::AppState) {
     let mut tick = tokio::time::interval(Duration::from_secs(60));
     let mut devices = tokio::time::interval(state.devices.limits().tidy_every);
+    let mut blobs = tokio::time::interval(state.blobs.limits().sweep_every);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = devices.tick() => {
                 state.devices.tidy().await;
+                continue;
+            }
+            _ = blobs.tick() => {
+                match state.blobs.sweep().await {
+                    Ok(gone) => {
+                        if !gone.is_empty() {
+                            tracing::info!(removed = gone.len(), "expired uploads removed");
+                        }
+                        for upload in gone {
+                            let notice = blobs::notice(host::service::BlobNoticeKind::Expired, &upload, None);
+                            let _ = state.services.blob_event(&upload.service_id, &upload.user_id, notice).await;
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "expired uploads not removed"),
+                }
                 continue;
             }
         }

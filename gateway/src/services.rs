@@ -5,11 +5,12 @@
 //! capabilities do here: the registry's key-value store and timers, the
 //! device registry and inboxes, the gateway's clock.
 
+use crate::blobs::{BlobError, Blobs, Owner};
 use crate::clock::SharedClock;
 use crate::devices::Devices;
 use crate::host::service::{
-    Capability, DeviceInfo, KvEntry, KvFailure, KvWrite, LoadedService, ServiceBackend,
-    ServiceRequest, ServiceResponse, ServiceScope,
+    BlobInfo, BlobNotice, Capability, DeviceInfo, KvEntry, KvFailure, KvWrite, LoadedService,
+    ServiceBackend, ServiceRequest, ServiceResponse, ServiceScope,
 };
 use crate::host::{CallError, Grants, InvalidPlugin, PluginHost};
 use registry_db::{DeviceState, KvError, Registry, RegistryError, ServiceRow};
@@ -105,6 +106,7 @@ struct Ready {
     version: i64,
     loaded: LoadedService,
     grants: Arc<Grants>,
+    capabilities: Vec<Capability>,
 }
 
 /// A service's live version, resolved once per request.
@@ -115,6 +117,11 @@ pub struct Mounted {
 }
 
 impl Mounted {
+    /// Whether the operator granted the service `capability`.
+    pub fn grants(&self, capability: Capability) -> bool {
+        self.ready.capabilities.contains(&capability)
+    }
+
     /// Whether `method path` is one of the service's public routes.
     pub fn is_public(&self, method: &str, path: &str) -> bool {
         self.ready
@@ -149,12 +156,14 @@ impl Services {
         host: PluginHost,
         registry: Registry,
         devices: Arc<Devices>,
+        blobs: Arc<Blobs>,
         clock: SharedClock,
     ) -> Self {
         Services {
             backend: Arc::new(Backend {
                 registry: registry.clone(),
                 devices,
+                blobs,
                 clock,
             }),
             registry,
@@ -173,8 +182,9 @@ impl Services {
     ) -> Result<ServiceRow, ServiceError> {
         let grants = manifest.grants();
         let host = self.host.clone();
+        let granted = capabilities.clone();
         let (plugin, loaded) = tokio::task::spawn_blocking(move || {
-            host.load_service(&plugin, grants, &capabilities)
+            host.load_service(&plugin, grants, &granted)
                 .map(|loaded| (plugin, loaded))
         })
         .await
@@ -196,6 +206,7 @@ impl Services {
             version: row.version,
             loaded,
             grants: Arc::new(manifest.grants()),
+            capabilities,
         });
         if let Ok(mut cache) = self.cache.write() {
             cache.insert(row.id.clone(), ready);
@@ -247,14 +258,16 @@ impl Services {
         let plugin = self.registry.service_plugin(id).await?;
         let grants = manifest.grants();
         let host = self.host.clone();
+        let granted = capabilities.clone();
         let loaded =
-            tokio::task::spawn_blocking(move || host.load_service(&plugin, grants, &capabilities))
+            tokio::task::spawn_blocking(move || host.load_service(&plugin, grants, &granted))
                 .await
                 .map_err(|e| ServiceError::Internal(e.to_string()))??;
         let ready = Arc::new(Ready {
             version: row.version,
             loaded,
             grants: Arc::new(manifest.grants()),
+            capabilities,
         });
         if let Ok(mut cache) = self.cache.write() {
             cache.insert(id.to_owned(), ready.clone());
@@ -285,6 +298,33 @@ impl Services {
         let host = self.host.clone();
         tokio::task::spawn_blocking(move || {
             host.handle(&ready.loaded, ready.grants.clone(), scope, request)
+        })
+        .await
+        .map_err(|e| ServiceError::Internal(e.to_string()))?
+        .map_err(ServiceError::Call)
+    }
+
+    /// Tells service `service` what happened to a blob of `user`'s; its
+    /// refusal (meaningful for `Created`) as `Ok(Err(text))`. A service
+    /// not granted `blobs` hears nothing.
+    pub async fn blob_event(
+        &self,
+        service: &str,
+        user: &str,
+        notice: BlobNotice,
+    ) -> Result<Result<(), String>, ServiceError> {
+        let ready = self.ready(service).await?;
+        if !ready.capabilities.contains(&Capability::Blobs) {
+            return Ok(Ok(()));
+        }
+        let scope = ServiceScope {
+            service_id: service.to_owned(),
+            user_id: Some(user.to_owned()),
+            backend: self.backend.clone(),
+        };
+        let host = self.host.clone();
+        tokio::task::spawn_blocking(move || {
+            host.on_blob(&ready.loaded, ready.grants.clone(), scope, notice)
         })
         .await
         .map_err(|e| ServiceError::Internal(e.to_string()))?
@@ -341,6 +381,7 @@ impl Services {
 pub struct Backend {
     registry: Registry,
     devices: Arc<Devices>,
+    blobs: Arc<Blobs>,
     clock: SharedClock,
 }
 
@@ -426,6 +467,9 @@ impl ServiceBackend for Backend {
                 name: d.name,
                 capabilities: d.capabilities,
                 active: d.state == DeviceState::Active,
+                ip: d.ip,
+                port: d.port,
+                last_seen_ms: u64::try_from(d.last_seen.timestamp_millis()).unwrap_or(0),
             })
             .collect()
     }
@@ -463,5 +507,34 @@ impl ServiceBackend for Backend {
 
     fn now_ms(&self) -> u64 {
         u64::try_from(self.clock.now().timestamp_millis()).unwrap_or(0)
+    }
+
+    async fn blob(&self, service: &str, user: &str, id: &str) -> Option<BlobInfo> {
+        let upload = self.blobs.status(&owner(service, user), id).await.ok()?;
+        Some(BlobInfo {
+            id: upload.id,
+            length: u64::try_from(upload.length).unwrap_or(0),
+            offset: u64::try_from(upload.offset).unwrap_or(0),
+            sha256: upload.sha256,
+        })
+    }
+
+    async fn delete_blob(&self, service: &str, user: &str, id: &str) -> bool {
+        match self.blobs.delete(&owner(service, user), id).await {
+            Ok(()) => true,
+            Err(BlobError::NotFound) => false,
+            Err(e) => {
+                tracing::warn!(service, blob = id, error = %e, "a blob was not deleted");
+                false
+            }
+        }
+    }
+}
+
+fn owner(service: &str, user: &str) -> Owner {
+    Owner {
+        service: service.to_owned(),
+        user: user.to_owned(),
+        device: None,
     }
 }

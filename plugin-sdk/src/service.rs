@@ -1,4 +1,4 @@
-//! The service world (DRAFT, ABI 1 of `gateway:service`): a plugin mounted
+//! The service world (ABI 1 of `gateway:service`): a plugin mounted
 //! at `/v1/services/{id}/...`, called after the gateway authenticated the
 //! caller, with the host capabilities its manifest grants.
 
@@ -16,9 +16,11 @@ pub mod __private {
 }
 
 pub use self::__private::gateway::service::types::{
-    Caller, Description, Header, PublicRoute, Request, Response,
+    BlobEvent, BlobEventKind, Caller, Description, Header, PublicRoute, Request, Response,
 };
-pub use self::__private::gateway::service::{clock, config, devices, events, kv, log, timers};
+pub use self::__private::gateway::service::{
+    blobs, clock, config, devices, events, kv, log, timers,
+};
 
 /// The operator's `config` of this service (the manifest's), read into
 /// `T`; every service may read it.
@@ -53,6 +55,15 @@ pub trait Service {
     fn on_timer(user_id: String, name: String) {
         let _ = (user_id, name);
     }
+
+    /// Something happened to a blob of the user's (grant `blobs`): an
+    /// upload was created (return an error to refuse it: the text is the
+    /// client's answer), started, stored, interrupted, completed, expired
+    /// or terminated; a download started, finished or broke.
+    fn on_blob(user_id: String, event: BlobEvent) -> Result<(), String> {
+        let _ = (user_id, event);
+        Ok(())
+    }
 }
 
 /// Exports a [`Service`] implementation as the plugin's entry points.
@@ -72,6 +83,9 @@ macro_rules! export_service {
             fn on_timer(user_id: String, name: String) {
                 <$service as $crate::service::Service>::on_timer(user_id, name)
             }
+            fn on_blob(user_id: String, event: $crate::service::BlobEvent) -> Result<(), String> {
+                <$service as $crate::service::Service>::on_blob(user_id, event)
+            }
         }
 
         $crate::service::__private::__export_service_world!(__GatewayServiceExport);
@@ -82,6 +96,151 @@ macro_rules! export_service {
         pub static __GATEWAY_SERVICE_ABI_VERSION: [u8; 4] =
             $crate::service::ABI_VERSION.to_le_bytes();
     };
+}
+
+pub mod kit {
+    //! Small helpers most services write: JSON answers and errors in the
+    //! gateway's error shape, typed reads and writes of the key-value
+    //! store, the query string, RFC 3339 times.
+
+    use super::{kv, Header, Request, Response};
+    use serde::de::DeserializeOwned;
+    use serde::Serialize;
+    use serde_json::{json, Value};
+
+    /// A JSON answer.
+    pub fn answer(status: u16, body: &Value) -> Response {
+        Response {
+            status,
+            headers: vec![Header {
+                name: "content-type".into(),
+                value: "application/json".into(),
+            }],
+            body: body.to_string().into_bytes(),
+        }
+    }
+
+    /// An error answer in the gateway's shape:
+    /// `{"error": {"code", "message"}}`.
+    pub fn error(status: u16, code: &str, message: &str) -> Response {
+        answer(
+            status,
+            &json!({"error": {"code": code, "message": message}}),
+        )
+    }
+
+    /// A stored value with the version it was read at (for
+    /// compare-and-swap).
+    pub struct Read<T> {
+        /// The value.
+        pub value: T,
+        /// Its version.
+        pub version: u64,
+    }
+
+    /// Reads a JSON value; a store failure or a value that is not `T` is
+    /// an error answer.
+    pub fn get<T: DeserializeOwned>(key: &str) -> Result<Option<Read<T>>, Response> {
+        match kv::get(key) {
+            Ok(Some(e)) => serde_json::from_slice(&e.value)
+                .map(|value| {
+                    Some(Read {
+                        value,
+                        version: e.version,
+                    })
+                })
+                .map_err(|e| error(500, "corrupt", &e.to_string())),
+            Ok(None) => Ok(None),
+            Err(e) => Err(store_error(&e)),
+        }
+    }
+
+    /// A write of `value` as JSON that requires version `expect` (0: the
+    /// key must not exist).
+    pub fn put<T: Serialize>(key: &str, value: &T, expect: u64) -> kv::Write {
+        kv::Write {
+            key: key.into(),
+            value: Some(serde_json::to_vec(value).unwrap_or_default()),
+            expect: Some(expect),
+        }
+    }
+
+    /// A delete that requires version `expect`.
+    pub fn remove(key: &str, expect: u64) -> kv::Write {
+        kv::Write {
+            key: key.into(),
+            value: None,
+            expect: Some(expect),
+        }
+    }
+
+    /// The answer to a failed store call: a lost compare-and-swap is
+    /// `409 concurrent_change`, anything else `503 store_failed`.
+    pub fn store_error(e: &kv::KvError) -> Response {
+        match e {
+            kv::KvError::Conflict(_) => error(
+                409,
+                "concurrent_change",
+                "another request changed this at the same time; read it again and retry",
+            ),
+            e => error(503, "store_failed", &format!("{e:?}")),
+        }
+    }
+
+    /// Commits `writes` atomically.
+    pub fn commit(writes: Vec<kv::Write>) -> Result<(), Response> {
+        kv::commit(&writes).map(|_| ()).map_err(|e| store_error(&e))
+    }
+
+    /// The JSON body as `T` (an empty body is `T::default()`), else
+    /// `422 invalid_body`.
+    pub fn body<T: DeserializeOwned + Default>(request: &Request) -> Result<T, Response> {
+        if request.body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(T::default());
+        }
+        serde_json::from_slice(&request.body)
+            .map_err(|e| error(422, "invalid_body", &e.to_string()))
+    }
+
+    /// A query parameter, as sent.
+    pub fn query(request: &Request, name: &str) -> Option<String> {
+        request.query.split('&').find_map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (k == name).then(|| v.to_owned())
+        })
+    }
+
+    /// A request header (case-insensitive name).
+    pub fn header<'a>(request: &'a Request, name: &str) -> Option<&'a str> {
+        request
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value.as_str())
+    }
+
+    /// Milliseconds since the epoch as RFC 3339 (`2026-12-03T08:05:27.000Z`).
+    pub fn iso(ms: u64) -> String {
+        // Days from the epoch to a civil date, without a date library.
+        let secs = ms / 1000;
+        let (days, rest) = (secs / 86_400, secs % 86_400);
+        let z = days as i64 + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z - era * 146_097;
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let d = doy - (153 * mp + 2) / 5 + 1;
+        let m = if mp < 10 { mp + 3 } else { mp - 9 };
+        let y = yoe + era * 400 + i64::from(m <= 2);
+        format!(
+            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+            rest / 3600,
+            rest % 3600 / 60,
+            rest % 60,
+            ms % 1000
+        )
+    }
 }
 
 pub mod http {

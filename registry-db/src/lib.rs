@@ -8,6 +8,7 @@
 
 mod audit;
 mod bindings;
+mod blobs;
 mod changes;
 mod deliveries;
 mod devices;
@@ -25,6 +26,7 @@ mod sql;
 mod types;
 mod users;
 
+pub use blobs::{AppendError, BlobPiece, BlobUpload};
 pub use devices::{Device, DeviceEvent, DeviceHistoryEntry, DeviceState, NewDevice, SessionOwner};
 pub use error::{RegistryError, Result};
 pub use federation_types::{

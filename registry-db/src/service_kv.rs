@@ -1,4 +1,4 @@
-//! The key-value store the host gives service plugins (DRAFT): scoped to a
+//! The key-value store the host gives service plugins: scoped to a
 //! service and a user, every key versioned, writes of one commit atomic and
 //! each able to require the version it read (compare-and-swap).
 

@@ -418,3 +418,41 @@ impl TestGateway {
             .expect("upload")
     }
 }
+
+impl TestGateway {
+    /// The event stream of the device holding `token`.
+    pub async fn inbox(&self, token: &str) -> sse::EventStream {
+        let r = self
+            .client
+            .get(self.url("/v1/devices/current/events"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("event stream");
+        sse::EventStream::new(r)
+    }
+
+    /// A tus `PATCH` of upload `at` announcing `length` bytes from `offset`
+    /// of which only `sent` go out before the connection closes (written on
+    /// a raw socket: a client library would not send half a body).
+    pub async fn cut_patch(
+        &self,
+        token: &str,
+        at: &str,
+        offset: usize,
+        length: usize,
+        sent: &[u8],
+    ) {
+        use tokio::io::AsyncWriteExt;
+        let addr = self.base.trim_start_matches("http://");
+        let mut socket = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let head = format!(
+            "PATCH {at} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\
+             Tus-Resumable: 1.0.0\r\nContent-Type: application/offset+octet-stream\r\n\
+             Upload-Offset: {offset}\r\nContent-Length: {length}\r\n\r\n"
+        );
+        socket.write_all(head.as_bytes()).await.expect("write");
+        socket.write_all(sent).await.expect("write");
+        socket.shutdown().await.expect("shutdown");
+    }
+}

@@ -77,17 +77,6 @@ async fn call(
     (status, body)
 }
 
-async fn inbox(gw: &TestGateway, token: &str) -> EventStream {
-    let r = gw
-        .client
-        .get(gw.url("/v1/devices/current/events"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
-    EventStream::new(r)
-}
-
 async fn open(gw: &TestGateway, token: &str, state: Value) -> String {
     let (status, session) = call(
         gw,
@@ -254,8 +243,8 @@ async fn a_session_moves_from_one_terminal_to_another() {
     assert_eq!(status, StatusCode::CONFLICT, "{other}");
     assert_eq!(other["error"]["code"], "not_holder");
 
-    let mut t2_inbox = inbox(&gw, &t2).await;
-    let mut t1_inbox = inbox(&gw, &t1).await;
+    let mut t2_inbox = gw.inbox(&t2).await;
+    let mut t1_inbox = gw.inbox(&t1).await;
     let asked = switch(&gw, &t1, &sid, json!({"to": "t2"})).await;
     assert_eq!(asked["to"], "t2");
     let offer = offer_in(&mut t2_inbox).await;
@@ -321,7 +310,7 @@ async fn a_switch_is_asked_by_push_by_pull_or_by_the_pairing_chain() {
     let t1 = device(&gw, &alice, "t1").await;
     let t2 = device(&gw, &alice, "t2").await;
     let t3 = device(&gw, &alice, "t3").await;
-    let mut t3_inbox = inbox(&gw, &t3).await;
+    let mut t3_inbox = gw.inbox(&t3).await;
     let sid = open(&gw, &t1, json!({"page": 1})).await;
 
     // Push: the holder names the target.
@@ -378,7 +367,7 @@ async fn a_decline_moves_the_switch_along_the_chain_and_the_log_shows_each_step(
         json!({"chain": ["t1", "t2", "t3"]}),
     )
     .await;
-    let (mut t2_inbox, mut t3_inbox) = (inbox(&gw, &t2).await, inbox(&gw, &t3).await);
+    let (mut t2_inbox, mut t3_inbox) = (gw.inbox(&t2).await, gw.inbox(&t3).await);
     let sid = open(&gw, &t1, json!({"cursor": 42})).await;
     let asked = switch(&gw, &t1, &sid, json!({})).await;
     let wid = asked["switch_id"].as_str().unwrap().to_owned();
@@ -461,9 +450,9 @@ async fn unanswered_offers_expire_and_a_switch_nobody_takes_is_unplaced() {
     let t3 = device(&gw, &alice, "t3").await;
     let t4 = device_on(&gw, &alice, "t4", &["org.example.other"]).await;
     let (mut t1_inbox, mut t3_inbox, mut t4_inbox) = (
-        inbox(&gw, &t1).await,
-        inbox(&gw, &t3).await,
-        inbox(&gw, &t4).await,
+        gw.inbox(&t1).await,
+        gw.inbox(&t3).await,
+        gw.inbox(&t4).await,
     );
     let sid = open(&gw, &t1, json!({"track": 3})).await;
     // t2 is offline: its offer waits in its inbox until the TTL.
@@ -518,7 +507,7 @@ async fn unanswered_offers_expire_and_a_switch_nobody_takes_is_unplaced() {
         .next_of("handoff.offer", Duration::from_millis(300))
         .await
         .is_none());
-    let mut t2_inbox = inbox(&gw, &t2).await;
+    let mut t2_inbox = gw.inbox(&t2).await;
     let late = offer_in(&mut t2_inbox).await;
     assert!(late.data["expires_at"].is_string(), "{}", late.data);
     let (status, too_late) = call(
@@ -823,7 +812,7 @@ async fn a_switch_asked_on_one_node_reaches_a_stream_on_another() {
     let alice = a.user_token("alice").await;
     let t1 = device(&a, &alice, "t1").await;
     let t2 = device(&b, &alice, "t2").await;
-    let mut t2_inbox = inbox(&b, &t2).await;
+    let mut t2_inbox = b.inbox(&t2).await;
     // Concurrent updates through both nodes (PostgreSQL): one wins.
     let raced = open(&a, &t1, json!({})).await;
     concurrent_updates_apply_once(&[&a, &b], &t1, &raced).await;
@@ -858,7 +847,7 @@ async fn the_offer_ttl_comes_from_the_manifest_config() {
     let alice = gw.user_token("alice").await;
     let t1 = device(&gw, &alice, "t1").await;
     device(&gw, &alice, "t2").await;
-    let mut t1_inbox = inbox(&gw, &t1).await;
+    let mut t1_inbox = gw.inbox(&t1).await;
     let sid = open(&gw, &t1, json!({})).await;
     let asked = switch(&gw, &t1, &sid, json!({"to": "t2"})).await;
     let offered_at = chrono::DateTime::parse_from_rfc3339(asked["expires_at"].as_str().unwrap())

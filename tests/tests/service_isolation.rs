@@ -11,7 +11,7 @@
 
 use e2e_tests::{expect_error, hostile_service, mock, TestGateway};
 use gateway::host::service::{
-    DeviceInfo, KvEntry, KvFailure, KvWrite, ServiceBackend, ServiceRequest, ServiceScope,
+    BlobInfo, DeviceInfo, KvEntry, KvFailure, KvWrite, ServiceBackend, ServiceRequest, ServiceScope,
 };
 use gateway::host::{CallError, Grants, HostLimits, PluginHost};
 use reqwest::StatusCode;
@@ -376,6 +376,38 @@ impl ServiceBackend for Nothing {
 
     fn now_ms(&self) -> u64 {
         0
+    }
+
+    fn blob<'s, 'a, 'b, 'c, 'f>(
+        &'s self,
+        _: &'a str,
+        _: &'b str,
+        _: &'c str,
+    ) -> Fut<'f, Option<BlobInfo>>
+    where
+        's: 'f,
+        'a: 'f,
+        'b: 'f,
+        'c: 'f,
+        Self: 'f,
+    {
+        Box::pin(async { None })
+    }
+
+    fn delete_blob<'s, 'a, 'b, 'c, 'f>(
+        &'s self,
+        _: &'a str,
+        _: &'b str,
+        _: &'c str,
+    ) -> Fut<'f, bool>
+    where
+        's: 'f,
+        'a: 'f,
+        'b: 'f,
+        'c: 'f,
+        Self: 'f,
+    {
+        Box::pin(async { false })
     }
 }
 

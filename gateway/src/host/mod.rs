@@ -387,6 +387,25 @@ impl PluginHost {
         })
     }
 
+    /// Runs a service's `on-blob()` for an event of `scope`'s user: the
+    /// plugin's refusal as `Ok(Err(text))`.
+    pub fn on_blob(
+        &self,
+        loaded: &service::LoadedService,
+        grants: Arc<Grants>,
+        scope: service::ServiceScope,
+        notice: service::BlobNotice,
+    ) -> Result<Result<(), String>, CallError> {
+        let user = scope.user_id.clone().unwrap_or_default();
+        let event = service::wit::BlobEvent::from(notice);
+        self.call_sync(grants, Pacing::default(), Some(scope), |s| {
+            Ok(Ok(loaded
+                .pre
+                .instantiate(&mut *s)?
+                .call_on_blob(s, &user, &event)?))
+        })
+    }
+
     fn call_sync<T>(
         &self,
         grants: Arc<Grants>,

@@ -2,6 +2,7 @@
 //! error type. It never touches wasmtime or SQL directly.
 
 pub mod bindings;
+pub mod blobs;
 pub mod changes;
 pub mod deliveries;
 pub mod devices;
@@ -15,6 +16,7 @@ pub mod openapi;
 pub mod services;
 pub mod sessions;
 pub mod streams;
+pub mod tus;
 pub mod users;
 
 use crate::bindings::Bindings;
@@ -50,6 +52,8 @@ pub struct Shared {
     pub devices: Arc<crate::devices::Devices>,
     /// Service plugins.
     pub services: Arc<crate::services::Services>,
+    /// Blobs of service plugins (tus uploads, ranged reads).
+    pub blobs: Arc<crate::blobs::Blobs>,
     /// The process configuration.
     pub config: Config,
     /// Inbound rate limiters.

@@ -8,7 +8,7 @@ use super::extract::{Admin, AuthUser};
 use super::modules::manifest_and_plugin;
 use super::openapi::{AdminAuth, PathId};
 use super::{audit, AppState};
-use crate::host::service::ServiceRequest;
+use crate::host::service::{Capability, ServiceRequest};
 use crate::host::CallError;
 use crate::services::{ServiceError, ServiceManifest, ServiceManifestExt};
 use axum::body::{to_bytes, Body};
@@ -182,6 +182,10 @@ pub async fn route_to_service(
     };
     let method = parts.method.as_str().to_owned();
     let service = state.services.mounted(&id).await?;
+    let blobs = service.grants(Capability::Blobs);
+    if blobs && super::tus::is_tus_path(&below) {
+        return Ok(super::tus::handle(&state, &id, &below, parts, body).await);
+    }
     let caller = if service.is_public(&method, &below) {
         None
     } else {
@@ -213,9 +217,20 @@ pub async fn route_to_service(
             })
             .collect(),
         body: body.to_vec(),
-        caller,
+        caller: caller.clone(),
     };
     let answer = state.services.call(service, request).await?;
+    // A blob the answer names is sent in its place (grant `blobs`).
+    if let (true, Some(blob), Some((user, device))) =
+        (blobs, super::blobs::named_blob(&answer), caller)
+    {
+        let owner = crate::blobs::Owner {
+            service: id,
+            user,
+            device,
+        };
+        return super::blobs::download(&state, owner, &blob, &parts.headers, answer).await;
+    }
     let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_GATEWAY);
     let mut response = (status, answer.body).into_response();
     for (name, value) in answer.headers {

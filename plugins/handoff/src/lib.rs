@@ -14,8 +14,10 @@ pub mod machine;
 #[cfg(target_arch = "wasm32")]
 mod glue {
     use crate::machine::{DeviceInfo, Notice, Refusal, Session, Switch, SwitchStatus};
+    use plugin_sdk::service::kit::{
+        answer, body, commit, error, get, iso, put, query, store_error as commit_error,
+    };
     use plugin_sdk::service::{devices, events, kv, timers, Request, Response, Service};
-    use serde::de::DeserializeOwned;
     use serde::{Deserialize, Serialize};
     use serde_json::{json, Value};
     use std::cell::RefCell;
@@ -46,24 +48,6 @@ mod glue {
             .map_or(OFFER_TTL_MS, |secs| secs.clamp(1, 3600) * 1000)
     }
 
-    fn answer(status: u16, body: &Value) -> Response {
-        Response {
-            status,
-            headers: vec![plugin_sdk::service::Header {
-                name: "content-type".into(),
-                value: "application/json".into(),
-            }],
-            body: body.to_string().into_bytes(),
-        }
-    }
-
-    fn error(status: u16, code: &str, message: &str) -> Response {
-        answer(
-            status,
-            &json!({"error": {"code": code, "message": message}}),
-        )
-    }
-
     fn refusal(r: Refusal) -> Response {
         match r {
             Refusal::StateTooLarge(n) => error(
@@ -91,57 +75,6 @@ mod glue {
 
     fn now() -> u64 {
         plugin_sdk::service::clock::now_ms()
-    }
-
-    fn iso(ms: u64) -> String {
-        // RFC 3339 without a date library: days from the epoch, civil date.
-        let secs = ms / 1000;
-        let (days, rest) = (secs / 86_400, secs % 86_400);
-        let z = days as i64 + 719_468;
-        let era = z.div_euclid(146_097);
-        let doe = z - era * 146_097;
-        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-        let mp = (5 * doy + 2) / 153;
-        let d = doy - (153 * mp + 2) / 5 + 1;
-        let m = if mp < 10 { mp + 3 } else { mp - 9 };
-        let y = yoe + era * 400 + i64::from(m <= 2);
-        format!(
-            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
-            rest / 3600,
-            rest % 3600 / 60,
-            rest % 60,
-            ms % 1000
-        )
-    }
-
-    /// A stored value with the version it was read at.
-    struct Read<T> {
-        value: T,
-        version: u64,
-    }
-
-    fn get<T: DeserializeOwned>(key: &str) -> Result<Option<Read<T>>, Response> {
-        match kv::get(key) {
-            Ok(Some(e)) => serde_json::from_slice(&e.value)
-                .map(|value| {
-                    Some(Read {
-                        value,
-                        version: e.version,
-                    })
-                })
-                .map_err(|e| error(500, "corrupt", &e.to_string())),
-            Ok(None) => Ok(None),
-            Err(e) => Err(error(503, "store_failed", &format!("{e:?}"))),
-        }
-    }
-
-    fn put<T: Serialize>(key: &str, value: &T, expect: u64) -> kv::Write {
-        kv::Write {
-            key: key.into(),
-            value: Some(serde_json::to_vec(value).unwrap_or_default()),
-            expect: Some(expect),
-        }
     }
 
     /// Stored answers of idempotent requests.
@@ -190,29 +123,6 @@ mod glue {
         }
     }
 
-    fn commit_error(e: &kv::KvError) -> Response {
-        match e {
-            kv::KvError::Conflict(_) => error(
-                409,
-                "concurrent_change",
-                "another request changed this at the same time; read it again and retry",
-            ),
-            e => error(503, "store_failed", &format!("{e:?}")),
-        }
-    }
-
-    fn commit(writes: Vec<kv::Write>) -> Result<(), Response> {
-        match kv::commit(&writes) {
-            Ok(_) => Ok(()),
-            Err(kv::KvError::Conflict(_)) => Err(error(
-                409,
-                "concurrent_change",
-                "another request changed this at the same time; read it again and retry",
-            )),
-            Err(e) => Err(error(503, "store_failed", &format!("{e:?}"))),
-        }
-    }
-
     /// Log entries per page of `GET .../log`, counted in steps.
     const LOG_PAGE: u32 = 200;
 
@@ -238,14 +148,6 @@ mod glue {
             e.extend(extra.clone());
         }
         e
-    }
-
-    fn body<T: DeserializeOwned + Default>(request: &Request) -> Result<T, Response> {
-        if request.body.iter().all(u8::is_ascii_whitespace) {
-            return Ok(T::default());
-        }
-        serde_json::from_slice(&request.body)
-            .map_err(|e| error(422, "invalid_body", &e.to_string()))
     }
 
     fn session_view(s: &Session) -> Value {
@@ -609,13 +511,6 @@ mod glue {
             ));
         }
         Ok(Some(format!("idem/{device}/{}", h.value)))
-    }
-
-    fn query(request: &Request, name: &str) -> Option<String> {
-        request.query.split('&').find_map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (k == name).then(|| v.to_owned())
-        })
     }
 
     impl Service for Handoff {

@@ -19,6 +19,9 @@ impl Host for CallState {
                 name: d.name,
                 capabilities: d.capabilities,
                 active: d.active,
+                ip: d.ip,
+                port: d.port,
+                last_seen_ms: d.last_seen_ms,
             })
             .collect()
     }

@@ -1,4 +1,4 @@
-//! Service plugins (DRAFT): the `gateway:service@1.0.0` world on the same
+//! Service plugins: the `gateway:service@1.0.0` world on the same
 //! engine, isolation and WASI as connectors (`CallState`), plus the host
 //! capabilities a service's manifest grants, one module each. A plugin that
 //! imports a capability its manifest does not grant does not link: it is
@@ -7,6 +7,7 @@
 //! Capabilities reach the gateway's storage and devices through
 //! [`ServiceBackend`], so this module stays free of the registry and HTTP.
 
+mod blobs;
 mod clock;
 mod config;
 mod devices;
@@ -53,11 +54,15 @@ pub enum Capability {
     Log,
     /// `gateway:service/clock`.
     Clock,
+    /// `gateway:service/blobs`, and the host's tus upload endpoint at the
+    /// service's `/uploads` and blob downloads (the bytes never pass
+    /// through the plugin).
+    Blobs,
 }
 
 impl Capability {
     /// Every capability, by its manifest name.
-    pub const ALL: [(&'static str, Capability); 7] = [
+    pub const ALL: [(&'static str, Capability); 8] = [
         ("kv", Capability::Kv),
         ("devices", Capability::Devices),
         ("events", Capability::Events),
@@ -65,6 +70,7 @@ impl Capability {
         ("http", Capability::Http),
         ("log", Capability::Log),
         ("clock", Capability::Clock),
+        ("blobs", Capability::Blobs),
     ];
 
     /// The capability of a manifest name.
@@ -94,6 +100,9 @@ impl Capability {
             Capability::Log => gateway::service::log::add_to_linker::<_, HasSelf<_>>(linker, same),
             Capability::Clock => {
                 gateway::service::clock::add_to_linker::<_, HasSelf<_>>(linker, same)
+            }
+            Capability::Blobs => {
+                gateway::service::blobs::add_to_linker::<_, HasSelf<_>>(linker, same)
             }
         }
     }
@@ -148,6 +157,12 @@ pub struct DeviceInfo {
     pub capabilities: Vec<String>,
     /// Active now.
     pub active: bool,
+    /// Last network address seen.
+    pub ip: Option<String>,
+    /// Port it listens on for direct transfers, if it said.
+    pub port: Option<u16>,
+    /// Last seen, in milliseconds since the epoch.
+    pub last_seen_ms: u64,
 }
 
 /// What the capabilities do, provided by the gateway (the registry and the
@@ -193,6 +208,93 @@ pub trait ServiceBackend: Send + Sync + 'static {
     async fn cancel(&self, service: &str, user: &str, name: &str);
     /// Now, in milliseconds (the gateway's clock, injected in tests).
     fn now_ms(&self) -> u64;
+    /// A blob of the user's in the service.
+    async fn blob(&self, service: &str, user: &str, id: &str) -> Option<BlobInfo>;
+    /// Deletes a blob of the user's; whether it existed.
+    async fn delete_blob(&self, service: &str, user: &str, id: &str) -> bool;
+}
+
+/// A blob as a service sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobInfo {
+    /// Upload id.
+    pub id: String,
+    /// Announced length.
+    pub length: u64,
+    /// Bytes stored.
+    pub offset: u64,
+    /// Hex sha256, once complete.
+    pub sha256: Option<String>,
+}
+
+/// What happened to a blob, as `on-blob` hears it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlobNoticeKind {
+    /// A client created an upload (the plugin may refuse it).
+    Created,
+    /// A request's bytes started to arrive.
+    Started,
+    /// A request's bytes are stored; more are to come.
+    Stored,
+    /// A request ended early.
+    Interrupted,
+    /// Every byte is stored.
+    Completed,
+    /// Left incomplete past its expiry and removed.
+    Expired,
+    /// Ended by its uploader.
+    Terminated,
+    /// A download started.
+    DownloadStarted,
+    /// A download sent the last byte.
+    DownloadDone,
+    /// A download broke.
+    DownloadBroken,
+}
+
+/// One blob event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobNotice {
+    /// What happened.
+    pub kind: BlobNoticeKind,
+    /// The upload.
+    pub upload_id: String,
+    /// The device acting.
+    pub device_id: Option<String>,
+    /// Bytes stored (uploads) or where the download starts.
+    pub offset: u64,
+    /// The blob's length.
+    pub length: u64,
+    /// The upload's metadata.
+    pub metadata: Vec<(String, String)>,
+    /// Hex sha256, once complete.
+    pub sha256: Option<String>,
+}
+
+impl From<BlobNotice> for wit::BlobEvent {
+    fn from(n: BlobNotice) -> Self {
+        use wit::BlobEventKind as K;
+        wit::BlobEvent {
+            kind: match n.kind {
+                BlobNoticeKind::Created => K::Created,
+                BlobNoticeKind::Started => K::Started,
+                BlobNoticeKind::Stored => K::Stored,
+                BlobNoticeKind::Interrupted => K::Interrupted,
+                BlobNoticeKind::Completed => K::Completed,
+                BlobNoticeKind::Expired => K::Expired,
+                BlobNoticeKind::Terminated => K::Terminated,
+                BlobNoticeKind::DownloadStarted => K::DownloadStarted,
+                BlobNoticeKind::DownloadDone => K::DownloadDone,
+                BlobNoticeKind::DownloadBroken => K::DownloadBroken,
+            },
+            upload_id: n.upload_id,
+            device_id: n.device_id,
+            offset: n.offset,
+            length: n.length,
+            metadata: n.metadata,
+            sha256: n.sha256,
+        }
+    }
 }
 
 /// Who a service call acts for, and how its capabilities reach the gateway.
