@@ -3,7 +3,8 @@
 use crate::client::ClientError;
 use crate::store::Store;
 use crate::{
-    account, device, handoff, report, scan, watch, Context, MonitorError, Outcome, EXIT_ERROR,
+    account, device, files, handoff, report, scan, watch, Context, MonitorError, Outcome,
+    EXIT_ERROR,
 };
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -56,6 +57,13 @@ enum Command {
     /// This terminal as one of your devices: `device register`, `device list`.
     #[command(subcommand)]
     Device(device::DeviceCommand),
+    /// The control list: your devices, active or silent, with their last
+    /// address and port (the same as `device list`).
+    Devices,
+    /// Files shared between your devices (the gateway's files service;
+    /// needs `monitor device register` first).
+    #[command(subcommand)]
+    Files(files::FilesCommand),
     /// Hand an application session from one terminal to another (the
     /// gateway's handoff service; needs `monitor device register` first).
     #[command(subcommand)]
@@ -131,6 +139,8 @@ async fn dispatch(ctx: &Context, command: &Command) -> Result<Outcome, MonitorEr
         Command::Scan(args) => scan::scan(ctx, args).await,
         Command::Status(args) => report::status(ctx, args).await,
         Command::Device(command) => device::device(ctx, command).await,
+        Command::Devices => device::list(ctx).await,
+        Command::Files(command) => files::files(ctx, command).await,
         Command::Handoff(command) => handoff::handoff(ctx, command).await,
     }
 }

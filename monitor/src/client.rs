@@ -125,7 +125,7 @@ impl Client {
 
     /// A request with the session token and no overall time limit (for
     /// event streams, which last as long as the delivery).
-    fn untimed(&self, method: reqwest::Method, path: &str) -> RequestBuilder {
+    pub(crate) fn untimed(&self, method: reqwest::Method, path: &str) -> RequestBuilder {
         let builder = self.http.request(method, format!("{}{path}", self.server));
         match &self.token {
             Some(token) => builder.bearer_auth(token),
@@ -133,11 +133,14 @@ impl Client {
         }
     }
 
-    fn request(&self, method: reqwest::Method, path: &str) -> RequestBuilder {
+    pub(crate) fn request(&self, method: reqwest::Method, path: &str) -> RequestBuilder {
         self.untimed(method, path).timeout(REQUEST_TIMEOUT)
     }
 
-    async fn send(&self, builder: RequestBuilder) -> Result<reqwest::Response, ClientError> {
+    pub(crate) async fn send(
+        &self,
+        builder: RequestBuilder,
+    ) -> Result<reqwest::Response, ClientError> {
         let response = builder.send().await.map_err(|e| self.unreachable(e))?;
         let status = response.status();
         if status.is_success() {
@@ -182,7 +185,10 @@ impl Client {
         }
     }
 
-    async fn json<T: DeserializeOwned>(&self, builder: RequestBuilder) -> Result<T, ClientError> {
+    pub(crate) async fn json<T: DeserializeOwned>(
+        &self,
+        builder: RequestBuilder,
+    ) -> Result<T, ClientError> {
         let response = self.send(builder).await?;
         response.json().await.map_err(|e| ClientError::Protocol {
             server: self.server.clone(),
@@ -558,7 +564,7 @@ fn credentials(username: &str, password: &str) -> Credentials {
 }
 
 /// Percent-encodes a path segment (ids are opaque strings).
-fn segment(s: &str) -> String {
+pub(crate) fn segment(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {

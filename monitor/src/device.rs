@@ -136,8 +136,13 @@ pub async fn list(ctx: &Context) -> Result<Outcome, MonitorError> {
         } else {
             ""
         };
+        let address = match (&d.ip, d.port) {
+            (Some(ip), Some(port)) => format!(" at {ip} port {port}"),
+            (Some(ip), None) => format!(" at {ip}"),
+            _ => String::new(),
+        };
         println!(
-            "{:<24} {:<6} {} ({}), last seen {}{capabilities}{marker}",
+            "{:<24} {:<6} {} ({}), last seen {}{address}{capabilities}{marker}",
             d.id,
             d.state,
             d.name,

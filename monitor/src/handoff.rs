@@ -347,6 +347,44 @@ fn describe(kind: &str, data: &Value) -> String {
                 .unwrap_or("unknown platform"),
         ),
         "device.left" => format!("{} was removed from your devices", field(data, "device")),
+        "files.upload.order" => format!(
+            "upload order {} from {}: {} ({})",
+            field(data, "order_id"),
+            field(data, "from"),
+            data.get("paths")
+                .and_then(Value::as_array)
+                .map(|p| p
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", "))
+                .unwrap_or_default(),
+            match (field(data, "route"), data.get("target")) {
+                ("direct", Some(t)) => format!(
+                    "direct: both on one network, this device at {} port {}",
+                    t.get("ip").and_then(Value::as_str).unwrap_or("?"),
+                    t.get("port").unwrap_or(&Value::Null)
+                ),
+                _ => "relayed through the gateway".to_owned(),
+            }
+        ),
+        "files.file.updated" => format!(
+            "{} ({}) is {}",
+            field(data, "name"),
+            field(data, "id"),
+            field(data, "status")
+        ),
+        "files.file.available" => format!(
+            "{} is uploaded: `monitor files get {}`",
+            field(data, "name"),
+            field(data, "id")
+        ),
+        "files.file.reupload" => format!(
+            "{} ({}) is to be uploaded again",
+            field(data, "name"),
+            field(data, "id")
+        ),
+        "files.file.deleted" => format!("file {} was deleted", field(data, "id")),
         _ => data.to_string(),
     }
 }
@@ -365,7 +403,9 @@ enum Handled {
     Stop,
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn handle(
+    store: &crate::store::Store,
     device: &Device,
     client: &Client,
     answer: Answer<'_>,
@@ -376,6 +416,9 @@ async fn handle(
 ) -> Result<Handled, MonitorError> {
     let number = id.map(|id| format!("#{id} ")).unwrap_or_default();
     println!("{number}{kind}: {}", describe(kind, data));
+    if kind == "files.upload.order" {
+        return upload_order(store, client, answer, data).await;
+    }
     if kind != "handoff.offer" {
         return Ok(Handled::Done { offer: false });
     }
@@ -447,6 +490,65 @@ async fn handle(
             Ok(Handled::Done { offer: true })
         }
     }
+}
+
+/// Answers an upload order (R2): with `--accept` (or yes when asked) the
+/// ordered files of this device go up through the gateway, like `files
+/// upload`; the ordering device sees them in its list (R3).
+async fn upload_order(
+    store: &crate::store::Store,
+    client: &Client,
+    answer: Answer<'_>,
+    data: &Value,
+) -> Result<Handled, MonitorError> {
+    let paths: Vec<PathBuf> = data
+        .get("paths")
+        .and_then(Value::as_array)
+        .map(|p| {
+            p.iter()
+                .filter_map(Value::as_str)
+                .map(PathBuf::from)
+                .collect()
+        })
+        .unwrap_or_default();
+    let go = match answer {
+        Answer::Accept => true,
+        Answer::Decline(_) | Answer::Leave => {
+            println!(
+                "upload them with `monitor files upload {}`",
+                paths
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            );
+            false
+        }
+        Answer::Ask => {
+            let question = format!(
+                "upload the {} file(s) {} asked for?",
+                paths.len(),
+                field(data, "from")
+            );
+            let asked = tokio::task::spawn_blocking(move || prompt::confirm(&question));
+            tokio::select! {
+                joined = asked => joined.map_err(|e| MonitorError::Usage(e.to_string()))??,
+                _ = tokio::signal::ctrl_c() => return Ok(Handled::Stop),
+            }
+        }
+    };
+    if go {
+        match crate::files::upload(store, client, &paths).await {
+            Ok(ids) => println!(
+                "order {}: uploaded {} file(s)",
+                field(data, "order_id"),
+                ids.len()
+            ),
+            Err(MonitorError::Client(e)) if e.is_transient() => return Ok(Handled::Retry(e)),
+            Err(e) => eprintln!("order {}: {e}", field(data, "order_id")),
+        }
+    }
+    Ok(Handled::Done { offer: true })
 }
 
 /// Moves the inbox position forward to `handled` (kept in `inbox.json`).
@@ -579,19 +681,22 @@ async fn listen(
                 .into());
             }
             // Every event before this one was handled.
-            let (handled, reconnect) =
-                match handle(device, client, answer, args.once, id, &kind, &data).await? {
-                    Handled::Stop => return Ok(Outcome::Done),
-                    Handled::Retry(e) => {
-                        eprintln!("{e}; the offer is read again once the gateway answers");
-                        (id.map(|id| id.saturating_sub(1)), true)
-                    }
-                    Handled::Done { offer } if offer && args.once => {
-                        save_cursor(ctx, device, &mut cursor, id)?;
-                        return Ok(Outcome::Done);
-                    }
-                    Handled::Done { .. } => (id, false),
-                };
+            let (handled, reconnect) = match handle(
+                &ctx.store, device, client, answer, args.once, id, &kind, &data,
+            )
+            .await?
+            {
+                Handled::Stop => return Ok(Outcome::Done),
+                Handled::Retry(e) => {
+                    eprintln!("{e}; the offer is read again once the gateway answers");
+                    (id.map(|id| id.saturating_sub(1)), true)
+                }
+                Handled::Done { offer } if offer && args.once => {
+                    save_cursor(ctx, device, &mut cursor, id)?;
+                    return Ok(Outcome::Done);
+                }
+                Handled::Done { .. } => (id, false),
+            };
             save_cursor(ctx, device, &mut cursor, handled)?;
             if reconnect {
                 break;

@@ -17,6 +17,7 @@ pub mod account;
 pub mod cli;
 pub mod client;
 pub mod device;
+pub mod files;
 pub mod handoff;
 pub mod profile;
 pub mod prompt;

@@ -112,6 +112,18 @@ pub struct Device {
     pub token: String,
 }
 
+/// An upload `files upload` began: where it lives on the gateway, for the
+/// next run to resume it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PendingUpload {
+    /// Gateway URL.
+    pub server: String,
+    /// The file's record.
+    pub file_id: String,
+    /// The tus upload URL (path on the server).
+    pub upload: String,
+}
+
 /// Where `monitor handoff inbox` stopped reading the device's event stream
 /// (`inbox.json`): the id of the last event it handled, sent as
 /// `Last-Event-ID` when it starts again.
@@ -234,6 +246,20 @@ impl Store {
     /// Remembers the last inbox event handled.
     pub fn save_inbox_cursor(&self, cursor: &InboxCursor) -> Result<(), StoreError> {
         write_json(&self.path("inbox.json"), cursor)
+    }
+
+    /// Uploads begun by `files upload` and not finished, by file (path,
+    /// size and modification time), for resuming them (`uploads.json`).
+    pub fn uploads(&self) -> Result<BTreeMap<String, PendingUpload>, StoreError> {
+        Ok(read_json(&self.path("uploads.json"))?.unwrap_or_default())
+    }
+
+    /// Saves the unfinished uploads.
+    pub fn save_uploads(
+        &self,
+        uploads: &BTreeMap<String, PendingUpload>,
+    ) -> Result<(), StoreError> {
+        write_json(&self.path("uploads.json"), uploads)
     }
 
     /// The local copy of the bindings.
