@@ -5,6 +5,8 @@
 #   - ejabberd (XMPP) from Debian's packages
 #   - tuspy, the tus project's Python client, from PyPI into
 #     target/test-servers/clients-venv (tests/clients/*.py run with it)
+# The S3-compatible server (moto, from PyPI) is installed and started by
+# scripts/s3-server.sh, which the tests that need it call themselves.
 # Idempotent: does nothing when both are present. The tests start and stop
 # their own instances (own config, free ports, temp dirs).
 set -euo pipefail

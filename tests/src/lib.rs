@@ -456,3 +456,35 @@ impl TestGateway {
         socket.shutdown().await.expect("shutdown");
     }
 }
+
+/// The S3-compatible server of the tests (moto, from PyPI), started by
+/// `scripts/s3-server.sh` on loopback if it is not running: its base URL
+/// and bucket. Outside CI its absence (no PyPI) skips the S3 part (with a
+/// note); under `CI=true` it fails.
+pub fn s3_server() -> Option<(String, String)> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/s3-server.sh");
+    let out = Command::new("bash").arg(&script).arg("start").output();
+    match out {
+        Ok(out) if out.status.success() => {
+            let text = String::from_utf8_lossy(&out.stdout);
+            let line = text
+                .lines()
+                .find_map(|l| l.strip_prefix("S3 test server: "))
+                .unwrap_or_else(|| panic!("unexpected output of s3-server.sh: {text}"));
+            let (url, bucket) = line.split_once(" bucket ").expect("url and bucket");
+            Some((url.to_owned(), bucket.to_owned()))
+        }
+        other => {
+            let why = match other {
+                Ok(out) => String::from_utf8_lossy(&out.stderr).into_owned(),
+                Err(e) => e.to_string(),
+            };
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "CI=true requires the S3 test server: {why}"
+            );
+            eprintln!("no S3 test server ({why}): S3 part skipped (outside CI only)");
+            None
+        }
+    }
+}

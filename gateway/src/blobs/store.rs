@@ -3,9 +3,11 @@
 //! (`s3://bucket[/prefix]`) when several gateway processes share the blobs.
 //! For S3 the crate's `AWS_*` environment variables apply (`AWS_ENDPOINT`,
 //! `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`,
-//! `AWS_ALLOW_HTTP` for a plain-HTTP endpoint on a private network).
+//! `AWS_ALLOW_HTTP` for a plain-HTTP endpoint on a private network), and
+//! settings that are not secret may ride in the URL's query with the same
+//! names (`s3://bucket/prefix?endpoint=http://10.0.0.5:9000&region=eu-west-1&allow_http=true`).
 
-use object_store::aws::AmazonS3Builder;
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::local::LocalFileSystem;
 use object_store::prefix::PrefixStore;
 use object_store::ObjectStore;
@@ -48,11 +50,23 @@ pub fn open(url: Option<&str>, data_dir: &Path) -> Result<Arc<dyn ObjectStore>, 
             if let Some(path) = url.strip_prefix("file://") {
                 folder(url, Path::new(path))
             } else if let Some(rest) = url.strip_prefix("s3://") {
+                let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
                 let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-                let s3 = AmazonS3Builder::from_env()
-                    .with_bucket_name(bucket)
-                    .build()
-                    .map_err(|e| fail(url, e.to_string()))?;
+                let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
+                for pair in query.split('&').filter(|p| !p.is_empty()) {
+                    let (key, value) = pair.split_once('=').unwrap_or((pair, "true"));
+                    if key.contains("secret") || key.contains("token") {
+                        return Err(fail(
+                            url,
+                            format!("{key} belongs in the environment (AWS_*), not in the URL"),
+                        ));
+                    }
+                    let key: AmazonS3ConfigKey = key
+                        .parse()
+                        .map_err(|_| fail(url, format!("unknown S3 setting {key:?}")))?;
+                    builder = builder.with_config(key, value);
+                }
+                let s3 = builder.build().map_err(|e| fail(url, e.to_string()))?;
                 let prefix = prefix.trim_matches('/');
                 if prefix.is_empty() {
                     Ok(Arc::new(s3))
