@@ -34,7 +34,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use common::{handoff_wasm, percentiles, rss_bytes};
+use common::{handoff_wasm, open_stream, percentiles, rss_bytes, Seen};
 use futures::StreamExt;
 use gateway::http::extract::AuthUser;
 use gateway::http::AppState;
@@ -54,8 +54,8 @@ const APP: &str = "org.example.editor";
 /// Longest wait for any one event before the bench gives up.
 const WAIT: Duration = Duration::from_secs(30);
 /// The gateway's cap on event streams per user
-/// (`gateway::http::streams::MAX_STREAMS_PER_USER`, a constant, not a
-/// `Config` field): the fan-out spreads its devices over users of this many.
+/// (`DeviceLimits::max_streams_per_user`, by default
+/// `gateway::http::streams::MAX_STREAMS_PER_USER`): the fan-out spreads its devices over users of this many.
 const STREAMS_PER_USER: usize = gateway::http::streams::MAX_STREAMS_PER_USER;
 
 /// Whether `item` is in the comma-separated list `var` (all when unset).
@@ -429,66 +429,6 @@ async fn register_device(
         .as_str()
         .unwrap()
         .to_owned()
-}
-
-/// One event read from a device's stream, stamped when its blank line was
-/// parsed.
-struct Seen {
-    stream: usize,
-    event: String,
-    data: String,
-    at: Instant,
-}
-
-/// Opens the inbox stream of the device `token` and passes every event to
-/// `tx`, tagged `stream`, until the stream ends or the task is aborted.
-async fn open_stream(
-    client: &reqwest::Client,
-    base: &str,
-    token: &str,
-    stream: usize,
-    tx: mpsc::UnboundedSender<Seen>,
-) -> JoinHandle<()> {
-    let r = client
-        .get(format!("{base}/v1/devices/current/events"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
-    tokio::spawn(async move {
-        let mut body = r.bytes_stream();
-        let mut buf: Vec<u8> = Vec::new();
-        let (mut event, mut data) = (String::new(), String::new());
-        while let Some(Ok(chunk)) = body.next().await {
-            buf.extend_from_slice(&chunk);
-            while let Some(nl) = buf.iter().position(|b| *b == b'\n') {
-                let line: Vec<u8> = buf.drain(..=nl).collect();
-                let line = String::from_utf8_lossy(&line);
-                let line = line.trim_end_matches(['\n', '\r']);
-                if line.is_empty() {
-                    if !event.is_empty() || !data.is_empty() {
-                        let seen = Seen {
-                            stream,
-                            event: std::mem::take(&mut event),
-                            data: std::mem::take(&mut data),
-                            at: Instant::now(),
-                        };
-                        if tx.send(seen).is_err() {
-                            return;
-                        }
-                    }
-                } else if let Some(v) = line.strip_prefix("event:") {
-                    event = v.trim_start().to_owned();
-                } else if let Some(v) = line.strip_prefix("data:") {
-                    if !data.is_empty() {
-                        data.push('\n');
-                    }
-                    data.push_str(v.strip_prefix(' ').unwrap_or(v));
-                }
-            }
-        }
-    })
 }
 
 /// The next event of stream `stream` named `event` whose data contains

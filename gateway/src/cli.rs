@@ -94,6 +94,10 @@ pub struct ServeArgs {
     /// Uploaded files each user may keep per service.
     #[arg(long, env = "GATEWAY_BLOB_QUOTA_FILES", default_value_t = crate::blobs::BlobLimits::default().user_blobs)]
     blob_quota_files: u64,
+    /// Event streams (device inboxes, change streams) one user may hold open
+    /// at once.
+    #[arg(long, env = "GATEWAY_MAX_STREAMS_PER_USER", default_value_t = crate::http::streams::MAX_STREAMS_PER_USER)]
+    max_streams_per_user: usize,
     /// Hours an incomplete upload may resume; then it is removed.
     #[arg(long, env = "GATEWAY_UPLOAD_RESUME_HOURS", default_value_t = 24)]
     upload_resume_hours: u64,
@@ -168,6 +172,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.host_limits.allow_private_dns = args.allow_private_dns;
     config.media.quota_bytes = args.media_quota_bytes;
     config.media.retention = std::time::Duration::from_secs(args.media_retention_hours * 3600);
+    config.devices.max_streams_per_user = args.max_streams_per_user;
     config.blobs.max_length = args.blob_max_bytes;
     config.blobs.user_bytes = args.blob_quota_bytes;
     config.blobs.user_blobs = args.blob_quota_files;

@@ -29,6 +29,9 @@ pub struct DeviceLimits {
     /// An open inbox stream re-reads its inbox this often even when nothing
     /// woke it (a safety net under the wake-ups and PostgreSQL notices).
     pub stream_recheck: Duration,
+    /// Event streams (device inboxes and change streams) one user may hold
+    /// open at once.
+    pub max_streams_per_user: usize,
 }
 
 impl Default for DeviceLimits {
@@ -40,6 +43,7 @@ impl Default for DeviceLimits {
             keep_delivered: Duration::from_secs(24 * 3600),
             tidy_every: Duration::from_secs(10),
             stream_recheck: Duration::from_secs(15),
+            max_streams_per_user: crate::http::streams::MAX_STREAMS_PER_USER,
         }
     }
 }

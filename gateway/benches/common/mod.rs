@@ -1,8 +1,12 @@
 //! Helpers shared by the benchmarks.
 #![allow(dead_code)]
 
+use futures::StreamExt;
 use std::path::Path;
 use std::process::Command;
+use std::time::Instant;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
 /// Builds the webhook connector (release, wasm32-wasip2) and returns it.
 pub fn webhook_wasm() -> Vec<u8> {
@@ -65,4 +69,74 @@ pub fn percentiles(
 /// of its own under `plugins/handoff`) and returns the component.
 pub fn handoff_wasm() -> Vec<u8> {
     plugin_wasm("../plugins/handoff", "handoff-service")
+}
+
+/// One event read from a device's stream, stamped when its blank line was
+/// parsed.
+pub struct Seen {
+    /// The stream's number.
+    pub stream: usize,
+    /// `event:`.
+    pub event: String,
+    /// `data:`.
+    pub data: String,
+    /// When its blank line was parsed.
+    pub at: Instant,
+}
+
+/// Opens the inbox stream of the device `token` and passes every event to
+/// `tx`, tagged `stream`, until the stream ends or the task is aborted.
+pub async fn open_stream(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+    stream: usize,
+    tx: mpsc::UnboundedSender<Seen>,
+) -> JoinHandle<()> {
+    let r = client
+        .get(format!("{base}/v1/devices/current/events"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    tokio::spawn(async move {
+        let mut body = r.bytes_stream();
+        let mut buf: Vec<u8> = Vec::new();
+        let (mut event, mut data) = (String::new(), String::new());
+        while let Some(Ok(chunk)) = body.next().await {
+            buf.extend_from_slice(&chunk);
+            while let Some(nl) = buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = buf.drain(..=nl).collect();
+                let line = String::from_utf8_lossy(&line);
+                let line = line.trim_end_matches(['\n', '\r']);
+                if line.is_empty() {
+                    if !event.is_empty() || !data.is_empty() {
+                        let seen = Seen {
+                            stream,
+                            event: std::mem::take(&mut event),
+                            data: std::mem::take(&mut data),
+                            at: Instant::now(),
+                        };
+                        if tx.send(seen).is_err() {
+                            return;
+                        }
+                    }
+                } else if let Some(v) = line.strip_prefix("event:") {
+                    event = v.trim_start().to_owned();
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    if !data.is_empty() {
+                        data.push('\n');
+                    }
+                    data.push_str(v.strip_prefix(' ').unwrap_or(v));
+                }
+            }
+        }
+    })
+}
+
+/// Builds the files service plugin (release, wasm32-wasip2; a workspace of
+/// its own under `plugins/files`) and returns the component.
+pub fn files_wasm() -> Vec<u8> {
+    plugin_wasm("../plugins/files", "files-service")
 }

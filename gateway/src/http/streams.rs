@@ -7,8 +7,9 @@ use axum::http::StatusCode;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-/// Event streams one user may hold open at once (each holds a connection
-/// and reads the database while its change is pending).
+/// Event streams one user may hold open at once by default (each holds a
+/// connection and reads the database while its change is pending);
+/// `DeviceLimits::max_streams_per_user` sets it.
 pub const MAX_STREAMS_PER_USER: usize = 16;
 
 /// Open event streams per user.
@@ -16,10 +17,10 @@ pub const MAX_STREAMS_PER_USER: usize = 16;
 pub struct OpenStreams(std::sync::Mutex<HashMap<String, usize>>);
 
 impl OpenStreams {
-    fn open(self: &Arc<Self>, user_id: &str) -> Option<StreamSlot> {
+    fn open(self: &Arc<Self>, user_id: &str, max: usize) -> Option<StreamSlot> {
         let mut open = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let count = open.entry(user_id.to_owned()).or_default();
-        if *count >= MAX_STREAMS_PER_USER {
+        if *count >= max {
             return None;
         }
         *count += 1;
@@ -43,13 +44,14 @@ impl Drop for StreamSlot {
 }
 
 /// A place for one more stream of the user; `429 too_many_streams` when
-/// they hold [`MAX_STREAMS_PER_USER`].
+/// they hold as many as the configuration allows.
 pub fn open(state: &AppState, user_id: &str) -> Result<StreamSlot, ApiError> {
-    state.streams.open(user_id).ok_or_else(|| {
+    let max = state.config.devices.max_streams_per_user;
+    state.streams.open(user_id, max).ok_or_else(|| {
         ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "too_many_streams",
-            format!("at most {MAX_STREAMS_PER_USER} event streams at once; close one first"),
+            format!("at most {max} event streams at once; close one first"),
         )
     })
 }
