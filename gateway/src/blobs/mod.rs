@@ -314,13 +314,13 @@ impl Blobs {
         }
     }
 
-    /// Appends the bytes of `body` at `offset`, which must be where the
-    /// upload stands. Bytes of a body that ends early are kept (unless a
-    /// checksum was sent: then it cannot hold, and the piece is dropped).
+    /// Appends the bytes of `body` to `upload` (as [`Blobs::status`] read
+    /// it for its owner) at `offset`, which must be where the upload stands.
+    /// Bytes of a body that ends early are kept (unless a checksum was sent:
+    /// then it cannot hold, and the piece is dropped).
     pub async fn append<S, E>(
         &self,
-        owner: &Owner,
-        id: &str,
+        upload: BlobUpload,
         offset: u64,
         checksum: Option<Checksum>,
         mut body: S,
@@ -329,7 +329,7 @@ impl Blobs {
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
     {
-        let upload = self.status(owner, id).await?;
+        let id = upload.id.clone();
         let current = unsigned(upload.offset);
         if offset != current {
             return Err(BlobError::OffsetMismatch {
@@ -390,7 +390,7 @@ impl Blobs {
         let recorded = self
             .registry
             .append_blob_piece(
-                id,
+                &id,
                 BlobPiece {
                     offset: signed(current),
                     length: signed(received),

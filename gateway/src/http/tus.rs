@@ -297,13 +297,10 @@ async fn append(
     }
     let body = futures::stream::iter(first).chain(body);
     let task_state = state.clone();
-    let (owner, id) = (owner.clone(), id.to_owned());
+    let owner = owner.clone();
     tokio::spawn(async move {
         let state = task_state;
-        let appended = state
-            .blobs
-            .append(&owner, &id, offset, checksum, body)
-            .await?;
+        let appended = state.blobs.append(upload, offset, checksum, body).await?;
         let kind = if appended.interrupted {
             Some(BlobNoticeKind::Interrupted)
         } else if appended.received == 0 {
