@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs the gateway on its embedded default: SQLite in ./data, 127.0.0.1:8080.
 # Also builds the bundled reference connectors (Matrix, XMPP, webhook) into
-# plugins/target/wasm32-wasip2/release/*.wasm and the handoff and files
-# services into plugins/{handoff,files}/target/wasm32-wasip2/release/, for the
+# plugins/target/wasm32-wasip2/release/*.wasm and the handoff, files and tasks
+# services into plugins/{handoff,files,tasks}/target/wasm32-wasip2/release/, for the
 # operator to upload.
 # Extra arguments go to `gateway serve` (see `--help`).
 set -euo pipefail
@@ -11,7 +11,7 @@ rustup target add wasm32-wasip2 >/dev/null 2>&1 || rustup target add wasm32-wasi
 echo "building the reference connectors and the gateway (release; the first build takes about 10 minutes)" >&2
 (cd plugins && cargo build --quiet --release --target wasm32-wasip2)
 echo "reference connectors: $(ls plugins/target/wasm32-wasip2/release/*.wasm | tr '\n' ' ')" >&2
-for service in handoff files; do
+for service in handoff files tasks; do
   (cd "plugins/$service" && cargo build --quiet --release --target wasm32-wasip2)
   echo "$service service: plugins/$service/target/wasm32-wasip2/release/${service}_service.wasm" >&2
 done

@@ -33,6 +33,7 @@ cargo fmt --manifest-path tests/fixtures/Cargo.toml --all -- --check
 cargo fmt --manifest-path tests/fixtures/hostile-service/Cargo.toml -- --check
 cargo fmt --manifest-path plugins/handoff/Cargo.toml -- --check
 cargo fmt --manifest-path plugins/files/Cargo.toml -- --check
+cargo fmt --manifest-path plugins/tasks/Cargo.toml -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 cargo clippy --manifest-path plugins/Cargo.toml --target wasm32-wasip2 -- -D warnings
@@ -40,12 +41,14 @@ cargo clippy --manifest-path tests/fixtures/Cargo.toml --target wasm32-wasip2 --
 cargo clippy --manifest-path tests/fixtures/hostile-service/Cargo.toml --target wasm32-wasip2 -- -D warnings
 cargo clippy --manifest-path plugins/handoff/Cargo.toml --target wasm32-wasip2 -- -D warnings
 cargo clippy --manifest-path plugins/files/Cargo.toml --target wasm32-wasip2 -- -D warnings
+cargo clippy --manifest-path plugins/tasks/Cargo.toml --target wasm32-wasip2 -- -D warnings
 echo "== cargo doc -p plugin-sdk (the connector authors' API reference)"
 RUSTDOCFLAGS="-D warnings" cargo doc -p plugin-sdk --no-deps
 echo "== cargo test (reference plugins, natively)"
 cargo test --manifest-path plugins/Cargo.toml
 cargo test --manifest-path plugins/handoff/Cargo.toml
 cargo test --manifest-path plugins/files/Cargo.toml
+cargo test --manifest-path plugins/tasks/Cargo.toml
 echo "== cargo test"
 cargo test --workspace
 echo "== fuzzing the HTTP API from its OpenAPI document (schemathesis)"

@@ -36,6 +36,7 @@ use axum::routing::get;
 use axum::Router;
 use common::{handoff_wasm, open_stream, percentiles, rss_bytes, Seen};
 use futures::StreamExt;
+use gateway::host::service::KV_MAX_KEYS;
 use gateway::http::extract::AuthUser;
 use gateway::http::AppState;
 use gateway::secrets::sha256_hex;
@@ -358,7 +359,11 @@ async fn native_put(
             expect: Some(0),
         },
     ];
-    match state.registry.kv_commit("handoff", &user, &writes).await {
+    match state
+        .registry
+        .kv_commit("handoff", &user, &writes, KV_MAX_KEYS)
+        .await
+    {
         Ok(_) => answer(StatusCode::OK, &session_view(&session)),
         Err(KvError::Conflict(_)) => refused(StatusCode::CONFLICT, "concurrent_change"),
         Err(_) => refused(StatusCode::SERVICE_UNAVAILABLE, "store_failed"),
@@ -705,6 +710,7 @@ async fn store_pair(registry: &Registry, user: &str, sid: &str) {
                     expect: None,
                 },
             ],
+            KV_MAX_KEYS,
         )
         .await
         .unwrap();

@@ -10,7 +10,7 @@ use crate::clock::SharedClock;
 use crate::devices::Devices;
 use crate::host::service::{
     BlobInfo, BlobNotice, Capability, DeviceInfo, KvEntry, KvFailure, KvWrite, LoadedService,
-    ServiceBackend, ServiceRequest, ServiceResponse, ServiceScope,
+    ServiceBackend, ServiceRequest, ServiceResponse, ServiceScope, KV_MAX_KEYS,
 };
 use crate::host::{CallError, Grants, InvalidPlugin, PluginHost};
 use registry_db::{DeviceState, KvError, Registry, RegistryError, ServiceRow};
@@ -388,6 +388,7 @@ pub struct Backend {
 fn kv_failure(e: KvError) -> KvFailure {
     match e {
         KvError::Conflict(key) => KvFailure::Conflict(key),
+        KvError::Full(max) => KvFailure::Full(max),
         KvError::Registry(e) => KvFailure::Failed(e.to_string()),
     }
 }
@@ -445,7 +446,7 @@ impl ServiceBackend for Backend {
             })
             .collect();
         self.registry
-            .kv_commit(service, user, &writes)
+            .kv_commit(service, user, &writes, KV_MAX_KEYS)
             .await
             .map(|versions| {
                 versions

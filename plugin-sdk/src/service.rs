@@ -183,6 +183,7 @@ pub mod kit {
                 "concurrent_change",
                 "another request changed this at the same time; read it again and retry",
             ),
+            kv::KvError::TooLarge(why) => error(413, "store_full", why),
             e => error(503, "store_failed", &format!("{e:?}")),
         }
     }

@@ -34,6 +34,10 @@ pub enum KvError {
     /// A write's expectation did not hold (the key names it).
     #[error("conflict on key {0:?}")]
     Conflict(String),
+    /// The commit would leave the service's user with more than this many
+    /// keys.
+    #[error("at most {0} keys per user")]
+    Full(i64),
     /// Storage failed.
     #[error(transparent)]
     Registry(#[from] RegistryError),
@@ -102,16 +106,19 @@ impl Registry {
             .collect()
     }
 
-    /// Applies `writes` atomically: all or, when one expectation fails,
-    /// none. The new versions in order (0 for a delete).
+    /// Applies `writes` atomically: all or, when one expectation fails or
+    /// the service's user would hold more than `max_keys` keys, none. The
+    /// new versions in order (0 for a delete).
     pub async fn kv_commit(
         &self,
         service: &str,
         user: &str,
         writes: &[KvWrite],
+        max_keys: i64,
     ) -> std::result::Result<Vec<i64>, KvError> {
         let (mut tx, _guard) = self.begin_write().await?;
         let mut versions = Vec::with_capacity(writes.len());
+        let mut created = false;
         for write in writes {
             let current: Option<i64> = sqlx::query(
                 "SELECT version FROM service_kv \
@@ -175,7 +182,24 @@ impl Registry {
                         return Err(KvError::Conflict(write.key.clone()));
                     }
                     versions.push(1);
+                    created = true;
                 }
+            }
+        }
+        if created {
+            // Counted inside the transaction, after the writes: on
+            // PostgreSQL two concurrent commits may each see the other's
+            // keys missing and pass together, overshooting by at most one
+            // commit's new keys.
+            let keys: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM service_kv WHERE service_id = $1 AND user_id = $2",
+            )
+            .bind(service)
+            .bind(user)
+            .fetch_one(&mut *tx)
+            .await?;
+            if keys > max_keys {
+                return Err(KvError::Full(max_keys));
             }
         }
         tx.commit().await?;

@@ -8,6 +8,8 @@ use chrono::Utc;
 use common::on_every_backend;
 use registry_db::{KvError, KvWrite};
 
+const NO_CAP: i64 = i64::MAX;
+
 fn put(key: &str, value: &str, expect: Option<i64>) -> KvWrite {
     KvWrite {
         key: key.into(),
@@ -27,7 +29,8 @@ async fn commits_are_atomic_and_compare_and_swap_holds_under_concurrency() {
             reg.kv_commit(
                 "handoff",
                 "u1",
-                &[put("a", "1", Some(0)), put("b", "1", None)]
+                &[put("a", "1", Some(0)), put("b", "1", None)],
+                NO_CAP,
             )
             .await
             .unwrap(),
@@ -39,6 +42,7 @@ async fn commits_are_atomic_and_compare_and_swap_holds_under_concurrency() {
                 "handoff",
                 "u1",
                 &[put("a", "2", Some(1)), put("b", "2", Some(0))],
+                NO_CAP,
             )
             .await
         {
@@ -52,7 +56,7 @@ async fn commits_are_atomic_and_compare_and_swap_holds_under_concurrency() {
         assert!(reg.kv_get("files", "u1", "a").await.unwrap().is_none());
 
         // 16 writers each add one to a counter with compare-and-swap retries.
-        reg.kv_commit("handoff", "u1", &[put("n", "0", Some(0))])
+        reg.kv_commit("handoff", "u1", &[put("n", "0", Some(0))], NO_CAP)
             .await
             .unwrap();
         let mut tasks = Vec::new();
@@ -64,7 +68,7 @@ async fn commits_are_atomic_and_compare_and_swap_holds_under_concurrency() {
                     let n: i64 = String::from_utf8(e.value).unwrap().parse().unwrap();
                     let next = (n + 1).to_string();
                     match reg
-                        .kv_commit("handoff", "u1", &[put("n", &next, Some(e.version))])
+                        .kv_commit("handoff", "u1", &[put("n", &next, Some(e.version))], NO_CAP)
                         .await
                     {
                         Ok(_) => return,
@@ -90,6 +94,7 @@ async fn commits_are_atomic_and_compare_and_swap_holds_under_concurrency() {
                 put("s/1", "x", None),
                 put("s%", "x", None),
             ],
+            NO_CAP,
         )
         .await
         .unwrap();
@@ -112,6 +117,7 @@ async fn commits_are_atomic_and_compare_and_swap_holds_under_concurrency() {
                 value: None,
                 expect: Some(1),
             }],
+            NO_CAP,
         )
         .await
         .unwrap();
@@ -119,6 +125,57 @@ async fn commits_are_atomic_and_compare_and_swap_holds_under_concurrency() {
             keys(reg.kv_list("handoff", "u1", "s/", "", 10).await.unwrap()),
             ["s/2"]
         );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_commit_past_the_key_cap_writes_nothing_and_updates_still_pass() {
+    on_every_backend(async |reg| {
+        reg.create_user("u1", "alice", "h", Utc::now())
+            .await
+            .unwrap();
+        reg.kv_commit(
+            "files",
+            "u1",
+            &[put("a", "1", None), put("b", "1", None)],
+            3,
+        )
+        .await
+        .unwrap();
+        // Two new keys would make four: refused whole.
+        match reg
+            .kv_commit(
+                "files",
+                "u1",
+                &[put("c", "1", None), put("d", "1", None)],
+                3,
+            )
+            .await
+        {
+            Err(KvError::Full(3)) => {}
+            other => panic!("expected the cap, got {other:?}"),
+        }
+        assert!(reg.kv_get("files", "u1", "c").await.unwrap().is_none());
+        // At the cap, changing and replacing keys still works.
+        reg.kv_commit("files", "u1", &[put("c", "1", None)], 3)
+            .await
+            .unwrap();
+        reg.kv_commit("files", "u1", &[put("a", "2", Some(1))], 3)
+            .await
+            .unwrap();
+        let delete_b = KvWrite {
+            key: "b".into(),
+            value: None,
+            expect: None,
+        };
+        reg.kv_commit("files", "u1", &[delete_b, put("e", "1", None)], 3)
+            .await
+            .unwrap();
+        // The cap is per service: another service of the same user is empty.
+        reg.kv_commit("handoff", "u1", &[put("a", "1", None)], 1)
+            .await
+            .unwrap();
     })
     .await;
 }

@@ -273,6 +273,22 @@ impl TestGateway {
             .to_owned()
     }
 
+    /// Registers device `id` for the user of `user_token`; its device token.
+    pub async fn device_token(&self, user_token: &str, id: &str) -> String {
+        let r = self
+            .post_json(
+                "/v1/devices",
+                Some(user_token),
+                &json!({"id": id, "name": id}),
+            )
+            .await;
+        assert_eq!(r.status(), StatusCode::CREATED, "register device {id}");
+        r.json::<Value>().await.expect("json")["token"]
+            .as_str()
+            .expect("device token")
+            .to_owned()
+    }
+
     /// Reports `settings` from `module` for the user of `token`; the change
     /// id of the `202`.
     pub async fn report(&self, token: &str, module: &str, settings: Value) -> String {

@@ -145,6 +145,51 @@ impl PieceHasher {
     }
 }
 
+/// Hashes the bytes of one appended request on a blocking thread while the
+/// request's task goes on receiving and writing them, so the digests do not
+/// stall the network on a machine with a core to spare. Bounded: at most
+/// [`HashPipe::DEPTH`] received chunks wait for the hasher.
+struct HashPipe {
+    bytes: Option<tokio::sync::mpsc::Sender<Bytes>>,
+    hashed: tokio::task::JoinHandle<(sha2::Sha256, Option<Vec<u8>>)>,
+}
+
+impl HashPipe {
+    const DEPTH: usize = 32;
+
+    fn start(mut whole: sha2::Sha256, mut piece: Option<PieceHasher>) -> Self {
+        let (bytes, mut received) = tokio::sync::mpsc::channel::<Bytes>(Self::DEPTH);
+        let hashed = tokio::task::spawn_blocking(move || {
+            while let Some(chunk) = received.blocking_recv() {
+                whole.update(&chunk);
+                if let Some(piece) = piece.as_mut() {
+                    piece.update(&chunk);
+                }
+            }
+            (whole, piece.map(PieceHasher::finish))
+        });
+        Self {
+            bytes: Some(bytes),
+            hashed,
+        }
+    }
+
+    async fn feed(&self, chunk: Bytes) {
+        if let Some(bytes) = &self.bytes {
+            // The hasher only stops when the sender is dropped.
+            let _ = bytes.send(chunk).await;
+        }
+    }
+
+    /// The running whole-blob hasher and the piece's digest, if one was asked.
+    async fn finish(mut self) -> Result<(sha2::Sha256, Option<Vec<u8>>), BlobError> {
+        self.bytes.take();
+        (&mut self.hashed)
+            .await
+            .map_err(|e| BlobError::Store(object_store::Error::JoinError { source: e }))
+    }
+}
+
 /// Why a blob operation did nothing.
 #[derive(Debug, thiserror::Error)]
 pub enum BlobError {
@@ -339,8 +384,9 @@ impl Blobs {
         }
         let length = unsigned(upload.length);
         let room = length - current;
-        let mut whole = self.hasher_at(&upload).await?;
-        let mut piece = checksum.as_ref().map(|c| PieceHasher::new(c.algorithm));
+        let whole = self.hasher_at(&upload).await?;
+        let piece = checksum.as_ref().map(|c| PieceHasher::new(c.algorithm));
+        let hashing = HashPipe::start(whole, piece);
         let path = piece_path(&upload, offset);
         let mut writer = WriteMultipart::new(self.store.put_multipart(&path).await?);
         let mut received = 0u64;
@@ -359,18 +405,22 @@ impl Blobs {
                 return Err(BlobError::BeyondLength { length });
             }
             received += bytes.len() as u64;
-            whole.update(&bytes);
-            if let Some(piece) = piece.as_mut() {
-                piece.update(&bytes);
-            }
+            hashing.feed(bytes.clone()).await;
             if let Err(e) = writer.wait_for_capacity(2).await {
                 let _ = writer.abort().await;
                 return Err(e.into());
             }
             writer.put(bytes);
         }
+        let (whole, piece) = match hashing.finish().await {
+            Ok(hashed) => hashed,
+            Err(e) => {
+                let _ = writer.abort().await;
+                return Err(e);
+            }
+        };
         if let (Some(checksum), Some(piece)) = (checksum, piece) {
-            if interrupted || piece.finish() != checksum.digest {
+            if interrupted || piece != checksum.digest {
                 let _ = writer.abort().await;
                 return Err(BlobError::ChecksumMismatch);
             }

@@ -22,6 +22,9 @@ fn failure(f: KvFailure) -> KvError {
     match f {
         KvFailure::Conflict(key) => KvError::Conflict(key),
         KvFailure::TooLarge(what) => KvError::TooLarge(what),
+        KvFailure::Full(max) => KvError::TooLarge(format!(
+            "this service keeps at most {max} keys per user; delete some first"
+        )),
         KvFailure::Failed(why) => KvError::Failed(why),
     }
 }

@@ -135,9 +135,16 @@ pub struct KvWrite {
     pub expect: Option<u64>,
 }
 
+/// Most keys a service keeps for one user: a commit that would go past it
+/// writes nothing and fails with `too-large`, so one user cannot fill the
+/// registry through a service.
+pub const KV_MAX_KEYS: i64 = 100_000;
+
 /// Why a store operation failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KvFailure {
+    /// The service's user would hold more than [`KV_MAX_KEYS`] keys.
+    Full(i64),
     /// An expectation did not hold: nothing written.
     Conflict(String),
     /// A key or value above the limits.

@@ -1,0 +1,192 @@
+//! Cloud tasks (T1-T3) through the real gateway and HTTP: the `tasks`
+//! service plugin. T1: the preset client offered per device, declined and
+//! kept away until the operator's period has run on the gateway's clock
+//! (moved, not slept), offered again then, accepted; a device's own
+//! request; a newer version offered to a device that took the old one.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use e2e_tests::{expect_error, service_plugin, TestGateway};
+use gateway::clock::ManualClock;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(10);
+/// How long a declined offer stays away in these tests.
+const AGAIN_SECS: u64 = 3600;
+
+fn manifest(config: Value) -> Value {
+    json!({"id": "tasks", "name": "Cloud tasks",
+        "grants": ["kv", "events", "timers", "clock", "log"], "config": config})
+}
+
+fn client(version: &str) -> Value {
+    json!({"client": {"name": "Gateway monitor", "version": version,
+        "url": "https://downloads.example.org/monitor"},
+        "offer_again_after_secs": AGAIN_SECS})
+}
+
+async fn install(gw: &TestGateway, config: Value) {
+    let r = gw
+        .upload_service(&manifest(config), &service_plugin("tasks"))
+        .await;
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+}
+
+async fn offer(gw: &TestGateway, token: &str, action: &str) -> (StatusCode, Value) {
+    let path = format!("/v1/services/tasks/offer{action}");
+    let r = if action.is_empty() {
+        gw.get(&path, Some(token)).await
+    } else {
+        gw.post_json(&path, Some(token), &json!(null)).await
+    };
+    (r.status(), r.json().await.unwrap())
+}
+
+async fn status_of(gw: &TestGateway, token: &str) -> String {
+    let (status, seen) = offer(gw, token, "").await;
+    assert_eq!(status, StatusCode::OK, "{seen}");
+    seen["status"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_declined_client_offer_comes_back_after_the_operators_period_never_earlier() {
+    let clock = ManualClock::new();
+    let shared = clock.shared();
+    let gw = TestGateway::start_with(move |c| c.clock = shared).await;
+    install(&gw, client("1.0")).await;
+    let alice = gw.user_token("alice").await;
+    let phone = gw.device_token(&alice, "phone").await;
+    let mut inbox = gw.inbox(&phone).await;
+
+    // The gateway offers the client the first time the device looks.
+    let (status, offered) = offer(&gw, &phone, "").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(offered["status"], "offered");
+    assert_eq!(offered["asked_by"], "gateway");
+    assert_eq!(offered["client"]["version"], "1.0");
+    let event = inbox
+        .next_of("tasks.offer", WAIT)
+        .await
+        .expect("offer event");
+    assert_eq!(event.data["client"]["name"], "Gateway monitor");
+
+    // Declined: kept away for the operator's period.
+    let (status, declined) = offer(&gw, &phone, "/decline").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(declined["status"], "declined");
+    let again_at =
+        chrono::DateTime::parse_from_rfc3339(declined["offer_again_at"].as_str().unwrap()).unwrap();
+    let answered_at =
+        chrono::DateTime::parse_from_rfc3339(declined["answered_at"].as_str().unwrap()).unwrap();
+    assert_eq!((again_at - answered_at).num_seconds(), AGAIN_SECS as i64);
+    // Answers need an offer: accepting a declined one is refused.
+    let (status, body) = offer(&gw, &phone, "/accept").await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["error"]["code"], "not_offered");
+
+    // A second short of the period: still declined, nothing sent.
+    clock.advance(Duration::from_secs(AGAIN_SECS - 1));
+    assert!(
+        inbox
+            .next_of("tasks.offer", Duration::from_millis(1500))
+            .await
+            .is_none(),
+        "offered again before the period ran"
+    );
+    assert_eq!(status_of(&gw, &phone).await, "declined");
+
+    // Past it: the timer offers it again and the device hears of it.
+    clock.advance(Duration::from_secs(2));
+    let event = inbox
+        .next_of("tasks.offer", WAIT)
+        .await
+        .expect("offered again after the period");
+    assert_eq!(event.data["status"], "offered");
+    assert_eq!(status_of(&gw, &phone).await, "offered");
+    let (status, accepted) = offer(&gw, &phone, "/accept").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(accepted["status"], "accepted");
+    // The answer is kept: a later look, a repeated accept change nothing.
+    clock.advance(Duration::from_secs(10 * AGAIN_SECS));
+    assert_eq!(status_of(&gw, &phone).await, "accepted");
+    assert_eq!(offer(&gw, &phone, "/accept").await.1["status"], "accepted");
+
+    // Answers are per device: the laptop asks for the client itself, and
+    // is offered it at once even right after declining.
+    let laptop = gw.device_token(&alice, "laptop").await;
+    let (status, asked) = offer(&gw, &laptop, "/request").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        (asked["status"].as_str(), asked["asked_by"].as_str()),
+        (Some("offered"), Some("device"))
+    );
+    assert_eq!(
+        offer(&gw, &laptop, "/decline").await.1["status"],
+        "declined"
+    );
+    assert_eq!(offer(&gw, &laptop, "/request").await.1["status"], "offered");
+    assert_eq!(status_of(&gw, &phone).await, "accepted");
+
+    // The operator publishes 1.1: the phone, which took 1.0, is offered it.
+    install(&gw, client("1.1")).await;
+    let (_, newer) = offer(&gw, &phone, "").await;
+    assert_eq!(
+        (
+            newer["status"].as_str(),
+            newer["client"]["version"].as_str()
+        ),
+        (Some("offered"), Some("1.1"))
+    );
+    gw.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn offers_need_a_device_a_configured_client_and_known_routes() {
+    let gw = TestGateway::start().await;
+    install(&gw, json!({})).await;
+    let alice = gw.user_token("alice").await;
+    let phone = gw.device_token(&alice, "phone").await;
+    // No client configured: nothing to offer, and asking says why.
+    assert_eq!(status_of(&gw, &phone).await, "none");
+    let r = gw
+        .post_json(
+            "/v1/services/tasks/offer/request",
+            Some(&phone),
+            &json!(null),
+        )
+        .await;
+    expect_error(r, StatusCode::NOT_FOUND, "no_client").await;
+
+    install(&gw, client("1.0")).await;
+    // A user token is not a device.
+    let r = gw.get("/v1/services/tasks/offer", Some(&alice)).await;
+    expect_error(r, StatusCode::FORBIDDEN, "device_required").await;
+    let r = gw.get("/v1/services/tasks/offer", None).await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let r = gw
+        .get("/v1/services/tasks/offer/accept", Some(&phone))
+        .await;
+    expect_error(r, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed").await;
+    let r = gw
+        .post_json("/v1/services/tasks/offer/maybe", Some(&phone), &json!(null))
+        .await;
+    expect_error(r, StatusCode::NOT_FOUND, "not_found").await;
+    // Another user's device has its own offer.
+    let bob = gw.user_token("bob").await;
+    let bobs_phone = gw.device_token(&bob, "bobs-phone").await;
+    assert_eq!(offer(&gw, &phone, "/decline").await.1["status"], "declined");
+    assert_eq!(status_of(&gw, &bobs_phone).await, "offered");
+    assert_eq!(status_of(&gw, &phone).await, "declined");
+
+    // An operator config the plugin cannot use says so instead of offering.
+    install(
+        &gw,
+        json!({"client": {"name": "x", "version": "1", "url": "ftp://x"}}),
+    )
+    .await;
+    let r = gw.get("/v1/services/tasks/offer", Some(&phone)).await;
+    let message = expect_error(r, StatusCode::SERVICE_UNAVAILABLE, "misconfigured").await;
+    assert!(message.contains("client.url"), "{message}");
+    gw.stop().await.unwrap();
+}
