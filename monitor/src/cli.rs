@@ -3,7 +3,7 @@
 use crate::client::ClientError;
 use crate::store::Store;
 use crate::{
-    account, device, files, handoff, report, scan, watch, Context, MonitorError, Outcome,
+    account, device, files, handoff, report, scan, tasks, watch, Context, MonitorError, Outcome,
     EXIT_ERROR,
 };
 use clap::{Parser, Subcommand};
@@ -68,6 +68,9 @@ enum Command {
     /// gateway's handoff service; needs `monitor device register` first).
     #[command(subcommand)]
     Handoff(handoff::HandoffCommand),
+    /// The preset client the gateway offers this terminal (the tasks
+    /// service): where it stands, or `request`, `accept`, `decline`.
+    Offer(tasks::OfferArgs),
 }
 
 /// Runs the monitor with the process's arguments; the exit code says how it ended.
@@ -142,5 +145,6 @@ async fn dispatch(ctx: &Context, command: &Command) -> Result<Outcome, MonitorEr
         Command::Devices => device::list(ctx).await,
         Command::Files(command) => files::files(ctx, command).await,
         Command::Handoff(command) => handoff::handoff(ctx, command).await,
+        Command::Offer(args) => tasks::offer(ctx, args).await,
     }
 }

@@ -25,7 +25,8 @@ pub enum HandoffCommand {
     /// Hand the session to another terminal: it is offered there, and moves
     /// once that terminal accepts.
     Switch(SwitchArgs),
-    /// Follow this terminal's events and answer the sessions offered to it.
+    /// Follow this terminal's events and answer what is offered to it:
+    /// sessions, upload orders of your other devices, the preset client.
     Inbox(InboxArgs),
     /// A session's history: opened, progress, offered, accepted, moved...
     Log(SessionArg),
@@ -134,10 +135,12 @@ pub struct DeclineArgs {
 /// Flags of `handoff inbox`.
 #[derive(Debug, clap::Args)]
 pub struct InboxArgs {
-    /// Accept every session offered to this terminal.
+    /// Accept every session offered to this terminal (and upload orders,
+    /// and the preset client).
     #[arg(long, group = "answer")]
     accept: bool,
-    /// Decline every session offered, with this reason.
+    /// Decline every session offered, with this reason (and the preset
+    /// client; upload orders are then only printed).
     #[arg(long, value_name = "REASON", group = "answer")]
     decline: Option<String>,
     /// Ask for each offer (the default when stdin is a terminal; otherwise
@@ -385,6 +388,10 @@ fn describe(kind: &str, data: &Value) -> String {
             field(data, "id")
         ),
         "files.file.deleted" => format!("file {} was deleted", field(data, "id")),
+        "tasks.offer" => match serde_json::from_value::<crate::tasks::OfferView>(data.clone()) {
+            Ok(offer) => crate::tasks::describe(&offer),
+            Err(_) => data.to_string(),
+        },
         _ => data.to_string(),
     }
 }
@@ -418,6 +425,9 @@ async fn handle(
     println!("{number}{kind}: {}", describe(kind, data));
     if kind == "files.upload.order" {
         return upload_order(store, client, answer, data).await;
+    }
+    if kind == "tasks.offer" {
+        return client_offer(client, answer).await;
     }
     if kind != "handoff.offer" {
         return Ok(Handled::Done { offer: false });
@@ -546,6 +556,53 @@ async fn upload_order(
             ),
             Err(MonitorError::Client(e)) if e.is_transient() => return Ok(Handled::Retry(e)),
             Err(e) => eprintln!("order {}: {e}", field(data, "order_id")),
+        }
+    }
+    Ok(Handled::Done { offer: true })
+}
+
+/// Answers the preset client's offer (T1): accepted or declined as the
+/// inbox was told, or asked; an offer answered meanwhile is left alone.
+async fn client_offer(client: &Client, answer: Answer<'_>) -> Result<Handled, MonitorError> {
+    use crate::tasks::OfferAction;
+    let current = match client.offer(None).await {
+        Ok(current) => current,
+        Err(e) if e.is_transient() => return Ok(Handled::Retry(e)),
+        Err(e) => return Err(e.into()),
+    };
+    if current.status != "offered" {
+        println!(
+            "the offer is answered already: {}",
+            crate::tasks::describe(&current)
+        );
+        return Ok(Handled::Done { offer: false });
+    }
+    let action = match answer {
+        Answer::Accept => Some(OfferAction::Accept),
+        Answer::Decline(_) => Some(OfferAction::Decline),
+        Answer::Leave => None,
+        Answer::Ask => {
+            let question = match &current.client {
+                Some(c) => format!("install {} {} from {}?", c.name, c.version, c.url),
+                None => "install the preset client?".to_owned(),
+            };
+            let asked = tokio::task::spawn_blocking(move || prompt::confirm(&question));
+            let yes = tokio::select! {
+                joined = asked => joined.map_err(|e| MonitorError::Usage(e.to_string()))??,
+                _ = tokio::signal::ctrl_c() => return Ok(Handled::Stop),
+            };
+            Some(if yes {
+                OfferAction::Accept
+            } else {
+                OfferAction::Decline
+            })
+        }
+    };
+    if let Some(action) = action {
+        match client.offer(Some(action)).await {
+            Ok(answered) => println!("{}", crate::tasks::describe(&answered)),
+            Err(e) if e.is_transient() => return Ok(Handled::Retry(e)),
+            Err(e) => return Err(e.into()),
         }
     }
     Ok(Handled::Done { offer: true })

@@ -24,6 +24,7 @@ pub mod prompt;
 pub mod report;
 pub mod scan;
 pub mod store;
+pub mod tasks;
 pub mod watch;
 
 pub use cli::main;
