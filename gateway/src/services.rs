@@ -124,12 +124,20 @@ impl Mounted {
 
     /// Whether `method path` is one of the service's public routes.
     pub fn is_public(&self, method: &str, path: &str) -> bool {
-        self.ready
-            .loaded
-            .public_routes
-            .iter()
-            .any(|(m, prefix)| m.eq_ignore_ascii_case(method) && path.starts_with(prefix.as_str()))
+        matches(&self.ready.loaded.public_routes, method, path)
     }
+
+    /// Whether `method path` is one of the routes whose body the gateway
+    /// stores as a blob first (only with the grant `blobs`).
+    pub fn is_blob_route(&self, method: &str, path: &str) -> bool {
+        self.grants(Capability::Blobs) && matches(&self.ready.loaded.blob_routes, method, path)
+    }
+}
+
+fn matches(routes: &[(String, String)], method: &str, path: &str) -> bool {
+    routes
+        .iter()
+        .any(|(m, prefix)| m.eq_ignore_ascii_case(method) && path.starts_with(prefix.as_str()))
 }
 
 /// How long a process holds a due timer before another may run it again

@@ -41,10 +41,12 @@ pub const ABI_VERSION: u32 = 1;
 
 /// A service plugin. `handle` answers every request routed to it.
 pub trait Service {
-    /// Public routes (answered without a token).
+    /// Public routes (answered without a token) and blob routes (whose
+    /// request body the gateway stores as a blob before `handle` runs).
     fn describe() -> Description {
         Description {
             public_routes: Vec::new(),
+            blob_routes: Vec::new(),
         }
     }
 

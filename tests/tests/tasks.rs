@@ -3,6 +3,8 @@
 //! kept away until the operator's period has run on the gateway's clock
 //! (moved, not slept), offered again then, accepted; a device's own
 //! request; a newer version offered to a device that took the old one.
+//! T2 backups: made on one device, listed by device and kind, restored on
+//! another; never another user's; bodies the service refuses keep nothing.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use e2e_tests::{expect_error, service_plugin, TestGateway};
@@ -17,7 +19,7 @@ const AGAIN_SECS: u64 = 3600;
 
 fn manifest(config: Value) -> Value {
     json!({"id": "tasks", "name": "Cloud tasks",
-        "grants": ["kv", "events", "timers", "clock", "log"], "config": config})
+        "grants": ["kv", "events", "timers", "clock", "log", "blobs"], "config": config})
 }
 
 fn client(version: &str) -> Value {
@@ -188,5 +190,176 @@ async fn offers_need_a_device_a_configured_client_and_known_routes() {
     let r = gw.get("/v1/services/tasks/offer", Some(&phone)).await;
     let message = expect_error(r, StatusCode::SERVICE_UNAVAILABLE, "misconfigured").await;
     assert!(message.contains("client.url"), "{message}");
+    gw.stop().await.unwrap();
+}
+
+fn backups(gw: &TestGateway, token: &str, method: &str, path: &str) -> reqwest::RequestBuilder {
+    gw.client
+        .request(
+            method.parse().unwrap(),
+            gw.url(&format!("/v1/services/tasks/backups{path}")),
+        )
+        .bearer_auth(token)
+}
+
+#[tokio::test]
+async fn a_backup_made_on_one_device_is_restored_on_another_and_on_no_other_users() {
+    let gw = TestGateway::start_with(|c| c.blobs.user_bytes = 4 << 20).await;
+    install(&gw, json!({})).await;
+    let alice = gw.user_token("alice").await;
+    let phone = gw.device_token(&alice, "phone").await;
+    let laptop = gw.device_token(&alice, "laptop").await;
+    let contacts: Vec<Value> = (0..2000)
+        .map(|i| json!({"name": format!("Contact {i}"), "phone": format!("+1555{i:07}")}))
+        .collect();
+    let contacts = serde_json::to_vec(&contacts).unwrap();
+    assert!(contacts.len() > 1 << 16, "bigger than a service body");
+    let photo: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
+
+    let r = backups(&gw, &phone, "PUT", "/contacts")
+        .header("content-type", "application/json")
+        .body(contacts.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let made: Value = r.json().await.unwrap();
+    assert_eq!(
+        (made["kind"].as_str(), made["device"].as_str()),
+        (Some("contacts"), Some("phone"))
+    );
+    assert_eq!(made["size"], contacts.len());
+    let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&contacts));
+    assert_eq!(made["sha256"], sha.as_str());
+    let r = backups(&gw, &laptop, "PUT", "/photos")
+        .header("content-type", "image/png")
+        .body(photo.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let photos: Value = r.json().await.unwrap();
+
+    // Listed for the user, by device and by kind.
+    let listed = |v: Value| -> Vec<String> {
+        v["backups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let all = gw
+        .get_json("/v1/services/tasks/backups", Some(&alice))
+        .await;
+    assert_eq!(listed(all).len(), 2);
+    let by_phone = gw
+        .get_json("/v1/services/tasks/backups?device=phone", Some(&laptop))
+        .await;
+    assert_eq!(listed(by_phone), [made["id"].as_str().unwrap()]);
+    let by_kind = gw
+        .get_json("/v1/services/tasks/backups?kind=photos", Some(&phone))
+        .await;
+    assert_eq!(listed(by_kind), [photos["id"].as_str().unwrap()]);
+
+    // Restored on the laptop, byte for byte, with its type.
+    let id = made["id"].as_str().unwrap();
+    let r = backups(&gw, &laptop, "GET", &format!("/{id}/content"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["content-type"], "application/json");
+    assert_eq!(r.bytes().await.unwrap().as_ref(), contacts.as_slice());
+
+    // Bob sees none of it and cannot restore it.
+    let bob = gw.user_token("bob").await;
+    let bobs = gw.device_token(&bob, "bobs-phone").await;
+    let none = gw.get_json("/v1/services/tasks/backups", Some(&bobs)).await;
+    assert!(listed(none).is_empty());
+    let r = backups(&gw, &bobs, "GET", &format!("/{id}/content"))
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, StatusCode::NOT_FOUND, "unknown_backup").await;
+    // Bad requests store nothing: the quota is as free as before.
+    let r = backups(&gw, &phone, "PUT", "/passwords")
+        .body(vec![1u8; 3 << 20])
+        .send()
+        .await
+        .unwrap();
+    let message = expect_error(r, StatusCode::UNPROCESSABLE_ENTITY, "invalid_kind").await;
+    assert!(message.contains("contacts"), "{message}");
+    let r = backups(&gw, &alice, "PUT", "/photos")
+        .body(vec![1u8; 3 << 20])
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, StatusCode::FORBIDDEN, "device_required").await;
+    // Past the user's quota (4 MiB with what is stored): refused up front.
+    let r = backups(&gw, &phone, "PUT", "/photos")
+        .body(vec![1u8; 4 << 20])
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, StatusCode::PAYLOAD_TOO_LARGE, "quota_exceeded").await;
+    // A body without a length.
+    let chunked = reqwest::Body::wrap_stream(futures::stream::iter(vec![Ok::<_, std::io::Error>(
+        bytes::Bytes::from_static(b"[]"),
+    )]));
+    let r = backups(&gw, &phone, "PUT", "/contacts")
+        .body(chunked)
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, StatusCode::LENGTH_REQUIRED, "length_required").await;
+    // The 3 MiB refused above left room: it fits now.
+    let r = backups(&gw, &phone, "PUT", "/photos")
+        .body(vec![1u8; 3 << 20])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::CREATED,
+        "{}",
+        r.text().await.unwrap()
+    );
+
+    // Deleted: gone from the list and its bytes with it.
+    let r = backups(&gw, &phone, "DELETE", &format!("/{id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let r = backups(&gw, &laptop, "GET", &format!("/{id}/content"))
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, StatusCode::NOT_FOUND, "unknown_backup").await;
+    let r = backups(&gw, &phone, "GET", "?kind=secrets")
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, StatusCode::UNPROCESSABLE_ENTITY, "invalid_query").await;
+
+    // A client cannot pass off another blob or size as its body's: the
+    // gateway-blob headers the service reads are the gateway's own.
+    let r = backups(&gw, &phone, "PUT", "/photos")
+        .header("gateway-blob", photos["id"].as_str().unwrap())
+        .header("gateway-blob-size", "999999")
+        .body("hello")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let made: Value = r.json().await.unwrap();
+    assert_eq!(made["size"], 5);
+    let id = made["id"].as_str().unwrap();
+    let r = backups(&gw, &phone, "GET", &format!("/{id}/content"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.bytes().await.unwrap().as_ref(), b"hello");
     gw.stop().await.unwrap();
 }

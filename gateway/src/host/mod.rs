@@ -348,6 +348,11 @@ impl PluginHost {
                 .into_iter()
                 .map(|r| (r.method, r.path_prefix))
                 .collect(),
+            blob_routes: description
+                .blob_routes
+                .into_iter()
+                .map(|r| (r.method, r.path_prefix))
+                .collect(),
         })
     }
 

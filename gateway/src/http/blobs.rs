@@ -11,14 +11,83 @@ use crate::host::service::{BlobNotice, BlobNoticeKind, ServiceResponse};
 use axum::body::Body;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use base64::Engine;
 use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
+use registry_db::BlobUpload;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-/// The header a plugin names a blob with.
+/// The header a plugin names a blob with, and the gateway tells a plugin
+/// the blob a blob route's body became (with `-size` and `-sha256`).
 pub const BLOB_HEADER: &str = "gateway-blob";
+
+/// Stores the body of a request to a blob route as a whole blob of
+/// `owner`: it needs a `Content-Length` within the blob limits and the
+/// user's quota; a body that ends early stores nothing.
+pub async fn store_body(
+    state: &AppState,
+    owner: &Owner,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<BlobUpload, ApiError> {
+    let length = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::LENGTH_REQUIRED,
+                "length_required",
+                "send the body with a Content-Length",
+            )
+        })?;
+    let kind = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/octet-stream");
+    let metadata = format!(
+        "filetype {}",
+        base64::engine::general_purpose::STANDARD.encode(kind)
+    );
+    let upload = state
+        .blobs
+        .create(owner, length, metadata)
+        .await
+        .map_err(super::tus::error)?;
+    let id = upload.id.clone();
+    match state
+        .blobs
+        .append(upload, 0, None, body.into_data_stream())
+        .await
+    {
+        Ok(appended) if appended.upload.is_complete() => Ok(appended.upload),
+        outcome => {
+            let _ = state.blobs.delete(owner, &id).await;
+            Err(match outcome {
+                Err(e) => super::tus::error(e),
+                Ok(_) => ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "body_incomplete",
+                    "the body ended before its Content-Length; nothing was stored",
+                ),
+            })
+        }
+    }
+}
+
+/// The headers of a stored blob route body for `handle`.
+pub fn stored_headers(upload: &BlobUpload) -> [(String, String); 3] {
+    [
+        (BLOB_HEADER.to_owned(), upload.id.clone()),
+        (format!("{BLOB_HEADER}-size"), upload.length.to_string()),
+        (
+            format!("{BLOB_HEADER}-sha256"),
+            upload.sha256.clone().unwrap_or_default(),
+        ),
+    ]
+}
 
 /// The blob a plugin's answer names, if any.
 pub fn named_blob(answer: &ServiceResponse) -> Option<String> {

@@ -192,43 +192,69 @@ pub async fn route_to_service(
         let auth = AuthUser::from_request_parts(&mut parts, &state).await?;
         Some((auth.user.id, auth.device_id))
     };
-    let body = to_bytes(Body::new(body), MAX_SERVICE_BODY)
-        .await
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                format!("service requests are at most {MAX_SERVICE_BODY} bytes"),
+    let owner = caller.clone().map(|(user, device)| crate::blobs::Owner {
+        service: id.clone(),
+        user,
+        device,
+    });
+    // The caller's own headers, without the token and without anything
+    // that could pass for the gateway's word on a blob.
+    let mut headers: Vec<(String, String)> = parts
+        .headers
+        .iter()
+        .filter(|(name, _)| {
+            *name != axum::http::header::AUTHORIZATION
+                && !name.as_str().starts_with(super::blobs::BLOB_HEADER)
+        })
+        .map(|(n, v)| {
+            (
+                n.as_str().to_owned(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
             )
-        })?;
+        })
+        .collect();
+    // A blob route's body becomes a blob first; the plugin hears its id.
+    let (stored, body) = match &owner {
+        Some(owner) if service.is_blob_route(&method, &below) => {
+            let blob =
+                super::blobs::store_body(&state, owner, &parts.headers, Body::new(body)).await?;
+            headers.extend(super::blobs::stored_headers(&blob));
+            (Some(blob.id), Vec::new())
+        }
+        _ => {
+            let body = to_bytes(Body::new(body), MAX_SERVICE_BODY)
+                .await
+                .map_err(|_| {
+                    ApiError::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "payload_too_large",
+                        format!("service requests are at most {MAX_SERVICE_BODY} bytes"),
+                    )
+                })?;
+            (None, body.to_vec())
+        }
+    };
     let request = ServiceRequest {
         method,
         path: below,
         query: parts.uri.query().unwrap_or_default().to_owned(),
-        headers: parts
-            .headers
-            .iter()
-            .filter(|(name, _)| *name != axum::http::header::AUTHORIZATION)
-            .map(|(n, v)| {
-                (
-                    n.as_str().to_owned(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
-            .collect(),
-        body: body.to_vec(),
+        headers,
+        body,
         caller: caller.clone(),
     };
-    let answer = state.services.call(service, request).await?;
+    let answer = state.services.call(service, request).await;
+    // A stored body the plugin did not take is not kept.
+    if let (Some(blob), Some(owner)) = (&stored, &owner) {
+        if !answer
+            .as_ref()
+            .is_ok_and(|a| (200..300).contains(&a.status))
+        {
+            let _ = state.blobs.delete(owner, blob).await;
+        }
+    }
+    let answer = answer?;
     // A blob the answer names is sent in its place (grant `blobs`).
-    if let (true, Some(blob), Some((user, device))) =
-        (blobs, super::blobs::named_blob(&answer), caller)
-    {
-        let owner = crate::blobs::Owner {
-            service: id,
-            user,
-            device,
-        };
+    if let (true, Some(blob), Some(owner)) = (blobs, super::blobs::named_blob(&answer), owner) {
         return super::blobs::download(&state, owner, &blob, &parts.headers, answer).await;
     }
     let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_GATEWAY);

@@ -343,7 +343,7 @@ async fn tell(state: &AppState, owner: &Owner, notice: BlobNotice) {
     }
 }
 
-fn error(e: BlobError) -> ApiError {
+pub(super) fn error(e: BlobError) -> ApiError {
     let message = e.to_string();
     match e {
         BlobError::NotFound => ApiError::new(StatusCode::NOT_FOUND, "unknown_upload", message),

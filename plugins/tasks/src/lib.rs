@@ -1,19 +1,24 @@
 //! Cloud tasks (T1-T3), the reference service plugin for work a terminal
-//! hands to the gateway. This first part is T1: the preset client offered
-//! to each device (`provisioning`, pure), its answers kept per device in the
+//! hands to the gateway. Built so far: T1, the preset client offered to
+//! each device (`provisioning`, pure), its answers kept per device in the
 //! host's key-value store, a declined offer brought back by a timer once the
-//! operator's period has run.
+//! operator's period has run; T2 backups (`backups`), whose bytes the
+//! gateway stores as blobs before this plugin hears of them.
 
+pub mod backups;
 pub mod provisioning;
 
 #[cfg(target_arch = "wasm32")]
 mod glue {
+    use crate::backups::{check_kind, listed, Backup};
     use crate::provisioning::{
         Client, Offer, Refusal, Status, Step, DEFAULT_OFFER_AGAIN_SECS, MAX_OFFER_AGAIN_SECS,
         MIN_OFFER_AGAIN_SECS,
     };
-    use plugin_sdk::service::kit::{self, answer, error, get, put, Read};
-    use plugin_sdk::service::{events, log, timers, Request, Response, Service};
+    use plugin_sdk::service::kit::{self, answer, error, get, put, remove, Read};
+    use plugin_sdk::service::{
+        blobs, events, log, timers, Description, Header, PublicRoute, Request, Response, Service,
+    };
     use serde::Deserialize;
     use serde_json::{json, Value};
 
@@ -154,6 +159,86 @@ mod glue {
         Ok(answer(200, &view(&offer)))
     }
 
+    fn new_id() -> String {
+        let mut bytes = [0u8; 16];
+        let _ = getrandom::fill(&mut bytes);
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    fn backup_view(b: &Backup) -> Value {
+        json!({"id": b.id, "kind": b.kind, "device": b.device, "size": b.size,
+            "type": b.content_type, "sha256": b.sha256, "created_at": kit::iso(b.created_at)})
+    }
+
+    fn backup(id: &str) -> Result<Read<Backup>, Response> {
+        get::<Backup>(&format!("backup/{id}"))?
+            .ok_or_else(|| error(404, "unknown_backup", "no such backup"))
+    }
+
+    /// `PUT /backups/{kind}`: the gateway stored the body already (a blob
+    /// route) and names it in `gateway-blob`.
+    fn back_up(request: &Request, device: String, kind: &str) -> Result<Response, Response> {
+        check_kind(kind).map_err(|e| error(422, "invalid_kind", &e))?;
+        let blob = kit::header(request, "gateway-blob")
+            .ok_or_else(|| {
+                error(
+                    503,
+                    "blobs_not_granted",
+                    "the operator has not granted this service blobs; backups cannot be stored",
+                )
+            })?
+            .to_owned();
+        let b = Backup {
+            id: new_id(),
+            kind: kind.to_owned(),
+            device,
+            size: kit::header(request, "gateway-blob-size")
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0),
+            content_type: kit::header(request, "content-type")
+                .unwrap_or("application/octet-stream")
+                .to_owned(),
+            sha256: kit::header(request, "gateway-blob-sha256")
+                .unwrap_or_default()
+                .to_owned(),
+            blob,
+            created_at: now(),
+        };
+        kit::commit(vec![put(&format!("backup/{}", b.id), &b, 0)])?;
+        Ok(answer(201, &backup_view(&b)))
+    }
+
+    fn backups(request: &Request) -> Result<Response, Response> {
+        let device = kit::query(request, "device");
+        let kind = kit::query(request, "kind");
+        if let Some(kind) = &kind {
+            check_kind(kind).map_err(|e| error(422, "invalid_query", &e))?;
+        }
+        let mut found = Vec::new();
+        let mut after = String::from("backup/");
+        loop {
+            let page = plugin_sdk::service::kv::scan("backup/", &after, 500)
+                .map_err(|e| kit::store_error(&e))?;
+            for entry in &page {
+                if let Ok(b) = serde_json::from_slice::<Backup>(&entry.value) {
+                    if listed(&b, device.as_deref(), kind.as_deref()) {
+                        found.push(b);
+                    }
+                }
+            }
+            match page.last() {
+                Some(last) if page.len() == 500 => after = last.key.clone(),
+                _ => break,
+            }
+        }
+        // Newest first.
+        found.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
+        Ok(answer(
+            200,
+            &json!({"backups": found.iter().map(backup_view).collect::<Vec<_>>()}),
+        ))
+    }
+
     fn handle(request: Request) -> Result<Response, Response> {
         let caller = request
             .caller
@@ -174,6 +259,36 @@ mod glue {
             ("POST", ["offer", action @ ("request" | "accept" | "decline")]) => {
                 offer_route(&device()?, Some(action))
             }
+            ("PUT", ["backups", kind]) => back_up(&request, device()?, kind),
+            ("GET", ["backups"]) => backups(&request),
+            ("GET", ["backups", id]) => Ok(answer(200, &backup_view(&backup(id)?.value))),
+            ("GET", ["backups", id, "content"]) => {
+                let b = backup(id)?.value;
+                Ok(Response {
+                    status: 200,
+                    headers: vec![
+                        Header {
+                            name: "gateway-blob".into(),
+                            value: b.blob,
+                        },
+                        Header {
+                            name: "content-type".into(),
+                            value: b.content_type,
+                        },
+                    ],
+                    body: Vec::new(),
+                })
+            }
+            ("DELETE", ["backups", id]) => {
+                let b = backup(id)?;
+                kit::commit(vec![remove(&format!("backup/{id}"), b.version)])?;
+                blobs::delete(&b.value.blob);
+                Ok(Response {
+                    status: 204,
+                    headers: Vec::new(),
+                    body: Vec::new(),
+                })
+            }
             (_, ["offer"] | ["offer", "request" | "accept" | "decline"]) => Err(error(
                 405,
                 "method_not_allowed",
@@ -188,6 +303,16 @@ mod glue {
     }
 
     impl Service for Tasks {
+        fn describe() -> Description {
+            Description {
+                public_routes: Vec::new(),
+                blob_routes: vec![PublicRoute {
+                    method: "PUT".into(),
+                    path_prefix: "/backups/".into(),
+                }],
+            }
+        }
+
         fn handle(request: Request) -> Response {
             handle(request).unwrap_or_else(|e| e)
         }

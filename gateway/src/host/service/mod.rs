@@ -422,12 +422,15 @@ pub struct LoadedService {
     pub(super) pre: ServicePre<CallState>,
     /// Routes answered without a token: (method, path prefix).
     pub public_routes: Vec<(String, String)>,
+    /// Routes whose request body is stored as a blob before the call.
+    pub blob_routes: Vec<(String, String)>,
 }
 
 impl std::fmt::Debug for LoadedService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LoadedService")
             .field("public_routes", &self.public_routes)
+            .field("blob_routes", &self.blob_routes)
             .finish_non_exhaustive()
     }
 }
