@@ -439,6 +439,18 @@ impl ServiceBackend for Backend {
             .map_err(|e| KvFailure::Failed(e.to_string()))
     }
 
+    async fn kv_find(
+        &self,
+        service: &str,
+        key: &str,
+    ) -> Result<Option<(String, KvEntry)>, KvFailure> {
+        self.registry
+            .kv_find(service, key)
+            .await
+            .map(|found| found.map(|(user, e)| (user, entry(e))))
+            .map_err(|e| KvFailure::Failed(e.to_string()))
+    }
+
     async fn kv_commit(
         &self,
         service: &str,

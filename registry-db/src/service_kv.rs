@@ -71,6 +71,30 @@ impl Registry {
         .transpose()
     }
 
+    /// `key` of whichever user of `service` holds it, with that user's id
+    /// (the first by user id if several do).
+    pub async fn kv_find(&self, service: &str, key: &str) -> Result<Option<(String, KvEntry)>> {
+        let row = sqlx::query(
+            "SELECT user_id, key, value, version FROM service_kv \
+             WHERE service_id = $1 AND key = $2 ORDER BY user_id LIMIT 1",
+        )
+        .bind(service)
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| {
+            Ok((
+                row.try_get("user_id")?,
+                KvEntry {
+                    key: row.try_get("key")?,
+                    value: row.try_get("value")?,
+                    version: row.try_get("version")?,
+                },
+            ))
+        })
+        .transpose()
+    }
+
     /// Keys starting with `prefix` after `after`, in key order.
     pub async fn kv_list(
         &self,

@@ -176,6 +176,18 @@ async fn a_commit_past_the_key_cap_writes_nothing_and_updates_still_pass() {
         reg.kv_commit("handoff", "u1", &[put("a", "1", None)], 1)
             .await
             .unwrap();
+        // Found by key across users, in its service only.
+        reg.create_user("u2", "bob", "h", Utc::now()).await.unwrap();
+        reg.kv_commit("files", "u2", &[put("share/x", "bob's", None)], 3)
+            .await
+            .unwrap();
+        let (user, entry) = reg.kv_find("files", "share/x").await.unwrap().unwrap();
+        assert_eq!(
+            (user.as_str(), entry.value.as_slice()),
+            ("u2", b"bob's".as_slice())
+        );
+        assert!(reg.kv_find("handoff", "share/x").await.unwrap().is_none());
+        assert!(reg.kv_find("files", "share/y").await.unwrap().is_none());
     })
     .await;
 }

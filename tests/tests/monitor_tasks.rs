@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 async fn the_monitor_shows_and_answers_the_preset_client_offer() {
     let gw = TestGateway::start().await;
     let manifest = json!({"id": "tasks", "name": "Cloud tasks",
-        "grants": ["kv", "events", "timers", "clock", "log"],
+        "grants": ["kv", "events", "timers", "clock", "log", "blobs"],
         "config": {"client": {"name": "Gateway monitor", "version": "2.0",
             "url": "https://downloads.example.org/monitor"}, "offer_again_after_secs": 86400}});
     let r = gw.upload_service(&manifest, &service_plugin("tasks")).await;

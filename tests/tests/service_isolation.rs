@@ -307,6 +307,20 @@ impl ServiceBackend for Nothing {
         Box::pin(async { Ok(Vec::new()) })
     }
 
+    fn kv_find<'s, 'a, 'b, 'f>(
+        &'s self,
+        _: &'a str,
+        _: &'b str,
+    ) -> Fut<'f, Result<Option<(String, KvEntry)>, KvFailure>>
+    where
+        's: 'f,
+        'a: 'f,
+        'b: 'f,
+        Self: 'f,
+    {
+        Box::pin(async { Ok(None) })
+    }
+
     fn kv_commit<'s, 'a, 'b, 'f>(
         &'s self,
         _: &'a str,

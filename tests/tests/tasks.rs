@@ -363,3 +363,120 @@ async fn a_backup_made_on_one_device_is_restored_on_another_and_on_no_other_user
     assert_eq!(r.bytes().await.unwrap().as_ref(), b"hello");
     gw.stop().await.unwrap();
 }
+
+/// A share of `body`, as `token`'s user, living `expires_in` seconds.
+async fn share(gw: &TestGateway, token: &str, body: Vec<u8>, expires_in: u64) -> reqwest::Response {
+    gw.client
+        .post(gw.url(&format!(
+            "/v1/services/tasks/shares?expires_in={expires_in}"
+        )))
+        .bearer_auth(token)
+        .header("content-type", "text/plain")
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_share_is_fetched_by_id_without_login_until_it_expires_or_is_revoked() {
+    let clock = ManualClock::new();
+    let shared = clock.shared();
+    let gw = TestGateway::start_with(move |c| {
+        c.clock = shared;
+        c.blobs.user_bytes = 1 << 20;
+    })
+    .await;
+    install(&gw, json!({})).await;
+    let alice = gw.user_token("alice").await;
+    let bob = gw.user_token("bob").await;
+    let public = |id: &str| gw.url(&format!("/v1/services/tasks/shares/{id}"));
+
+    let r = share(&gw, &alice, b"meeting notes".to_vec(), 3600).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let made: Value = r.json().await.unwrap();
+    let id = made["share_id"].as_str().unwrap().to_owned();
+    assert_eq!(id.len(), 32, "128 random bits");
+    assert_eq!(made["state"], "active");
+
+    // Anyone holding the id fetches it, without a token or with another
+    // user's.
+    let r = reqwest::get(public(&id)).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["content-type"], "text/plain");
+    assert_eq!(r.bytes().await.unwrap().as_ref(), b"meeting notes");
+    let r = gw
+        .client
+        .get(public(&id))
+        .bearer_auth(&bob)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.bytes().await.unwrap().as_ref(), b"meeting notes");
+    // Ids that are not shares.
+    let r = reqwest::get(public("0123456789abcdef0123456789abcdef"))
+        .await
+        .unwrap();
+    expect_error(r, StatusCode::NOT_FOUND, "unknown_share").await;
+    let r = reqwest::get(public("..%2F..")).await.unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    // Listing and revoking are the owner's: bob sees none and revokes none.
+    let mine = gw.get_json("/v1/services/tasks/shares", Some(&alice)).await;
+    assert_eq!(mine["shares"][0]["share_id"], id.as_str());
+    let theirs = gw.get_json("/v1/services/tasks/shares", Some(&bob)).await;
+    assert_eq!(theirs["shares"], json!([]));
+    let r = gw
+        .delete(&format!("/v1/services/tasks/shares/{id}"), Some(&bob))
+        .await;
+    expect_error(r, StatusCode::NOT_FOUND, "unknown_share").await;
+    let r = gw.get("/v1/services/tasks/shares", None).await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let r = share(&gw, &alice, b"x".to_vec(), 10).await;
+    expect_error(r, StatusCode::UNPROCESSABLE_ENTITY, "invalid_query").await;
+
+    // A big share fills most of alice's 1 MiB; past its hour it answers 410
+    // and its bytes are gone, so another as big fits again.
+    let big = vec![7u8; 700 << 10];
+    let r = share(&gw, &alice, big.clone(), 3600).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let big_id = r.json::<Value>().await.unwrap()["share_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = share(&gw, &alice, big.clone(), 3600).await;
+    expect_error(r, StatusCode::PAYLOAD_TOO_LARGE, "quota_exceeded").await;
+    clock.advance(Duration::from_secs(3601));
+    for id in [&id, &big_id] {
+        let r = reqwest::get(public(id)).await.unwrap();
+        let message = expect_error(r, StatusCode::GONE, "share_expired").await;
+        assert!(message.contains("expired at"), "{message}");
+    }
+    let mut fits = false;
+    for _ in 0..50 {
+        let r = share(&gw, &alice, big.clone(), 3600).await;
+        if r.status() == StatusCode::CREATED {
+            fits = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(fits, "the expired share's bytes were not removed");
+    let mine = gw.get_json("/v1/services/tasks/shares", Some(&alice)).await;
+    let states: Vec<&str> = mine["shares"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["active", "expired", "expired"]);
+
+    // Revoked by its owner: 410 at once, and saying so.
+    let newest = mine["shares"][0]["share_id"].as_str().unwrap().to_owned();
+    let r = gw
+        .delete(&format!("/v1/services/tasks/shares/{newest}"), Some(&alice))
+        .await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let r = reqwest::get(public(&newest)).await.unwrap();
+    expect_error(r, StatusCode::GONE, "share_revoked").await;
+    gw.stop().await.unwrap();
+}

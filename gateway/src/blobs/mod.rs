@@ -359,6 +359,22 @@ impl Blobs {
         }
     }
 
+    /// Who owns blob `id` of `service`: for a plugin's answer to a public
+    /// request, where the plugin names a blob of one of its users itself
+    /// (a share). The device is unknown.
+    pub async fn owner_of(&self, service: &str, id: &str) -> Result<Owner, BlobError> {
+        let upload = self
+            .registry
+            .blob_upload(service, id)
+            .await?
+            .ok_or(BlobError::NotFound)?;
+        Ok(Owner {
+            service: upload.service_id,
+            user: upload.user_id,
+            device: None,
+        })
+    }
+
     /// Appends the bytes of `body` to `upload` (as [`Blobs::status`] read
     /// it for its owner) at `offset`, which must be where the upload stands.
     /// Bytes of a body that ends early are kept (unless a checksum was sent:

@@ -254,7 +254,18 @@ pub async fn route_to_service(
     }
     let answer = answer?;
     // A blob the answer names is sent in its place (grant `blobs`).
-    if let (true, Some(blob), Some(owner)) = (blobs, super::blobs::named_blob(&answer), owner) {
+    if let (true, Some(blob)) = (blobs, super::blobs::named_blob(&answer)) {
+        // On a public route the plugin names a blob of one of its users.
+        let owner = match owner {
+            Some(owner) => owner,
+            None => state.blobs.owner_of(&id, &blob).await.map_err(|_| {
+                ApiError::new(
+                    StatusCode::BAD_GATEWAY,
+                    "service_failed",
+                    "the service named a file that is not stored",
+                )
+            })?,
+        };
         return super::blobs::download(&state, owner, &blob, &parts.headers, answer).await;
     }
     let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_GATEWAY);

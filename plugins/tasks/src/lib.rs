@@ -2,11 +2,14 @@
 //! hands to the gateway. Built so far: T1, the preset client offered to
 //! each device (`provisioning`, pure), its answers kept per device in the
 //! host's key-value store, a declined offer brought back by a timer once the
-//! operator's period has run; T2 backups (`backups`), whose bytes the
-//! gateway stores as blobs before this plugin hears of them.
+//! operator's period has run; T2 backups (`backups`) and shares
+//! (`shares`), whose bytes the gateway stores as blobs before this plugin
+//! hears of them. A share is kept in its owner's store and found by its id
+//! (`kv::find`) on the public route that serves it.
 
 pub mod backups;
 pub mod provisioning;
+pub mod shares;
 
 #[cfg(target_arch = "wasm32")]
 mod glue {
@@ -15,6 +18,7 @@ mod glue {
         Client, Offer, Refusal, Status, Step, DEFAULT_OFFER_AGAIN_SECS, MAX_OFFER_AGAIN_SECS,
         MIN_OFFER_AGAIN_SECS,
     };
+    use crate::shares::{ttl_ms, Share, State};
     use plugin_sdk::service::kit::{self, answer, error, get, put, remove, Read};
     use plugin_sdk::service::{
         blobs, events, log, timers, Description, Header, PublicRoute, Request, Response, Service,
@@ -179,28 +183,16 @@ mod glue {
     /// route) and names it in `gateway-blob`.
     fn back_up(request: &Request, device: String, kind: &str) -> Result<Response, Response> {
         check_kind(kind).map_err(|e| error(422, "invalid_kind", &e))?;
-        let blob = kit::header(request, "gateway-blob")
-            .ok_or_else(|| {
-                error(
-                    503,
-                    "blobs_not_granted",
-                    "the operator has not granted this service blobs; backups cannot be stored",
-                )
-            })?
-            .to_owned();
+        let (blob, size, sha256) = stored_blob(request)?;
         let b = Backup {
             id: new_id(),
             kind: kind.to_owned(),
             device,
-            size: kit::header(request, "gateway-blob-size")
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(0),
+            size,
             content_type: kit::header(request, "content-type")
                 .unwrap_or("application/octet-stream")
                 .to_owned(),
-            sha256: kit::header(request, "gateway-blob-sha256")
-                .unwrap_or_default()
-                .to_owned(),
+            sha256,
             blob,
             created_at: now(),
         };
@@ -239,12 +231,162 @@ mod glue {
         ))
     }
 
+    fn blob_answer(status: u16, blob: String, content_type: String) -> Response {
+        Response {
+            status,
+            headers: vec![
+                Header {
+                    name: "gateway-blob".into(),
+                    value: blob,
+                },
+                Header {
+                    name: "content-type".into(),
+                    value: content_type,
+                },
+            ],
+            body: Vec::new(),
+        }
+    }
+
+    fn no_content() -> Response {
+        Response {
+            status: 204,
+            headers: Vec::new(),
+            body: Vec::new(),
+        }
+    }
+
+    fn share_key(id: &str) -> String {
+        format!("share/{id}")
+    }
+
+    fn share_view(s: &Share) -> Value {
+        json!({"share_id": s.id, "type": s.content_type, "size": s.size,
+            "created_at": kit::iso(s.created_at), "expires_at": kit::iso(s.expires_at),
+            "revoked_at": s.revoked_at.map(kit::iso), "state": s.state(now()).name()})
+    }
+
+    /// `POST /shares[?expires_in=SECS]`: the body is a blob already.
+    fn share(request: &Request) -> Result<Response, Response> {
+        let ttl = ttl_ms(kit::query(request, "expires_in").as_deref())
+            .map_err(|e| error(422, "invalid_query", &e))?;
+        let (blob, size, _) = stored_blob(request)?;
+        let now = now();
+        let s = Share {
+            id: new_id(),
+            blob,
+            content_type: kit::header(request, "content-type")
+                .unwrap_or("application/octet-stream")
+                .to_owned(),
+            size,
+            created_at: now,
+            expires_at: now + ttl,
+            revoked_at: None,
+        };
+        kit::commit(vec![put(&share_key(&s.id), &s, 0)])?;
+        // At expiry the bytes go; the record stays to answer 410.
+        timers::schedule(&share_key(&s.id), s.expires_at);
+        Ok(answer(201, &share_view(&s)))
+    }
+
+    /// `GET /shares/{id}`, public: the bytes while the share is active.
+    fn shared(id: &str) -> Result<Response, Response> {
+        let unknown = || error(404, "unknown_share", "no such share");
+        if id.len() != 32 || !id.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(unknown());
+        }
+        let found = plugin_sdk::service::kv::find(&share_key(id))
+            .map_err(|e| kit::store_error(&e))?
+            .ok_or_else(unknown)?;
+        let s: Share = serde_json::from_slice(&found.entry.value)
+            .map_err(|e| error(500, "corrupt_share", &e.to_string()))?;
+        match s.state(now()) {
+            State::Active => Ok(blob_answer(200, s.blob, s.content_type)),
+            State::Expired => Err(error(
+                410,
+                "share_expired",
+                &format!(
+                    "this share expired at {}; ask its owner for a new one",
+                    kit::iso(s.expires_at)
+                ),
+            )),
+            State::Revoked => Err(error(
+                410,
+                "share_revoked",
+                "its owner revoked this share; ask them for a new one",
+            )),
+        }
+    }
+
+    fn own_share(id: &str) -> Result<Read<Share>, Response> {
+        get::<Share>(&share_key(id))?.ok_or_else(|| error(404, "unknown_share", "no such share"))
+    }
+
+    fn shares() -> Result<Response, Response> {
+        let mut found = Vec::new();
+        let mut after = String::from("share/");
+        loop {
+            let page = plugin_sdk::service::kv::scan("share/", &after, 500)
+                .map_err(|e| kit::store_error(&e))?;
+            for entry in &page {
+                if let Ok(s) = serde_json::from_slice::<Share>(&entry.value) {
+                    found.push(s);
+                }
+            }
+            match page.last() {
+                Some(last) if page.len() == 500 => after = last.key.clone(),
+                _ => break,
+            }
+        }
+        found.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
+        Ok(answer(
+            200,
+            &json!({"shares": found.iter().map(share_view).collect::<Vec<_>>()}),
+        ))
+    }
+
+    /// `DELETE /shares/{id}`: revoked at once, its bytes deleted.
+    fn revoke(id: &str) -> Result<Response, Response> {
+        let mut s = own_share(id)?;
+        if s.value.revoked_at.is_none() {
+            s.value.revoked_at = Some(now());
+            kit::commit(vec![put(&share_key(id), &s.value, s.version)])?;
+            blobs::delete(&s.value.blob);
+            timers::cancel(&share_key(id));
+        }
+        Ok(no_content())
+    }
+
+    /// The blob the gateway stored from a blob route's body: id, size,
+    /// sha256.
+    fn stored_blob(request: &Request) -> Result<(String, u64, String), Response> {
+        let blob = kit::header(request, "gateway-blob").ok_or_else(|| {
+            error(
+                503,
+                "blobs_not_granted",
+                "the operator has not granted this service blobs; nothing can be stored",
+            )
+        })?;
+        Ok((
+            blob.to_owned(),
+            kit::header(request, "gateway-blob-size")
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0),
+            kit::header(request, "gateway-blob-sha256")
+                .unwrap_or_default()
+                .to_owned(),
+        ))
+    }
+
     fn handle(request: Request) -> Result<Response, Response> {
+        let segments: Vec<&str> = request.path.trim_matches('/').split('/').collect();
+        if let ("GET", ["shares", id]) = (request.method.as_str(), segments.as_slice()) {
+            return shared(id);
+        }
         let caller = request
             .caller
             .clone()
             .ok_or_else(|| error(401, "missing_token", "a token is required"))?;
-        let segments: Vec<&str> = request.path.trim_matches('/').split('/').collect();
         let device = || {
             caller.device_id.clone().ok_or_else(|| {
                 error(
@@ -264,31 +406,17 @@ mod glue {
             ("GET", ["backups", id]) => Ok(answer(200, &backup_view(&backup(id)?.value))),
             ("GET", ["backups", id, "content"]) => {
                 let b = backup(id)?.value;
-                Ok(Response {
-                    status: 200,
-                    headers: vec![
-                        Header {
-                            name: "gateway-blob".into(),
-                            value: b.blob,
-                        },
-                        Header {
-                            name: "content-type".into(),
-                            value: b.content_type,
-                        },
-                    ],
-                    body: Vec::new(),
-                })
+                Ok(blob_answer(200, b.blob, b.content_type))
             }
             ("DELETE", ["backups", id]) => {
                 let b = backup(id)?;
                 kit::commit(vec![remove(&format!("backup/{id}"), b.version)])?;
                 blobs::delete(&b.value.blob);
-                Ok(Response {
-                    status: 204,
-                    headers: Vec::new(),
-                    body: Vec::new(),
-                })
+                Ok(no_content())
             }
+            ("POST", ["shares"]) => share(&request),
+            ("GET", ["shares"]) => shares(),
+            ("DELETE", ["shares", id]) => revoke(id),
             (_, ["offer"] | ["offer", "request" | "accept" | "decline"]) => Err(error(
                 405,
                 "method_not_allowed",
@@ -305,11 +433,20 @@ mod glue {
     impl Service for Tasks {
         fn describe() -> Description {
             Description {
-                public_routes: Vec::new(),
-                blob_routes: vec![PublicRoute {
-                    method: "PUT".into(),
-                    path_prefix: "/backups/".into(),
+                public_routes: vec![PublicRoute {
+                    method: "GET".into(),
+                    path_prefix: "/shares/".into(),
                 }],
+                blob_routes: vec![
+                    PublicRoute {
+                        method: "PUT".into(),
+                        path_prefix: "/backups/".into(),
+                    },
+                    PublicRoute {
+                        method: "POST".into(),
+                        path_prefix: "/shares".into(),
+                    },
+                ],
             }
         }
 
@@ -318,6 +455,15 @@ mod glue {
         }
 
         fn on_timer(_user_id: String, name: String) {
+            if name.starts_with("share/") {
+                // Expired: its bytes go, its record stays to answer 410.
+                if let Ok(Some(s)) = get::<Share>(&name) {
+                    if s.value.state(now()) == State::Expired {
+                        blobs::delete(&s.value.blob);
+                    }
+                }
+                return;
+            }
             let Some(device) = name.strip_prefix("offer/") else {
                 return;
             };

@@ -1,7 +1,7 @@
 //! `gateway:service/kv`: the key-value store of the service and the user of
 //! the current call.
 
-use super::gateway::service::kv::{Entry, Host, KvError, Write};
+use super::gateway::service::kv::{Entry, Found, Host, KvError, Write};
 use super::{KvEntry, KvFailure, KvWrite};
 use crate::host::CallState;
 
@@ -58,6 +58,19 @@ impl Host for CallState {
         .ok_or_else(|| KvError::Failed("no runtime".into()))?
         .map(|entries| entries.into_iter().map(entry).collect())
         .map_err(failure)
+    }
+
+    fn find(&mut self, key: String) -> Result<Option<Found>, KvError> {
+        let scope = self.scope().cloned().ok_or(KvError::NoUser)?;
+        self.block_on(scope.backend.kv_find(&scope.service_id, &key))
+            .ok_or_else(|| KvError::Failed("no runtime".into()))?
+            .map(|found| {
+                found.map(|(user_id, e)| Found {
+                    user_id,
+                    entry: entry(e),
+                })
+            })
+            .map_err(failure)
     }
 
     fn commit(&mut self, writes: Vec<Write>) -> Result<Vec<u64>, KvError> {

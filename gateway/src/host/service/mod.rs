@@ -192,6 +192,12 @@ pub trait ServiceBackend: Send + Sync + 'static {
         after: &str,
         limit: u32,
     ) -> Result<Vec<KvEntry>, KvFailure>;
+    /// `key` of whichever user holds it, with the user's id.
+    async fn kv_find(
+        &self,
+        service: &str,
+        key: &str,
+    ) -> Result<Option<(String, KvEntry)>, KvFailure>;
     /// An atomic commit.
     async fn kv_commit(
         &self,
