@@ -25,6 +25,7 @@ pub mod media;
 pub mod metrics;
 pub mod modules;
 pub mod notices;
+pub mod processing;
 pub mod secrets;
 pub mod services;
 pub mod text;

@@ -37,6 +37,10 @@ pub enum MediaError {
     /// The bytes are not a valid image of the declared type.
     #[error("invalid image: {0}")]
     Invalid(String),
+    /// Decoding would pass the [`DecodeLimits`] (a decompression bomb, or
+    /// simply too many pixels).
+    #[error("invalid image: {0}")]
+    TooLarge(String),
     /// Even the smallest size and lowest quality tried exceed the byte budget.
     #[error(
         "the image cannot be made to fit in {max_bytes} bytes; upload a smaller or simpler image"
@@ -277,13 +281,33 @@ fn decode(bytes: &[u8], kind: Kind, limits: &DecodeLimits) -> Result<DynamicImag
     // `decode` reserves the whole output buffer against the limits before
     // reading pixel data, which is what stops a bomb early.
     reader.decode().map_err(|e| match e {
-        ImageError::Limits(e) => MediaError::Invalid(format!(
+        ImageError::Limits(e) => MediaError::TooLarge(format!(
             "the image is too large to decode (at most {side}x{side} pixels, {mib} MiB): {e}",
             side = limits.max_pixels_side,
             mib = limits.max_alloc_bytes / (1024 * 1024),
         )),
         e => MediaError::Invalid(format!("the image does not decode: {e}")),
     })
+}
+
+/// Decodes `bytes` of type `content_type` within `limits`, for callers
+/// that work on the pixels themselves (media jobs).
+pub fn decode_image(
+    bytes: &[u8],
+    content_type: &str,
+    limits: &DecodeLimits,
+) -> Result<DynamicImage, MediaError> {
+    decode(bytes, Kind::from_declared(content_type)?, limits)
+}
+
+/// Encodes `image` as `content_type` (one of [`ACCEPTED_TYPES`]; JPEG at
+/// quality 85); the type as spelt here.
+pub fn encode_image(
+    image: &DynamicImage,
+    content_type: &str,
+) -> Result<(&'static str, Vec<u8>), MediaError> {
+    let kind = Kind::from_declared(content_type)?;
+    Ok((kind.mime(), encode(image, kind, JPEG_QUALITIES[0])?))
 }
 
 /// Encodes `image` as `kind`; `quality` only matters for JPEG.
@@ -339,7 +363,7 @@ fn flatten_on_white(image: &DynamicImage) -> DynamicImage {
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use image::{Rgba, RgbaImage};
 
@@ -404,12 +428,13 @@ mod tests {
         );
     }
 
-    #[test]
-    fn inspect_refuses_a_decompression_bomb_without_allocating_it() {
+    /// A decompression bomb: a 1x1 PNG whose header claims `side` x `side`
+    /// pixels, with a valid header CRC.
+    pub(crate) fn png_bomb(side: u32) -> Vec<u8> {
         let mut bytes = gradient(1, 1);
         // IHDR chunk: type at 12, width at 16, height at 20, CRC (of type+data) at 29.
         assert_eq!(&bytes[12..16], b"IHDR");
-        bytes[16..24].copy_from_slice(&[100_000u32.to_be_bytes(); 2].concat());
+        bytes[16..24].copy_from_slice(&[side.to_be_bytes(); 2].concat());
         let mut crc = !0u32;
         for &byte in &bytes[12..29] {
             crc ^= u32::from(byte);
@@ -418,8 +443,17 @@ mod tests {
             }
         }
         bytes[29..33].copy_from_slice(&(!crc).to_be_bytes());
+        bytes
+    }
+
+    #[test]
+    fn inspect_refuses_a_decompression_bomb_without_allocating_it() {
+        let bytes = png_bomb(100_000);
         // Refused from the header, before any pixel buffer exists.
-        let message = invalid(&bytes, "image/png");
+        let message = match check(&bytes, "image/png") {
+            Err(MediaError::TooLarge(message)) => message,
+            other => panic!("expected TooLarge, got {other:?}"),
+        };
         assert!(message.contains("too large"), "{message}");
     }
 
