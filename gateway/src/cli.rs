@@ -18,6 +18,10 @@ pub struct Cli {
 enum Command {
     /// Serve the HTTP API.
     Serve(ServeArgs),
+    /// Run one media job (started by the gateway itself, one process per
+    /// job: input on stdin, result on stdout).
+    #[command(hide = true)]
+    MediaWorker(crate::processing::worker::WorkerArgs),
 }
 
 /// Flags of `gateway serve`; each also reads an environment variable.
@@ -113,7 +117,11 @@ fn parse_net(text: &str) -> Result<ipnet::IpNet, String> {
 
 /// Entry point of the `gateway` binary.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let args = match Cli::parse().command {
+        Command::Serve(args) => args,
+        // A worker needs neither logs nor a runtime.
+        Command::MediaWorker(args) => return crate::processing::worker::worker_main(&args),
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("GATEWAY_LOG")
@@ -129,10 +137,7 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = match cli.command {
-        Command::Serve(args) => runtime.block_on(serve(args)),
-    };
-    match result {
+    match runtime.block_on(serve(args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
