@@ -103,7 +103,8 @@ macro_rules! export_service {
 pub mod kit {
     //! Small helpers most services write: JSON answers and errors in the
     //! gateway's error shape, typed reads and writes of the key-value
-    //! store, the query string, RFC 3339 times.
+    //! store (one key or a whole prefix), answers that send a blob, the
+    //! query string, RFC 3339 times.
 
     use super::{kv, Header, Request, Response};
     use serde::de::DeserializeOwned;
@@ -119,6 +120,34 @@ pub mod kit {
                 value: "application/json".into(),
             }],
             body: body.to_string().into_bytes(),
+        }
+    }
+
+    /// An answer with no body (`204`).
+    pub fn no_content() -> Response {
+        Response {
+            status: 204,
+            headers: Vec::new(),
+            body: Vec::new(),
+        }
+    }
+
+    /// An answer whose bytes are blob `id`, sent by the gateway with
+    /// `content_type` (grant `blobs`; `Range` is honoured).
+    pub fn blob(status: u16, id: &str, content_type: &str) -> Response {
+        Response {
+            status,
+            headers: vec![
+                Header {
+                    name: "gateway-blob".into(),
+                    value: id.into(),
+                },
+                Header {
+                    name: "content-type".into(),
+                    value: content_type.into(),
+                },
+            ],
+            body: Vec::new(),
         }
     }
 
@@ -154,6 +183,24 @@ pub mod kit {
                 .map_err(|e| error(500, "corrupt", &e.to_string())),
             Ok(None) => Ok(None),
             Err(e) => Err(store_error(&e)),
+        }
+    }
+
+    /// Every value under `prefix` that reads as `T`, in key order, read in
+    /// pages of 500; values that do not are skipped.
+    pub fn scan_all<T: DeserializeOwned>(prefix: &str) -> Result<Vec<T>, Response> {
+        let mut found = Vec::new();
+        let mut after = prefix.to_owned();
+        loop {
+            let page = kv::scan(prefix, &after, 500).map_err(|e| store_error(&e))?;
+            found.extend(
+                page.iter()
+                    .filter_map(|entry| serde_json::from_slice::<T>(&entry.value).ok()),
+            );
+            match page.last() {
+                Some(last) if page.len() == 500 => after = last.key.clone(),
+                _ => return Ok(found),
+            }
         }
     }
 

@@ -160,8 +160,17 @@ impl Monitor {
 
     /// The session token the monitor keeps.
     pub fn token(&self) -> String {
-        let session = std::fs::read_to_string(self.file("session.json")).expect("session file");
-        serde_json::from_str::<serde_json::Value>(&session).expect("session JSON")["token"]
+        self.token_in("session.json")
+    }
+
+    /// The device token the monitor keeps (after `device register`).
+    pub fn device_token(&self) -> String {
+        self.token_in("device.json")
+    }
+
+    fn token_in(&self, file: &str) -> String {
+        let text = std::fs::read_to_string(self.file(file)).expect(file);
+        serde_json::from_str::<serde_json::Value>(&text).expect("JSON")["token"]
             .as_str()
             .expect("token")
             .to_owned()

@@ -53,14 +53,6 @@ async fn terminal(gw: &TestGateway, user: &str, id: &str, first: bool) -> Monito
     m
 }
 
-fn device_token(m: &Monitor) -> String {
-    let text = std::fs::read_to_string(m.file("device.json")).unwrap();
-    serde_json::from_str::<Value>(&text).unwrap()["token"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
-
 /// The id `files list` shows for the file named `name`, with its status.
 fn listed(ran: &Ran, name: &str) -> (String, String) {
     let out = ran.output();
@@ -122,7 +114,7 @@ async fn files_uploaded_on_one_terminal_are_listed_fetched_and_synced_on_another
     assert_eq!(std::fs::read(&out).unwrap(), big);
 
     // A file announced but not uploaded: `get` waits for it.
-    let token = device_token(&laptop);
+    let token = laptop.device_token();
     let announced: Value = gw
         .client
         .post(gw.url("/v1/services/files/batches"))

@@ -188,15 +188,6 @@ impl Running {
     }
 }
 
-/// The device token a monitor keeps in its config dir.
-fn device_token(m: &Monitor) -> String {
-    let text = std::fs::read_to_string(m.file("device.json")).unwrap();
-    serde_json::from_str::<Value>(&text).unwrap()["token"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
-
 /// The (device, event) columns of `handoff log`.
 fn log_events(log: &Ran) -> Vec<(String, String)> {
     log.stdout
@@ -291,7 +282,7 @@ async fn a_session_moves_to_the_terminal_that_accepts_it() {
     let r = gw
         .client
         .get(gw.url(&format!("/v1/services/handoff/sessions/{sid}")))
-        .bearer_auth(device_token(&t2))
+        .bearer_auth(t2.device_token())
         .send()
         .await
         .unwrap();
@@ -401,12 +392,12 @@ async fn handoff_needs_a_device_and_the_latest_version() {
 
     // Registering again (same id, no flags) keeps the device and gives a
     // new token; the old one no longer works.
-    let old = device_token(&t1);
+    let old = t1.device_token();
     t1.run(&["device", "register"], &[])
         .await
         .ok()
         .says("registered device t1 (terminal t1) again");
-    assert_ne!(device_token(&t1), old);
+    assert_ne!(t1.device_token(), old);
     t1.run(&["device", "list"], &[])
         .await
         .ok()

@@ -6,7 +6,7 @@
 
 use e2e_tests::monitor::Monitor;
 use e2e_tests::{service_plugin, TestGateway};
-use serde_json::{json, Value};
+use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_monitor_shows_and_answers_the_preset_client_offer() {
@@ -25,13 +25,7 @@ async fn the_monitor_shows_and_answers_the_preset_client_offer() {
     )
     .await
     .ok();
-    let token = {
-        let text = std::fs::read_to_string(m.file("device.json")).unwrap();
-        serde_json::from_str::<Value>(&text).unwrap()["token"]
-            .as_str()
-            .unwrap()
-            .to_owned()
-    };
+    let token = m.device_token();
     let status = async || {
         gw.get_json("/v1/services/tasks/offer", Some(&token)).await["status"]
             .as_str()

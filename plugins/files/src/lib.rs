@@ -145,23 +145,11 @@ mod glue {
                     })?),
                     None => None,
                 };
-                let mut files = Vec::new();
-                let mut after = String::from("file/");
-                loop {
-                    let page = plugin_sdk::service::kv::scan("file/", &after, 500)
-                        .map_err(|e| kit::store_error(&e))?;
-                    for entry in &page {
-                        if let Ok(r) = serde_json::from_slice::<FileRecord>(&entry.value) {
-                            if only.is_none_or(|s| s == r.status) {
-                                files.push(view(&r));
-                            }
-                        }
-                    }
-                    match page.last() {
-                        Some(last) if page.len() == 500 => after = last.key.clone(),
-                        _ => break,
-                    }
-                }
+                let files: Vec<Value> = kit::scan_all::<FileRecord>("file/")?
+                    .iter()
+                    .filter(|r| only.is_none_or(|s| s == r.status))
+                    .map(view)
+                    .collect();
                 Ok(answer(200, &json!({"files": files})))
             }
             ("GET", ["files", file]) => Ok(answer(200, &view(&record(file)?.value))),
@@ -170,27 +158,15 @@ mod glue {
                 match r.value.download(device.as_deref()) {
                     Ok(()) => {
                         let blob = r.value.upload_id.clone().unwrap_or_default();
-                        Ok(Response {
-                            status: 200,
-                            headers: vec![
-                                Header {
-                                    name: "gateway-blob".into(),
-                                    value: blob,
-                                },
-                                Header {
-                                    name: "content-type".into(),
-                                    value: r.value.kind.clone(),
-                                },
-                                Header {
-                                    name: "content-disposition".into(),
-                                    value: format!(
-                                        "attachment; filename=\"{}\"",
-                                        r.value.name.replace(['"', '\\'], "_")
-                                    ),
-                                },
-                            ],
-                            body: Vec::new(),
-                        })
+                        let mut sent = kit::blob(200, &blob, &r.value.kind);
+                        sent.headers.push(Header {
+                            name: "content-disposition".into(),
+                            value: format!(
+                                "attachment; filename=\"{}\"",
+                                r.value.name.replace(['"', '\\'], "_")
+                            ),
+                        });
+                        Ok(sent)
                     }
                     Err(refused) => {
                         save(&r)?;
@@ -213,11 +189,7 @@ mod glue {
                     blobs::delete(upload);
                 }
                 tell(&everyone(), "file.deleted", &json!({"id": file}));
-                Ok(Response {
-                    status: 204,
-                    headers: Vec::new(),
-                    body: Vec::new(),
-                })
+                Ok(kit::no_content())
             }
             ("POST", ["files", file, "reupload"]) => {
                 let mut r = record(file)?;

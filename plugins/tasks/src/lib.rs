@@ -21,7 +21,7 @@ mod glue {
     use crate::shares::{ttl_ms, Share, State};
     use plugin_sdk::service::kit::{self, answer, error, get, put, remove, Read};
     use plugin_sdk::service::{
-        blobs, events, log, timers, Description, Header, PublicRoute, Request, Response, Service,
+        blobs, events, log, timers, Description, PublicRoute, Request, Response, Service,
     };
     use serde::Deserialize;
     use serde_json::{json, Value};
@@ -206,54 +206,16 @@ mod glue {
         if let Some(kind) = &kind {
             check_kind(kind).map_err(|e| error(422, "invalid_query", &e))?;
         }
-        let mut found = Vec::new();
-        let mut after = String::from("backup/");
-        loop {
-            let page = plugin_sdk::service::kv::scan("backup/", &after, 500)
-                .map_err(|e| kit::store_error(&e))?;
-            for entry in &page {
-                if let Ok(b) = serde_json::from_slice::<Backup>(&entry.value) {
-                    if listed(&b, device.as_deref(), kind.as_deref()) {
-                        found.push(b);
-                    }
-                }
-            }
-            match page.last() {
-                Some(last) if page.len() == 500 => after = last.key.clone(),
-                _ => break,
-            }
-        }
+        let mut found: Vec<Backup> = kit::scan_all::<Backup>("backup/")?
+            .into_iter()
+            .filter(|b| listed(b, device.as_deref(), kind.as_deref()))
+            .collect();
         // Newest first.
         found.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
         Ok(answer(
             200,
             &json!({"backups": found.iter().map(backup_view).collect::<Vec<_>>()}),
         ))
-    }
-
-    fn blob_answer(status: u16, blob: String, content_type: String) -> Response {
-        Response {
-            status,
-            headers: vec![
-                Header {
-                    name: "gateway-blob".into(),
-                    value: blob,
-                },
-                Header {
-                    name: "content-type".into(),
-                    value: content_type,
-                },
-            ],
-            body: Vec::new(),
-        }
-    }
-
-    fn no_content() -> Response {
-        Response {
-            status: 204,
-            headers: Vec::new(),
-            body: Vec::new(),
-        }
     }
 
     fn share_key(id: &str) -> String {
@@ -301,7 +263,7 @@ mod glue {
         let s: Share = serde_json::from_slice(&found.entry.value)
             .map_err(|e| error(500, "corrupt_share", &e.to_string()))?;
         match s.state(now()) {
-            State::Active => Ok(blob_answer(200, s.blob, s.content_type)),
+            State::Active => Ok(kit::blob(200, &s.blob, &s.content_type)),
             State::Expired => Err(error(
                 410,
                 "share_expired",
@@ -323,21 +285,7 @@ mod glue {
     }
 
     fn shares() -> Result<Response, Response> {
-        let mut found = Vec::new();
-        let mut after = String::from("share/");
-        loop {
-            let page = plugin_sdk::service::kv::scan("share/", &after, 500)
-                .map_err(|e| kit::store_error(&e))?;
-            for entry in &page {
-                if let Ok(s) = serde_json::from_slice::<Share>(&entry.value) {
-                    found.push(s);
-                }
-            }
-            match page.last() {
-                Some(last) if page.len() == 500 => after = last.key.clone(),
-                _ => break,
-            }
-        }
+        let mut found = kit::scan_all::<Share>("share/")?;
         found.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
         Ok(answer(
             200,
@@ -354,7 +302,7 @@ mod glue {
             blobs::delete(&s.value.blob);
             timers::cancel(&share_key(id));
         }
-        Ok(no_content())
+        Ok(kit::no_content())
     }
 
     /// The blob the gateway stored from a blob route's body: id, size,
@@ -406,13 +354,13 @@ mod glue {
             ("GET", ["backups", id]) => Ok(answer(200, &backup_view(&backup(id)?.value))),
             ("GET", ["backups", id, "content"]) => {
                 let b = backup(id)?.value;
-                Ok(blob_answer(200, b.blob, b.content_type))
+                Ok(kit::blob(200, &b.blob, &b.content_type))
             }
             ("DELETE", ["backups", id]) => {
                 let b = backup(id)?;
                 kit::commit(vec![remove(&format!("backup/{id}"), b.version)])?;
                 blobs::delete(&b.value.blob);
-                Ok(no_content())
+                Ok(kit::no_content())
             }
             ("POST", ["shares"]) => share(&request),
             ("GET", ["shares"]) => shares(),
