@@ -105,6 +105,17 @@ pub struct ServeArgs {
     /// Hours an incomplete upload may resume; then it is removed.
     #[arg(long, env = "GATEWAY_UPLOAD_RESUME_HOURS", default_value_t = 24)]
     upload_resume_hours: u64,
+    /// Media jobs this process runs at once, each in a worker process (0:
+    /// it queues jobs but leaves running them to other processes; default
+    /// one per core).
+    #[arg(long, env = "GATEWAY_MEDIA_WORKERS")]
+    media_workers: Option<usize>,
+    /// Seconds a media job may run before its worker is stopped.
+    #[arg(long, env = "GATEWAY_MEDIA_JOB_DEADLINE_SECS", default_value_t = 60)]
+    media_job_deadline_secs: u64,
+    /// Address space of a media job's worker, in MiB.
+    #[arg(long, env = "GATEWAY_MEDIA_JOB_MEMORY_MIB", default_value_t = 1024)]
+    media_job_memory_mib: u64,
 }
 
 /// An address (as a /32 or /128) or a CIDR block.
@@ -182,6 +193,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.blobs.user_bytes = args.blob_quota_bytes;
     config.blobs.user_blobs = args.blob_quota_files;
     config.blobs.resume_for = std::time::Duration::from_secs(args.upload_resume_hours * 3600);
+    if let Some(workers) = args.media_workers {
+        config.jobs.workers.concurrency = workers;
+    }
+    config.jobs.workers.deadline = std::time::Duration::from_secs(args.media_job_deadline_secs);
+    config.jobs.workers.memory_bytes = args.media_job_memory_mib << 20;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;

@@ -52,6 +52,8 @@ pub struct Config {
     pub blob_store: Option<String>,
     /// Blob uploads: largest blob, time to resume, per-user quotas.
     pub blobs: crate::blobs::BlobLimits,
+    /// Media jobs: the worker processes, the queue's runner.
+    pub jobs: crate::processing::jobs::JobsConfig,
     /// What "now" is (the system clock; tests inject their own).
     pub clock: SharedClock,
 }
@@ -69,6 +71,7 @@ impl std::fmt::Debug for Config {
             .field("devices", &self.devices)
             .field("blob_store", &self.blob_store)
             .field("blobs", &self.blobs)
+            .field("jobs", &self.jobs)
             .finish_non_exhaustive()
     }
 }
@@ -222,6 +225,7 @@ impl Config {
             devices: crate::devices::DeviceLimits::default(),
             blob_store: None,
             blobs: crate::blobs::BlobLimits::default(),
+            jobs: crate::processing::jobs::JobsConfig::default(),
             clock: crate::clock::system(),
         })
     }

@@ -161,11 +161,19 @@ pub async fn assemble(config: Config) -> Result<Assembly, RunError> {
         config.blobs.clone(),
         config.clock.clone(),
     ));
+    let jobs = Arc::new(processing::jobs::Jobs::new(
+        registry.clone(),
+        blobs.clone(),
+        devices.clone(),
+        config.clock.clone(),
+        config.jobs.clone(),
+    ));
     let services = Arc::new(services::Services::new(
         host,
         registry.clone(),
         devices.clone(),
         blobs.clone(),
+        jobs.clone(),
         config.clock.clone(),
     ));
     let (stop, stopping) = tokio::sync::watch::channel(false);
@@ -173,6 +181,7 @@ pub async fn assemble(config: Config) -> Result<Assembly, RunError> {
         devices,
         services,
         blobs,
+        jobs,
         registry,
         connectors,
         bindings,
@@ -196,12 +205,14 @@ pub async fn run(
 ) -> Result<(), RunError> {
     let Assembly { state, stop } = assemble(config).await?;
     let stopping = state.stopping.clone();
-    let (federation, devices, services, registry) = (
+    let (federation, devices, services, jobs, registry) = (
         state.federation.clone(),
         state.devices.clone(),
         state.services.clone(),
+        state.jobs.clone(),
         state.registry.clone(),
     );
+    let media_jobs = tokio::spawn(jobs.run(services.clone(), stopping.clone()));
     let notices = {
         let federation = federation.clone();
         let stopping = stopping.clone();
@@ -247,6 +258,7 @@ pub async fn run(
     let _ = notices.await;
     let _ = device_notices.await;
     let _ = timers.await;
+    let _ = media_jobs.await;
     janitor.abort();
     registry.close().await;
     served?;
@@ -279,6 +291,11 @@ async fn janitor(state: http::AppState) {
                 continue;
             }
             _ = blobs.tick() => {
+                match state.jobs.sweep().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(deleted = n, "media job results past their keep time deleted"),
+                    Err(e) => tracing::warn!(error = %e, "media job results not swept"),
+                }
                 match state.blobs.sweep().await {
                     Ok(gone) => {
                         if !gone.is_empty() {

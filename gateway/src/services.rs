@@ -9,10 +9,12 @@ use crate::blobs::{BlobError, Blobs, Owner};
 use crate::clock::SharedClock;
 use crate::devices::Devices;
 use crate::host::service::{
-    BlobInfo, BlobNotice, Capability, DeviceInfo, KvEntry, KvFailure, KvWrite, LoadedService,
-    ServiceBackend, ServiceRequest, ServiceResponse, ServiceScope, KV_MAX_KEYS,
+    BlobInfo, BlobNotice, Capability, DeviceInfo, JobError, JobInfo, KvEntry, KvFailure, KvWrite,
+    LoadedService, NewJob, ServiceBackend, ServiceRequest, ServiceResponse, ServiceScope,
+    KV_MAX_KEYS,
 };
 use crate::host::{CallError, Grants, InvalidPlugin, PluginHost};
+use crate::processing::jobs::Jobs;
 use registry_db::{DeviceState, KvError, Registry, RegistryError, ServiceRow};
 use serde_json::Value;
 use std::collections::HashMap;
@@ -165,6 +167,7 @@ impl Services {
         registry: Registry,
         devices: Arc<Devices>,
         blobs: Arc<Blobs>,
+        jobs: Arc<Jobs>,
         clock: SharedClock,
     ) -> Self {
         Services {
@@ -172,6 +175,7 @@ impl Services {
                 registry: registry.clone(),
                 devices,
                 blobs,
+                jobs,
                 clock,
             }),
             registry,
@@ -390,6 +394,7 @@ pub struct Backend {
     registry: Registry,
     devices: Arc<Devices>,
     blobs: Arc<Blobs>,
+    jobs: Arc<Jobs>,
     clock: SharedClock,
 }
 
@@ -547,6 +552,20 @@ impl ServiceBackend for Backend {
             Err(e) => {
                 tracing::warn!(service, blob = id, error = %e, "a blob was not deleted");
                 false
+            }
+        }
+    }
+
+    async fn submit_job(&self, job: NewJob) -> Result<JobInfo, JobError> {
+        self.jobs.submit(job).await
+    }
+
+    async fn job(&self, service: &str, user: &str, id: &str) -> Option<JobInfo> {
+        match self.jobs.get(service, user, id).await {
+            Ok(job) => job,
+            Err(e) => {
+                tracing::warn!(service, job = id, error = %e, "a media job was not read");
+                None
             }
         }
     }

@@ -19,7 +19,7 @@ pub use self::__private::gateway::service::types::{
     BlobEvent, BlobEventKind, Caller, Description, Header, PublicRoute, Request, Response,
 };
 pub use self::__private::gateway::service::{
-    blobs, clock, config, devices, events, kv, log, timers,
+    blobs, clock, config, devices, events, kv, log, media, timers,
 };
 
 /// The operator's `config` of this service (the manifest's), read into

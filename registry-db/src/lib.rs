@@ -14,6 +14,7 @@ mod deliveries;
 mod devices;
 mod error;
 mod federation_types;
+mod jobs;
 mod key_check;
 mod media;
 mod modules;
@@ -33,6 +34,7 @@ pub use federation_types::{
     AttemptOutcome, AttemptRecorded, Change, ChangeRecorded, Delivery, DeliveryStatus, Media,
     NewChange, NewDelivery, SettingsMap,
 };
+pub use jobs::{JobOutcome, JobState, MediaJob};
 pub use notices::{ChangeNotices, Notices};
 pub use service_kv::{KvEntry, KvError, KvWrite};
 pub use services::{DueTimer, ServiceRow};

@@ -87,29 +87,57 @@ pub async fn upload(client: &Client, gw: &GatewayProcess, manifest: &Value) {
     assert_eq!(r.status(), StatusCode::CREATED);
 }
 
+/// Uploads a service plugin with `manifest`, as the admin.
+pub async fn upload_service(client: &Client, gw: &GatewayProcess, manifest: &Value, plugin: &[u8]) {
+    let form = multipart::Form::new()
+        .text("manifest", manifest.to_string())
+        .part(
+            "plugin",
+            multipart::Part::bytes(plugin.to_vec()).file_name("service.wasm"),
+        );
+    let r = client
+        .post(gw.url("/v1/admin/services"))
+        .bearer_auth(ADMIN)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::CREATED,
+        "{}",
+        r.text().await.unwrap()
+    );
+}
+
+/// A new user `name`, logged in: the session token.
+pub async fn user(client: &Client, gw: &GatewayProcess, name: &str) -> String {
+    let creds = json!({"username": name, "password": "correct horse battery"});
+    let r = client
+        .post(gw.url("/v1/users"))
+        .json(&creds)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let r = client
+        .post(gw.url("/v1/sessions"))
+        .json(&creds)
+        .send()
+        .await
+        .unwrap();
+    r.json::<Value>().await.unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
 /// `n` users `user{i}`, each bound to `source` and `target` as
 /// `user{i}@source` and `user{i}@target`; returns their tokens.
 pub async fn users(client: &Client, gw: &GatewayProcess, n: usize) -> Vec<String> {
     let mut tokens = Vec::new();
     for i in 0..n {
-        let creds = json!({"username": format!("user{i}"), "password": "correct horse battery"});
-        let r = client
-            .post(gw.url("/v1/users"))
-            .json(&creds)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), StatusCode::CREATED);
-        let r = client
-            .post(gw.url("/v1/sessions"))
-            .json(&creds)
-            .send()
-            .await
-            .unwrap();
-        let token = r.json::<Value>().await.unwrap()["token"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+        let token = user(client, gw, &format!("user{i}")).await;
         for module in ["source", "target"] {
             let r = client
                 .post(gw.url("/v1/bindings"))

@@ -137,6 +137,7 @@ impl TestGateway {
     pub async fn start_with(adjust: impl FnOnce(&mut gateway::Config)) -> Self {
         let data_dir = tempfile::tempdir().expect("temp dir");
         let mut config = gateway::Config::new(data_dir.path()).expect("config");
+        config.jobs.program = media_worker();
         adjust(&mut config);
         Self::launch(config, data_dir, "127.0.0.1:0".parse().expect("addr")).await
     }
@@ -163,7 +164,8 @@ impl TestGateway {
 
     /// The stopped gateway again, with its data, at its old address.
     pub async fn start_again(stopped: Stopped) -> Self {
-        let config = gateway::Config::new(stopped.data_dir.path()).expect("config");
+        let mut config = gateway::Config::new(stopped.data_dir.path()).expect("config");
+        config.jobs.program = media_worker();
         Self::launch(config, stopped.data_dir, stopped.addr).await
     }
 
@@ -503,4 +505,10 @@ pub fn s3_server() -> Option<(String, String)> {
             None
         }
     }
+}
+
+/// The program the gateway starts media jobs with: this package's fresh
+/// build of the gateway binary (the test executable cannot run them).
+pub fn media_worker() -> std::path::PathBuf {
+    process::package_binary("e2e-gateway")
 }

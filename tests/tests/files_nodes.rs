@@ -8,7 +8,7 @@
 use base64::Engine;
 use e2e_tests::process::GatewayProcess;
 use e2e_tests::{crash_kit, postgres_admin_url, s3_server, service_plugin, TestGateway};
-use reqwest::{multipart, Client, StatusCode};
+use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
 use sha2::Digest;
 use tokio::io::AsyncWriteExt;
@@ -197,25 +197,7 @@ async fn an_upload_begun_on_one_node_ends_and_downloads_on_another_through_s3() 
 
 /// Uploads the files service to a gateway process, as the admin.
 async fn install(client: &Client, gw: &GatewayProcess) {
-    let form = multipart::Form::new()
-        .text("manifest", manifest().to_string())
-        .part(
-            "plugin",
-            multipart::Part::bytes(service_plugin("files")).file_name("files.wasm"),
-        );
-    let r = client
-        .post(gw.url("/v1/admin/services"))
-        .bearer_auth(crash_kit::ADMIN)
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        r.status(),
-        StatusCode::CREATED,
-        "{}",
-        r.text().await.unwrap()
-    );
+    crash_kit::upload_service(client, gw, &manifest(), &service_plugin("files")).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,7 +11,8 @@
 
 use e2e_tests::{expect_error, hostile_service, mock, TestGateway};
 use gateway::host::service::{
-    BlobInfo, DeviceInfo, KvEntry, KvFailure, KvWrite, ServiceBackend, ServiceRequest, ServiceScope,
+    BlobInfo, DeviceInfo, JobError, JobInfo, KvEntry, KvFailure, KvWrite, NewJob, ServiceBackend,
+    ServiceRequest, ServiceScope,
 };
 use gateway::host::{CallError, Grants, HostLimits, PluginHost};
 use reqwest::StatusCode;
@@ -422,6 +423,30 @@ impl ServiceBackend for Nothing {
         Self: 'f,
     {
         Box::pin(async { false })
+    }
+
+    fn submit_job<'s, 'f>(&'s self, _: NewJob) -> Fut<'f, Result<JobInfo, JobError>>
+    where
+        's: 'f,
+        Self: 'f,
+    {
+        Box::pin(async { Err(JobError::new("worker_failed", "no jobs here", "none")) })
+    }
+
+    fn job<'s, 'a, 'b, 'c, 'f>(
+        &'s self,
+        _: &'a str,
+        _: &'b str,
+        _: &'c str,
+    ) -> Fut<'f, Option<JobInfo>>
+    where
+        's: 'f,
+        'a: 'f,
+        'b: 'f,
+        'c: 'f,
+        Self: 'f,
+    {
+        Box::pin(async { None })
     }
 }
 

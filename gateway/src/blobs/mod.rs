@@ -47,6 +47,25 @@ pub fn notice(kind: BlobNoticeKind, upload: &BlobUpload, device: Option<String>)
     }
 }
 
+/// The `Upload-Metadata` of a blob stored whole: its media type as tus
+/// clients send it (`filetype`).
+pub fn filetype_metadata(content_type: &str) -> String {
+    use base64::Engine;
+    format!(
+        "filetype {}",
+        base64::engine::general_purpose::STANDARD.encode(content_type)
+    )
+}
+
+/// The media type a blob's uploader gave (`filetype`, else `type`).
+pub fn content_type(upload: &BlobUpload) -> Option<String> {
+    let pairs = tus::parse_metadata(&upload.metadata).ok()?;
+    ["filetype", "type"]
+        .iter()
+        .find_map(|k| pairs.get(*k))
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+}
+
 /// Limits of blob uploads.
 #[derive(Debug, Clone)]
 pub struct BlobLimits {
@@ -576,6 +595,58 @@ impl Blobs {
             }
         }
         Ok(())
+    }
+
+    /// Stores `data` as a new, complete blob of `owner`'s, of media type
+    /// `content_type` (within the blob limits and the owner's quota).
+    pub async fn store_whole(
+        &self,
+        owner: &Owner,
+        content_type: &str,
+        data: Vec<u8>,
+    ) -> Result<BlobUpload, BlobError> {
+        let upload = self
+            .create(owner, data.len() as u64, filetype_metadata(content_type))
+            .await?;
+        let id = upload.id.clone();
+        let body = futures::stream::once(async move { Ok::<_, std::io::Error>(Bytes::from(data)) });
+        match self.append(upload, 0, None, Box::pin(body)).await {
+            Ok(appended) if appended.upload.is_complete() => Ok(appended.upload),
+            outcome => {
+                let _ = self.delete(owner, &id).await;
+                Err(match outcome {
+                    Err(e) => e,
+                    Ok(appended) => BlobError::OffsetMismatch {
+                        current: unsigned(appended.upload.offset),
+                        sent: unsigned(appended.upload.length),
+                    },
+                })
+            }
+        }
+    }
+
+    /// A complete blob of `owner`'s with all its bytes, when at most `max`
+    /// bytes long (`TooLong` otherwise, `NotFound` while incomplete).
+    pub async fn read_whole(
+        &self,
+        owner: &Owner,
+        id: &str,
+        max: u64,
+    ) -> Result<(BlobUpload, Vec<u8>), BlobError> {
+        let upload = self.status(owner, id).await?;
+        if !upload.is_complete() {
+            return Err(BlobError::NotFound);
+        }
+        let length = unsigned(upload.length);
+        if length > max {
+            return Err(BlobError::TooLong { max });
+        }
+        let mut data = Vec::with_capacity(usize::try_from(length).unwrap_or(0));
+        let mut bytes = self.read(&upload, 0..length).await?;
+        while let Some(chunk) = bytes.try_next().await? {
+            data.extend_from_slice(&chunk);
+        }
+        Ok((upload, data))
     }
 
     /// Removes incomplete uploads whose time to resume ran out; the ones

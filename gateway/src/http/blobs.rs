@@ -11,7 +11,6 @@ use crate::host::service::{BlobNotice, BlobNoticeKind, ServiceResponse};
 use axum::body::Body;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use base64::Engine;
 use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
@@ -19,9 +18,7 @@ use registry_db::BlobUpload;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-/// The header a plugin names a blob with, and the gateway tells a plugin
-/// the blob a blob route's body became (with `-size` and `-sha256`).
-pub const BLOB_HEADER: &str = "gateway-blob";
+pub use crate::host::service::BLOB_HEADER;
 
 /// Stores the body of a request to a blob route as a whole blob of
 /// `owner`: it needs a `Content-Length` within the blob limits and the
@@ -47,13 +44,9 @@ pub async fn store_body(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/octet-stream");
-    let metadata = format!(
-        "filetype {}",
-        base64::engine::general_purpose::STANDARD.encode(kind)
-    );
     let upload = state
         .blobs
-        .create(owner, length, metadata)
+        .create(owner, length, crate::blobs::filetype_metadata(kind))
         .await
         .map_err(super::tus::error)?;
     let id = upload.id.clone();
@@ -87,15 +80,6 @@ pub fn stored_headers(upload: &BlobUpload) -> [(String, String); 3] {
             upload.sha256.clone().unwrap_or_default(),
         ),
     ]
-}
-
-/// The blob a plugin's answer names, if any.
-pub fn named_blob(answer: &ServiceResponse) -> Option<String> {
-    answer
-        .headers
-        .iter()
-        .find(|(name, _)| name.eq_ignore_ascii_case(BLOB_HEADER))
-        .map(|(_, value)| value.clone())
 }
 
 /// Sends blob `blob` of `owner` as the answer to a request with `headers`,

@@ -54,6 +54,8 @@ pub struct Shared {
     pub services: Arc<crate::services::Services>,
     /// Blobs of service plugins (tus uploads, ranged reads).
     pub blobs: Arc<crate::blobs::Blobs>,
+    /// Media jobs of service plugins, queued durably.
+    pub jobs: Arc<crate::processing::jobs::Jobs>,
     /// The process configuration.
     pub config: Config,
     /// Inbound rate limiters.

@@ -254,7 +254,7 @@ pub async fn route_to_service(
     }
     let answer = answer?;
     // A blob the answer names is sent in its place (grant `blobs`).
-    if let (true, Some(blob)) = (blobs, super::blobs::named_blob(&answer)) {
+    if let (true, Some(blob)) = (blobs, answer.named_blob().map(str::to_owned)) {
         // On a public route the plugin names a blob of one of its users.
         let owner = match owner {
             Some(owner) => owner,

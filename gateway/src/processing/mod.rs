@@ -7,6 +7,7 @@
 //! Synchronous and CPU-bound on purpose: the job runner decides where it
 //! runs (an isolated worker process with a deadline and a memory cap).
 
+pub mod jobs;
 pub mod worker;
 
 use crate::media::codec::{self, DecodeLimits, MediaError};

@@ -5,15 +5,20 @@
 //! operator's period has run; T2 backups (`backups`) and shares
 //! (`shares`), whose bytes the gateway stores as blobs before this plugin
 //! hears of them. A share is kept in its owner's store and found by its id
-//! (`kv::find`) on the public route that serves it.
+//! (`kv::find`) on the public route that serves it. T2 media jobs and T3
+//! kept results (`jobs`): the gateway queues and runs them (grant
+//! `media`), this plugin routes them, remembers each user's job ids and
+//! answers a result past its keep time with `410`.
 
 pub mod backups;
+pub mod jobs;
 pub mod provisioning;
 pub mod shares;
 
 #[cfg(target_arch = "wasm32")]
 mod glue {
     use crate::backups::{check_kind, listed, Backup};
+    use crate::jobs::{keep_ms, result_state, ResultState, Submitted};
     use crate::provisioning::{
         Client, Offer, Refusal, Status, Step, DEFAULT_OFFER_AGAIN_SECS, MAX_OFFER_AGAIN_SECS,
         MIN_OFFER_AGAIN_SECS,
@@ -21,7 +26,7 @@ mod glue {
     use crate::shares::{ttl_ms, Share, State};
     use plugin_sdk::service::kit::{self, answer, error, get, put, remove, Read};
     use plugin_sdk::service::{
-        blobs, events, log, timers, Description, PublicRoute, Request, Response, Service,
+        blobs, events, log, media, timers, Description, PublicRoute, Request, Response, Service,
     };
     use serde::Deserialize;
     use serde_json::{json, Value};
@@ -37,6 +42,9 @@ mod glue {
         /// How long a declined offer stays away, 60 s to a year (default
         /// a week).
         offer_again_after_secs: Option<u64>,
+        /// How long a job's result is kept once done, 60 s to 30 days
+        /// (default a day).
+        result_keep_secs: Option<u64>,
     }
 
     fn settings() -> Result<Settings, Response> {
@@ -326,6 +334,165 @@ mod glue {
         ))
     }
 
+    /// `POST /inputs`: the body (stored as a blob already) becomes a job's
+    /// input.
+    fn input(request: &Request) -> Result<Response, Response> {
+        let (blob, size, sha256) = stored_blob(request)?;
+        kit::commit(vec![put(&format!("input/{blob}"), &now(), 0)])?;
+        Ok(answer(
+            201,
+            &json!({"input": blob, "size": size, "sha256": sha256,
+                "type": kit::header(request, "content-type").unwrap_or("application/octet-stream")}),
+        ))
+    }
+
+    #[derive(Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    struct JobBody {
+        kind: String,
+        input: String,
+        #[serde(default)]
+        params: Value,
+    }
+
+    fn job_key(id: &str) -> String {
+        format!("job/{id}")
+    }
+
+    fn job_error(e: &media::JobError) -> Value {
+        json!({"code": e.code, "message": e.message, "help": e.help})
+    }
+
+    fn result_of(job: &media::Job) -> ResultState {
+        result_state(
+            job.status == media::JobStatus::Done,
+            job.status == media::JobStatus::Failed,
+            job.kept_until_ms,
+            job.gone_ms,
+            now(),
+        )
+    }
+
+    fn job_view(job: &media::Job) -> Value {
+        let status = match job.status {
+            media::JobStatus::Queued => "queued",
+            media::JobStatus::Running => "running",
+            media::JobStatus::Done => "done",
+            media::JobStatus::Failed => "failed",
+        };
+        let mut view = json!({"job_id": job.id, "kind": job.kind, "input": job.input,
+            "status": status, "attempts": job.attempts, "created_at": kit::iso(job.created_ms),
+            "finished_at": job.finished_ms.map(kit::iso)});
+        if let (Some(content_type), Some(size)) = (&job.content_type, job.size) {
+            let kept = result_of(job) == ResultState::Kept;
+            view["result"] = json!({"content_type": content_type, "size": size,
+                "kept_until": job.kept_until_ms.map(kit::iso),
+                "state": if kept { "kept" } else { "expired" }});
+        }
+        if let Some(e) = &job.error {
+            view["error"] = job_error(e);
+        }
+        view
+    }
+
+    fn submit(request: &Request, device: Option<String>) -> Result<Response, Response> {
+        let settings = settings()?;
+        let body: JobBody = kit::body(request)?;
+        if body.kind.is_empty() {
+            return Err(error(
+                422,
+                "invalid_body",
+                "send {\"kind\", \"input\", \"params\"}",
+            ));
+        }
+        let job = media::submit(&media::JobRequest {
+            kind: body.kind,
+            input: body.input,
+            params: body.params.to_string(),
+            keep_ms: keep_ms(settings.result_keep_secs),
+            device,
+        })
+        .map_err(|e| {
+            let status = match e.code.as_str() {
+                "too_many_jobs" => 429,
+                "unknown_input" | "unknown_device" => 404,
+                _ => 422,
+            };
+            let mut refused = error(status, &e.code, &e.message);
+            if let Ok(mut body) = serde_json::from_slice::<Value>(&refused.body) {
+                body["error"]["help"] = json!(e.help);
+                refused.body = body.to_string().into_bytes();
+            }
+            refused
+        })?;
+        let submitted = Submitted {
+            id: job.id.clone(),
+            created_at: job.created_ms,
+        };
+        kit::commit(vec![put(&job_key(&job.id), &submitted, 0)])?;
+        Ok(answer(202, &job_view(&job)))
+    }
+
+    fn job(id: &str) -> Result<media::Job, Response> {
+        let unknown = || error(404, "unknown_job", "no such job");
+        if get::<Submitted>(&job_key(id))?.is_none() {
+            return Err(unknown());
+        }
+        media::get(id).ok_or_else(unknown)
+    }
+
+    /// The user's jobs, newest first (the last 100).
+    fn jobs() -> Result<Response, Response> {
+        let mut found = kit::scan_all::<Submitted>("job/")?;
+        found.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
+        let views: Vec<Value> = found
+            .iter()
+            .take(100)
+            .filter_map(|s| media::get(&s.id))
+            .map(|j| job_view(&j))
+            .collect();
+        Ok(answer(200, &json!({"jobs": views})))
+    }
+
+    /// `GET /jobs/{id}/result`: the bytes while kept, as often as asked.
+    fn result(id: &str) -> Result<Response, Response> {
+        let job = job(id)?;
+        match (result_of(&job), &job.result_blob, &job.content_type) {
+            (ResultState::Kept, Some(blob), Some(content_type)) => {
+                Ok(kit::blob(200, blob, content_type))
+            }
+            (ResultState::Pending, ..) => Err(error(
+                409,
+                "job_not_done",
+                "the job has not finished; GET /jobs/{id} shows where it stands",
+            )),
+            (ResultState::Failed, ..) => {
+                let why = job
+                    .error
+                    .as_ref()
+                    .map_or_else(String::new, |e| format!(": {} ({})", e.message, e.help));
+                Err(error(
+                    409,
+                    "job_failed",
+                    &format!("the job failed, there is no result{why}"),
+                ))
+            }
+            (ResultState::Expired(at), ..) => Err(error(
+                410,
+                "result_expired",
+                &format!(
+                    "the result was kept until {} and then deleted; send the job again",
+                    kit::iso(at)
+                ),
+            )),
+            (ResultState::Kept, ..) => Err(error(
+                410,
+                "result_expired",
+                "the result is no longer kept; send the job again",
+            )),
+        }
+    }
+
     fn handle(request: Request) -> Result<Response, Response> {
         let segments: Vec<&str> = request.path.trim_matches('/').split('/').collect();
         if let ("GET", ["shares", id]) = (request.method.as_str(), segments.as_slice()) {
@@ -365,6 +532,20 @@ mod glue {
             ("POST", ["shares"]) => share(&request),
             ("GET", ["shares"]) => shares(),
             ("DELETE", ["shares", id]) => revoke(id),
+            ("POST", ["inputs"]) => input(&request),
+            ("DELETE", ["inputs", id]) => {
+                // Only an input: never a backup's or a share's blob.
+                let key = format!("input/{id}");
+                let stored = get::<u64>(&key)?
+                    .ok_or_else(|| error(404, "unknown_input", "no such input"))?;
+                kit::commit(vec![remove(&key, stored.version)])?;
+                blobs::delete(id);
+                Ok(kit::no_content())
+            }
+            ("POST", ["jobs"]) => submit(&request, caller.device_id.clone()),
+            ("GET", ["jobs"]) => jobs(),
+            ("GET", ["jobs", id]) => Ok(answer(200, &job_view(&job(id)?))),
+            ("GET", ["jobs", id, "result"]) => result(id),
             (_, ["offer"] | ["offer", "request" | "accept" | "decline"]) => Err(error(
                 405,
                 "method_not_allowed",
@@ -393,6 +574,10 @@ mod glue {
                     PublicRoute {
                         method: "POST".into(),
                         path_prefix: "/shares".into(),
+                    },
+                    PublicRoute {
+                        method: "POST".into(),
+                        path_prefix: "/inputs".into(),
                     },
                 ],
             }

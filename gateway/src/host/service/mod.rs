@@ -15,6 +15,7 @@ mod events;
 mod http;
 mod kv;
 mod log;
+mod media;
 mod timers;
 
 use super::{CallState, InvalidPlugin};
@@ -58,11 +59,14 @@ pub enum Capability {
     /// service's `/uploads` and blob downloads (the bytes never pass
     /// through the plugin).
     Blobs,
+    /// `gateway:service/media`: media jobs run by the gateway's worker
+    /// processes, their results kept as blobs of the service.
+    Media,
 }
 
 impl Capability {
     /// Every capability, by its manifest name.
-    pub const ALL: [(&'static str, Capability); 8] = [
+    pub const ALL: [(&'static str, Capability); 9] = [
         ("kv", Capability::Kv),
         ("devices", Capability::Devices),
         ("events", Capability::Events),
@@ -71,6 +75,7 @@ impl Capability {
         ("log", Capability::Log),
         ("clock", Capability::Clock),
         ("blobs", Capability::Blobs),
+        ("media", Capability::Media),
     ];
 
     /// The capability of a manifest name.
@@ -103,6 +108,9 @@ impl Capability {
             }
             Capability::Blobs => {
                 gateway::service::blobs::add_to_linker::<_, HasSelf<_>>(linker, same)
+            }
+            Capability::Media => {
+                gateway::service::media::add_to_linker::<_, HasSelf<_>>(linker, same)
             }
         }
     }
@@ -225,6 +233,75 @@ pub trait ServiceBackend: Send + Sync + 'static {
     async fn blob(&self, service: &str, user: &str, id: &str) -> Option<BlobInfo>;
     /// Deletes a blob of the user's; whether it existed.
     async fn delete_blob(&self, service: &str, user: &str, id: &str) -> bool;
+    /// Queues a media job.
+    async fn submit_job(&self, job: NewJob) -> Result<JobInfo, JobError>;
+    /// A media job of the user's in the service.
+    async fn job(&self, service: &str, user: &str, id: &str) -> Option<JobInfo>;
+}
+
+pub use crate::processing::JobError;
+
+/// Where a media job stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobState {
+    /// Waiting for a worker.
+    Queued,
+    /// A worker runs it.
+    Running,
+    /// Its result is (or was) kept.
+    Done,
+    /// It failed.
+    Failed,
+}
+
+/// A media job to queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewJob {
+    /// The service submitting it.
+    pub service: String,
+    /// The user it works for.
+    pub user: String,
+    /// What it does.
+    pub kind: String,
+    /// The input's id.
+    pub input: String,
+    /// Its parameters, a JSON object as text.
+    pub params: String,
+    /// How long its result is kept, in milliseconds.
+    pub keep_ms: u64,
+    /// The device told when it ends.
+    pub device: Option<String>,
+}
+
+/// A media job as a service sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobInfo {
+    /// Id.
+    pub id: String,
+    /// What it does.
+    pub kind: String,
+    /// The input's id.
+    pub input: String,
+    /// Where it stands.
+    pub state: JobState,
+    /// The result blob while kept.
+    pub result_blob: Option<String>,
+    /// The result's media type.
+    pub content_type: Option<String>,
+    /// The result's size.
+    pub size: Option<u64>,
+    /// Why it failed.
+    pub error: Option<JobError>,
+    /// Submitted, in milliseconds since the epoch.
+    pub created_ms: u64,
+    /// Ended.
+    pub finished_ms: Option<u64>,
+    /// Result kept until.
+    pub kept_until_ms: Option<u64>,
+    /// Result deleted at.
+    pub gone_ms: Option<u64>,
+    /// Times a worker started it.
+    pub attempts: u32,
 }
 
 /// A blob as a service sees it.
@@ -391,6 +468,26 @@ pub struct ServiceResponse {
     pub headers: Vec<(String, String)>,
     /// Body.
     pub body: Vec<u8>,
+}
+
+/// The header a plugin names a blob with in an answer (sent in its
+/// place), and the gateway tells a plugin the blob a blob route's body
+/// became (with `-size` and `-sha256`).
+pub const BLOB_HEADER: &str = "gateway-blob";
+
+impl ServiceResponse {
+    /// The value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The blob the answer names, if any.
+    pub fn named_blob(&self) -> Option<&str> {
+        self.header(BLOB_HEADER)
+    }
 }
 
 impl From<ServiceRequest> for wit::Request {
