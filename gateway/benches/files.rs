@@ -21,14 +21,13 @@
 mod common;
 
 use base64::Engine;
-use common::{files_wasm, open_stream, percentiles, rss_bytes, Seen};
+use common::{files_wasm, open_stream, percentiles, rss_bytes, Node, Seen};
 use serde_json::{json, Value};
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const ADMIN: &str = "bench-admin-token-0123456789abcdef";
 const CHUNK: usize = 8 << 20;
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -47,115 +46,29 @@ fn mib(bytes: usize) -> f64 {
     bytes as f64 / f64::from(1 << 20)
 }
 
-/// A gateway served by `gateway::run` in this process, with the files
-/// service installed.
-struct Node {
-    base: String,
-    client: reqwest::Client,
-    _dir: tempfile::TempDir,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
+/// A gateway node with the files service installed.
+async fn start(waiters: usize) -> Node {
+    // `BENCH_DIR` picks the disk (default: the system's temp folder).
+    let dir = match std::env::var("BENCH_DIR") {
+        Ok(root) => tempfile::tempdir_in(root),
+        Err(_) => tempfile::tempdir(),
+    }
+    .unwrap();
+    let node = Node::start(dir, |c| {
+        c.delivery.concurrency = 0;
+        c.devices.max_streams_per_user = waiters + 8;
+    })
+    .await;
+    node.install_service(
+        &json!({"id": "files", "name": "Files",
+            "grants": ["kv", "devices", "events", "clock", "log", "blobs"]}),
+        files_wasm(),
+    )
+    .await;
+    node
 }
 
 impl Node {
-    async fn start(waiters: usize) -> Node {
-        // `BENCH_DIR` picks the disk (default: the system's temp folder).
-        let dir = match std::env::var("BENCH_DIR") {
-            Ok(root) => tempfile::tempdir_in(root),
-            Err(_) => tempfile::tempdir(),
-        }
-        .unwrap();
-        let mut c = gateway::Config::new(dir.path()).unwrap();
-        c.admin_token = gateway::secrets::Secret::new(ADMIN.to_owned());
-        c.delivery.concurrency = 0;
-        c.devices.max_streams_per_user = waiters + 8;
-        c.user_quota = gateway::Quota {
-            per_second: 1_000_000,
-            burst: 1_000_000,
-        };
-        c.anonymous_quota = c.user_quota;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(gateway::run(c, listener, async move {
-            let _ = stopped.await;
-        }));
-        let client = reqwest::Client::new();
-        while client
-            .get(format!("{base}/readyz"))
-            .send()
-            .await
-            .map(|r| r.status() != 200)
-            .unwrap_or(true)
-        {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let form = reqwest::multipart::Form::new()
-            .text(
-                "manifest",
-                json!({"id": "files", "name": "Files",
-                    "grants": ["kv", "devices", "events", "clock", "log", "blobs"]})
-                .to_string(),
-            )
-            .part(
-                "plugin",
-                reqwest::multipart::Part::bytes(files_wasm()).file_name("f.wasm"),
-            );
-        let r = client
-            .post(format!("{base}/v1/admin/services"))
-            .bearer_auth(ADMIN)
-            .multipart(form)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 201);
-        Node {
-            base,
-            client,
-            _dir: dir,
-            stop: Some(stop),
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    async fn user(&self, name: &str) -> String {
-        let body = json!({"username": name, "password": "correct horse battery"});
-        self.client
-            .post(self.url("/v1/users"))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        let session: Value = self
-            .client
-            .post(self.url("/v1/sessions"))
-            .json(&body)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        session["token"].as_str().unwrap().to_owned()
-    }
-
-    async fn device(&self, user: &str, id: &str) -> String {
-        let device: Value = self
-            .client
-            .post(self.url("/v1/devices"))
-            .bearer_auth(user)
-            .json(&json!({"id": id, "name": id}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        device["token"].as_str().unwrap().to_owned()
-    }
-
     /// Announces a file of `size` bytes and creates its upload.
     async fn begin(&self, token: &str, name: &str, size: usize) -> (String, String) {
         let batch: Value = self
@@ -203,10 +116,6 @@ impl Node {
             .await
             .unwrap();
         assert_eq!(r.status(), 204, "{}", r.text().await.unwrap());
-    }
-
-    async fn stop(mut self) {
-        let _ = self.stop.take().map(|s| s.send(()));
     }
 }
 
@@ -267,18 +176,18 @@ fn raw_write(dir: &std::path::Path, size: usize, chunk: &[u8]) -> f64 {
 
 async fn throughput() {
     let size = env_or("BENCH_UPLOAD_MIB", 1024) << 20;
-    let node = Node::start(8).await;
+    let node = start(8).await;
     let user = node.user("alice").await;
     let token = node.device(&user, "laptop").await;
     let chunk = bytes::Bytes::from((0..CHUNK).map(|i| (i * 7 % 251) as u8).collect::<Vec<u8>>());
     let rss_before = rss_bytes("self");
     // The disk is measured before and after the uploads (the page cache's
     // writeback state differs) and the faster figure is the reference.
-    let raw_before = raw_write(node._dir.path(), size, &chunk);
+    let raw_before = raw_write(node.dir.path(), size, &chunk);
     let (quarter_secs, quarter_peak) = upload(&node, &token, "quarter.bin", size / 4, &chunk).await;
     let (secs, peak) = upload(&node, &token, "whole.bin", size, &chunk).await;
     let rss_after = rss_bytes("self");
-    let raw_after = raw_write(node._dir.path(), size, &chunk);
+    let raw_after = raw_write(node.dir.path(), size, &chunk);
     let raw = raw_before.min(raw_after);
     let tus_rate = mib(size) / secs;
     let raw_rate = mib(size) / raw;
@@ -312,7 +221,7 @@ async fn throughput() {
 async fn fanout() {
     let waiters = env_or("BENCH_WAITERS", 100);
     let files = env_or("BENCH_FANOUT_FILES", 5);
-    let node = Node::start(waiters).await;
+    let node = start(waiters).await;
     let user = node.user("bob").await;
     let uploader = node.device(&user, "uploader").await;
     let mut tokens = Vec::new();

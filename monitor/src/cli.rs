@@ -71,6 +71,18 @@ enum Command {
     /// The preset client the gateway offers this terminal (the tasks
     /// service): where it stands, or `request`, `accept`, `decline`.
     Offer(tasks::OfferArgs),
+    /// Back up this terminal's private data (contacts, messages or
+    /// photos: a JSON file or an archive) to the tasks service.
+    Backup(tasks::BackupArgs),
+    /// Restore a backup of yours (made on this or another of your
+    /// terminals), or `--list` them.
+    Restore(tasks::RestoreArgs),
+    /// Share a file by a link anyone holding it may fetch, until it
+    /// expires or you `--revoke` it.
+    Share(tasks::ShareArgs),
+    /// Have the gateway process a file (thumbnail, convert, resize,
+    /// markdown-to-html) and fetch the result, showing the job's progress.
+    Process(tasks::ProcessArgs),
 }
 
 /// Runs the monitor with the process's arguments; the exit code says how it ended.
@@ -146,5 +158,9 @@ async fn dispatch(ctx: &Context, command: &Command) -> Result<Outcome, MonitorEr
         Command::Files(command) => files::files(ctx, command).await,
         Command::Handoff(command) => handoff::handoff(ctx, command).await,
         Command::Offer(args) => tasks::offer(ctx, args).await,
+        Command::Backup(args) => tasks::backup(ctx, args).await,
+        Command::Restore(args) => tasks::restore(ctx, args).await,
+        Command::Share(args) => tasks::share(ctx, args).await,
+        Command::Process(args) => tasks::process(ctx, args).await,
     }
 }

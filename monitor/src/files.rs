@@ -258,7 +258,7 @@ async fn list(client: &Client, status: Option<&str>) -> Result<Outcome, MonitorE
 }
 
 /// The media type of a file name, from its extension.
-fn media_type(path: &Path) -> &'static str {
+pub(crate) fn media_type(path: &Path) -> &'static str {
     let ext = path
         .extension()
         .and_then(|e| e.to_str())

@@ -190,21 +190,27 @@ impl Registry {
     }
 
     /// Takes up to `limit` claimable jobs, oldest first, each by one node
-    /// only, until `lease_until`; counts the attempt.
+    /// only, until `lease_until`; counts the attempt. Looking costs a read:
+    /// an idle queue never takes the write lock.
     pub async fn claim_jobs(
         &self,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
         limit: u32,
     ) -> Result<Vec<MediaJob>> {
-        let (mut tx, _guard) = self.begin_bookkeeping().await?;
         let rows = sqlx::query(&format!(
             "SELECT {COLUMNS} FROM media_jobs WHERE {CLAIMABLE} ORDER BY created_at, id LIMIT $2"
         ))
         .bind(to_millis(now))
         .bind(i64::from(limit))
-        .fetch_all(&mut *tx)
+        .fetch_all(&self.pool)
         .await?;
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Each claim holds only if the job is still claimable: of nodes
+        // that saw the same rows, one wins each.
+        let (mut tx, _guard) = self.begin_bookkeeping().await?;
         let mut claimed = Vec::with_capacity(rows.len());
         for row in &rows {
             let mut found = job(row)?;

@@ -19,7 +19,7 @@ const AGAIN_SECS: u64 = 3600;
 
 fn manifest(config: Value) -> Value {
     json!({"id": "tasks", "name": "Cloud tasks",
-        "grants": ["kv", "events", "timers", "clock", "log", "blobs"], "config": config})
+        "grants": ["kv", "events", "timers", "clock", "log", "blobs", "media"], "config": config})
 }
 
 fn client(version: &str) -> Value {

@@ -140,3 +140,127 @@ pub async fn open_stream(
 pub fn files_wasm() -> Vec<u8> {
     plugin_wasm("../plugins/files", "files-service")
 }
+
+/// The admin token of [`Node`]s.
+pub const ADMIN: &str = "bench-admin-token-0123456789abcdef";
+
+/// A gateway served by `gateway::run` in this process, on SQLite in a
+/// folder of its own, with rate limits out of the way.
+pub struct Node {
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    /// A client for it.
+    pub client: reqwest::Client,
+    /// Its data dir.
+    pub dir: tempfile::TempDir,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Node {
+    /// Starts a node on `dir`, its config changed by `adjust`; ready when
+    /// it returns.
+    pub async fn start(dir: tempfile::TempDir, adjust: impl FnOnce(&mut gateway::Config)) -> Node {
+        let mut c = gateway::Config::new(dir.path()).unwrap();
+        c.admin_token = gateway::secrets::Secret::new(ADMIN.to_owned());
+        c.user_quota = gateway::Quota {
+            per_second: 1_000_000,
+            burst: 1_000_000,
+        };
+        c.anonymous_quota = c.user_quota;
+        adjust(&mut c);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(gateway::run(c, listener, async move {
+            let _ = stopped.await;
+        }));
+        let client = reqwest::Client::new();
+        while client
+            .get(format!("{base}/readyz"))
+            .send()
+            .await
+            .map(|r| r.status() != 200)
+            .unwrap_or(true)
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        Node {
+            base,
+            client,
+            dir,
+            stop: Some(stop),
+        }
+    }
+
+    /// `base` + `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Installs a service plugin as the admin.
+    pub async fn install_service(&self, manifest: &serde_json::Value, wasm: Vec<u8>) {
+        let form = reqwest::multipart::Form::new()
+            .text("manifest", manifest.to_string())
+            .part(
+                "plugin",
+                reqwest::multipart::Part::bytes(wasm).file_name("service.wasm"),
+            );
+        let r = self
+            .client
+            .post(self.url("/v1/admin/services"))
+            .bearer_auth(ADMIN)
+            .multipart(form)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    }
+
+    /// A new user `name`, logged in: the session token.
+    pub async fn user(&self, name: &str) -> String {
+        let body = serde_json::json!({"username": name, "password": "correct horse battery"});
+        self.client
+            .post(self.url("/v1/users"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let session: serde_json::Value = self
+            .client
+            .post(self.url("/v1/sessions"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        session["token"].as_str().unwrap().to_owned()
+    }
+
+    /// Device `id` of the user `user` (a session token): its token.
+    pub async fn device(&self, user: &str, id: &str) -> String {
+        let device: serde_json::Value = self
+            .client
+            .post(self.url("/v1/devices"))
+            .bearer_auth(user)
+            .json(&serde_json::json!({"id": id, "name": id}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        device["token"].as_str().unwrap().to_owned()
+    }
+
+    /// Stops the node.
+    pub async fn stop(mut self) {
+        let _ = self.stop.take().map(|s| s.send(()));
+    }
+}
+
+/// Builds the tasks service plugin and returns the component.
+pub fn tasks_wasm() -> Vec<u8> {
+    plugin_wasm("../plugins/tasks", "tasks-service")
+}

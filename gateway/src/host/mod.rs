@@ -58,7 +58,7 @@ pub enum InvalidPlugin {
     #[error("the component does not compile: {0}")]
     Compile(String),
     /// The component is not a connector of this ABI (wrong world, unknown imports).
-    #[error("the component is not a gateway connector: {0}")]
+    #[error("the component does not fit the world it was uploaded for: {0}")]
     World(String),
     /// `describe()` failed.
     #[error("describe() failed: {0}")]
