@@ -385,6 +385,8 @@ async fn a_share_is_fetched_by_id_without_login_until_it_expires_or_is_revoked()
     let gw = TestGateway::start_with(move |c| {
         c.clock = shared;
         c.blobs.user_bytes = 1 << 20;
+        // The session outlives the 30 days the clock moves below.
+        c.session_ttl = Duration::from_secs(60 * 24 * 3600);
     })
     .await;
     install(&gw, json!({})).await;
@@ -478,5 +480,22 @@ async fn a_share_is_fetched_by_id_without_login_until_it_expires_or_is_revoked()
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
     let r = reqwest::get(public(&newest)).await.unwrap();
     expect_error(r, StatusCode::GONE, "share_revoked").await;
+
+    // 30 days after they ended, ended shares are forgotten: 404, unlisted.
+    clock.advance(Duration::from_secs(30 * 24 * 3600 + 1));
+    let mut forgotten = false;
+    for _ in 0..50 {
+        let mine = gw.get_json("/v1/services/tasks/shares", Some(&alice)).await;
+        if mine["shares"].as_array().unwrap().is_empty() {
+            forgotten = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(forgotten, "ended shares were kept past 30 days");
+    for id in [&id, &newest] {
+        let r = reqwest::get(public(id)).await.unwrap();
+        expect_error(r, StatusCode::NOT_FOUND, "unknown_share").await;
+    }
     gw.stop().await.unwrap();
 }

@@ -4,7 +4,8 @@
 //! after its keep time (the clock moved, not slept), its bytes deleted; a
 //! decompression bomb and a damaged file fail with a reason and help
 //! text; bad requests are refused at once; another user sees nothing; a
-//! job queued before a SIGKILL completes after the restart.
+//! job queued before a SIGKILL completes after the restart; a file of the
+//! files service is an input once uploaded, and says why before.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use e2e_tests::{crash_kit, expect_error, service_plugin, TestGateway};
@@ -388,4 +389,93 @@ async fn a_job_queued_before_a_sigkill_completes_after_the_restart() {
         .unwrap();
     let thumb = image::load_from_memory(&bytes).unwrap();
     assert_eq!((thumb.width(), thumb.height()), (64, 48));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_of_the_files_service_is_a_job_input_once_uploaded() {
+    use base64::Engine;
+    let gw = TestGateway::start().await;
+    let r = gw
+        .upload_service(&manifest(), &service_plugin("tasks"))
+        .await;
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    let files = json!({"id": "files", "name": "Files",
+        "grants": ["kv", "devices", "events", "clock", "log", "blobs"]});
+    let r = gw.upload_service(&files, &service_plugin("files")).await;
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    let alice = gw.user_token("alice").await;
+    let laptop = gw.device_token(&alice, "alice-laptop").await;
+    let client = &gw.client;
+    let picture = png(200, 100);
+
+    // Announced and half uploaded: not an input yet, and the job says why.
+    let batch: Value = gw
+        .post_json(
+            "/v1/services/files/batches",
+            Some(&laptop),
+            &json!({"files": [{"name": "p.png", "type": "image/png", "size": picture.len()}]}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let file = batch["files"][0]["id"].as_str().unwrap().to_owned();
+    let r = client
+        .post(gw.url("/v1/services/files/uploads"))
+        .bearer_auth(&laptop)
+        .header("Tus-Resumable", "1.0.0")
+        .header("Upload-Length", picture.len().to_string())
+        .header(
+            "Upload-Metadata",
+            format!(
+                "file_id {}",
+                base64::engine::general_purpose::STANDARD.encode(&file)
+            ),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let at = r.headers()["location"].to_str().unwrap().to_owned();
+    let patch = |offset: usize, bytes: Vec<u8>| {
+        client
+            .patch(gw.url(&at))
+            .bearer_auth(&laptop)
+            .header("Tus-Resumable", "1.0.0")
+            .header("Content-Type", "application/offset+octet-stream")
+            .header("Upload-Offset", offset.to_string())
+            .body(bytes)
+            .send()
+    };
+    let half = picture.len() / 2;
+    assert_eq!(
+        patch(0, picture[..half].to_vec()).await.unwrap().status(),
+        204
+    );
+    let job = json!({"kind": "thumbnail", "input": file, "params": {"side": 50}});
+    let (_, early) = submit(client, &gw.base, &alice, &job).await;
+    let early = ended(client, &gw.base, &alice, early["job_id"].as_str().unwrap()).await;
+    assert_eq!(early["error"]["code"], "input_not_ready", "{early}");
+
+    // Uploaded: the same job works on it.
+    assert_eq!(
+        patch(half, picture[half..].to_vec())
+            .await
+            .unwrap()
+            .status(),
+        204
+    );
+    let (_, made) = submit(client, &gw.base, &alice, &job).await;
+    let id = made["job_id"].as_str().unwrap().to_owned();
+    let done = ended(client, &gw.base, &alice, &id).await;
+    assert_eq!(done["status"], "done", "{done}");
+    let bytes = result(&gw, &alice, &id).await.bytes().await.unwrap();
+    let thumb = image::load_from_memory(&bytes).unwrap();
+    assert_eq!((thumb.width(), thumb.height()), (50, 25));
+    // Another user cannot name it.
+    let bob = gw.user_token("bob").await;
+    let (_, theirs) = submit(client, &gw.base, &bob, &job).await;
+    let theirs = ended(client, &gw.base, &bob, theirs["job_id"].as_str().unwrap()).await;
+    assert_eq!(theirs["error"]["code"], "unknown_input", "{theirs}");
+    gw.stop().await.unwrap();
 }

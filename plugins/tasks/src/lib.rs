@@ -308,7 +308,7 @@ mod glue {
             s.value.revoked_at = Some(now());
             kit::commit(vec![put(&share_key(id), &s.value, s.version)])?;
             blobs::delete(&s.value.blob);
-            timers::cancel(&share_key(id));
+            timers::schedule(&share_key(id), s.value.forget_at());
         }
         Ok(kit::no_content())
     }
@@ -589,10 +589,17 @@ mod glue {
 
         fn on_timer(_user_id: String, name: String) {
             if name.starts_with("share/") {
-                // Expired: its bytes go, its record stays to answer 410.
+                // Ended: its bytes go, its record stays to answer 410 for a
+                // while, then it is forgotten.
                 if let Ok(Some(s)) = get::<Share>(&name) {
-                    if s.value.state(now()) == State::Expired {
+                    let now = now();
+                    if s.value.ended_at(now).is_some() {
                         blobs::delete(&s.value.blob);
+                        if now >= s.value.forget_at() {
+                            let _ = kit::commit(vec![remove(&name, s.version)]);
+                        } else {
+                            timers::schedule(&name, s.value.forget_at());
+                        }
                     }
                 }
                 return;

@@ -61,7 +61,28 @@ impl Share {
             State::Active
         }
     }
+
+    /// When it ended (its revocation or expiry), once it has.
+    pub fn ended_at(&self, now: u64) -> Option<u64> {
+        match self.state(now) {
+            State::Active => None,
+            State::Revoked => self.revoked_at,
+            State::Expired => Some(self.expires_at),
+        }
+    }
+
+    /// When its record is forgotten: [`TOMBSTONE_SECS`] after it ended
+    /// (until then its id answers `410` with the reason, then `404`).
+    pub fn forget_at(&self) -> u64 {
+        self.revoked_at
+            .unwrap_or(self.expires_at)
+            .min(self.expires_at)
+            .saturating_add(TOMBSTONE_SECS * 1000)
+    }
 }
+
+/// How long an ended share's record stays to answer `410`: 30 days.
+pub const TOMBSTONE_SECS: u64 = 30 * 24 * 3600;
 
 /// The lifetime asked for (`expires_in` seconds), checked: 60 s to
 /// [`MAX_TTL_SECS`], default [`DEFAULT_TTL_SECS`].
@@ -94,8 +115,13 @@ mod tests {
         };
         assert_eq!(s.state(999), State::Active);
         assert_eq!(s.state(1000), State::Expired);
+        assert_eq!(s.ended_at(999), None);
+        assert_eq!(s.ended_at(5000), Some(1000));
+        assert_eq!(s.forget_at(), 1000 + TOMBSTONE_SECS * 1000);
         s.revoked_at = Some(10);
         assert_eq!(s.state(20), State::Revoked);
+        assert_eq!(s.ended_at(20), Some(10));
+        assert_eq!(s.forget_at(), 10 + TOMBSTONE_SECS * 1000);
     }
 
     #[test]
