@@ -16,6 +16,7 @@
 pub mod account;
 pub mod cli;
 pub mod client;
+pub mod detect;
 pub mod device;
 pub mod files;
 pub mod handoff;

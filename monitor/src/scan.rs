@@ -84,6 +84,47 @@ impl Places {
         }
     }
 
+    /// The home folder.
+    pub fn home(&self) -> &Path {
+        &self.home
+    }
+
+    /// The first client of `module` installed here, with its sign.
+    pub fn installed(&self, module: &gateway_api::ModuleView) -> Option<(ClientHints, PathBuf)> {
+        module
+            .detect
+            .named_clients(&module.name)
+            .into_iter()
+            .find_map(|c| self.find(&c).map(|e| (c, e)))
+    }
+
+    /// The folders whose changes may mean a client of `modules` was
+    /// installed: the nearest existing folder of each config folder (up to
+    /// the home folder) and the application folders that exist.
+    pub fn watched(&self, modules: &[gateway_api::ModuleView]) -> Vec<PathBuf> {
+        let mut dirs: Vec<PathBuf> = Vec::new();
+        for module in modules {
+            for client in module.detect.named_clients(&module.name) {
+                for dir in &client.config_dirs {
+                    let mut at = self.expand(dir);
+                    while !at.is_dir() && at != self.home {
+                        match at.parent() {
+                            Some(parent) => at = parent.to_owned(),
+                            None => break,
+                        }
+                    }
+                    if at.is_dir() {
+                        dirs.push(at);
+                    }
+                }
+            }
+        }
+        dirs.extend(self.application_dirs.iter().filter(|d| d.is_dir()).cloned());
+        dirs.sort();
+        dirs.dedup();
+        dirs
+    }
+
     /// The first sign of `client` on this device, as a path.
     pub fn find(&self, client: &ClientHints) -> Option<PathBuf> {
         let config = client
@@ -133,6 +174,30 @@ fn credentials() -> Result<Option<Map<String, Value>>, MonitorError> {
     }
 }
 
+/// Binds `module` after a yes: the account (`given`, or asked), its
+/// credentials (MONITOR_CREDENTIALS, or asked); a decline before is
+/// forgotten.
+pub(crate) async fn register(
+    ctx: &Context,
+    client: &crate::client::Client,
+    module: &gateway_api::ModuleView,
+    given: Option<&str>,
+    state: &mut crate::store::State,
+) -> Result<(), MonitorError> {
+    let account = match given {
+        Some(account) => account.to_owned(),
+        None => prompt::text(&format!("your {} account:", module.name))?,
+    };
+    let credentials = match credentials()? {
+        Some(credentials) => credentials,
+        None => crate::account::ask_credentials(Some(module), &module.id, &account)?,
+    };
+    bind_account(ctx, client, &module.id, &account, &credentials).await?;
+    state.declined.remove(&module.id);
+    ctx.store.save_state(state)?;
+    Ok(())
+}
+
 /// `monitor scan`.
 pub async fn scan(ctx: &Context, args: &ScanArgs) -> Result<Outcome, MonitorError> {
     let client = ctx.client()?;
@@ -148,12 +213,7 @@ pub async fn scan(ctx: &Context, args: &ScanArgs) -> Result<Outcome, MonitorErro
     let mut found = 0;
     let mut failed = None;
     for module in &modules {
-        let Some((hints, evidence)) = module
-            .detect
-            .named_clients(&module.name)
-            .into_iter()
-            .find_map(|c| places.find(&c).map(|e| (c, e)))
-        else {
+        let Some((hints, evidence)) = places.installed(module) else {
             continue;
         };
         found += 1;
@@ -194,23 +254,9 @@ pub async fn scan(ctx: &Context, args: &ScanArgs) -> Result<Outcome, MonitorErro
             println!("{what}: not registered; it will not be offered again");
             continue;
         }
-        let account = match given {
-            Some(account) => account.to_owned(),
-            None => prompt::text(&format!("your {} account:", module.name))?,
-        };
-        let credentials = match credentials()? {
-            Some(credentials) => credentials,
-            None => crate::account::ask_credentials(Some(module), &module.id, &account)?,
-        };
-        match bind_account(ctx, &client, &module.id, &account, &credentials).await {
-            Ok(()) => {
-                state.declined.remove(&module.id);
-                ctx.store.save_state(&state)?;
-            }
-            Err(e) => {
-                eprintln!("{what}: not bound: {e}");
-                failed = Some(e);
-            }
+        if let Err(e) = register(ctx, &client, module, given, &mut state).await {
+            eprintln!("{what}: not bound: {e}");
+            failed = Some(e);
         }
     }
     if found == 0 {

@@ -3,8 +3,11 @@
 //! and reports what differs from the last look, never the gateway's own
 //! pushes (`applied_by_gateway`); (b) reads the profile file; then sends the
 //! queued reports in order. A gateway that is unreachable only delays them.
+//! It also notices IM clients installed while it runs ([`crate::detect`]):
+//! at once when a watched folder changes, else at the next round.
 
 use crate::client::{Client, ClientError};
+use crate::detect::Detector;
 use crate::report::{flush, queue_avatar, Sent};
 use crate::store::{LocalBinding, QueuedImage, QueuedReport, Seen, State};
 use crate::{profile, sha256_hex, Context, MonitorError, Outcome};
@@ -26,6 +29,75 @@ pub struct WatchArgs {
     /// One round, then exit (for scripts and cron).
     #[arg(long)]
     once: bool,
+    /// Do not look for IM clients installed while watching.
+    #[arg(long)]
+    no_detect: bool,
+    /// Ask again about networks whose client you declined before.
+    #[arg(long)]
+    ask_again: bool,
+    /// Home folder to look for IM clients in (default: yours).
+    #[arg(long)]
+    home: Option<PathBuf>,
+    /// Look for IM clients only under the home folder.
+    #[arg(long)]
+    only_home: bool,
+}
+
+/// Noticing new IM clients, once the modules' hints are known.
+struct Detection {
+    places: Option<crate::scan::Places>,
+    ask_again: bool,
+    detector: Option<Detector>,
+}
+
+impl Detection {
+    fn new(args: &WatchArgs) -> Detection {
+        let home = args.home.clone().or_else(dirs::home_dir);
+        Detection {
+            places: home
+                .filter(|_| !args.no_detect)
+                .map(|h| crate::scan::Places::new(h, args.only_home)),
+            ask_again: args.ask_again,
+            detector: None,
+        }
+    }
+
+    /// Checks for new clients (reading the modules first, once the gateway
+    /// answers).
+    async fn check(
+        &mut self,
+        ctx: &Context,
+        client: &Client,
+        bound: &[LocalBinding],
+        notes: &mut Notes,
+    ) -> Result<(), MonitorError> {
+        if self.detector.is_none() {
+            let Some(places) = self.places.take() else {
+                return Ok(());
+            };
+            match client.modules().await {
+                Ok(modules) => {
+                    self.detector = Some(Detector::new(places, modules, self.ask_again));
+                }
+                Err(e) => {
+                    self.places = Some(places);
+                    return transient_or(e.into(), notes);
+                }
+            }
+        }
+        let mut state = ctx.store.state()?;
+        if let Some(detector) = &mut self.detector {
+            detector.check(ctx, client, bound, &mut state).await?;
+        }
+        Ok(())
+    }
+
+    async fn changed(&mut self) {
+        match &mut self.detector {
+            Some(detector) => detector.changed().await,
+            None => std::future::pending().await,
+        }
+    }
 }
 
 /// Messages shown once per watch, not every round.
@@ -53,13 +125,16 @@ pub async fn watch(ctx: &Context, args: &WatchArgs) -> Result<Outcome, MonitorEr
             .map(|p| format!(" and {}", p.display()))
             .unwrap_or_default()
     );
+    let mut detection = Detection::new(args);
     loop {
-        round(ctx, &client, args, &mut notes).await?;
+        let bound = round(ctx, &client, args, &mut notes).await?;
+        detection.check(ctx, &client, &bound, &mut notes).await?;
         if args.once {
             return Ok(Outcome::Done);
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(args.interval.max(1))) => {}
+            () = detection.changed() => {}
             _ = tokio::signal::ctrl_c() => return Ok(Outcome::Done),
         }
     }
@@ -80,7 +155,7 @@ async fn round(
     client: &Client,
     args: &WatchArgs,
     notes: &mut Notes,
-) -> Result<(), MonitorError> {
+) -> Result<Vec<LocalBinding>, MonitorError> {
     let mut state = ctx.store.state()?;
     let bound = match ctx.sync_bindings(client).await {
         Ok(bindings) => {
@@ -123,7 +198,7 @@ async fn round(
         }
         Err(e) => transient_or(e, notes)?,
     }
-    Ok(())
+    Ok(bound)
 }
 
 fn enqueue(

@@ -176,3 +176,85 @@ impl Monitor {
             .to_owned()
     }
 }
+
+/// A long-running monitor a test talks to: what it printed so far (stdout
+/// and stderr, prompts without a newline included) and its stdin.
+pub struct Talking {
+    child: tokio::process::Child,
+    stdin: tokio::process::ChildStdin,
+    printed: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Monitor {
+    /// Starts `monitor ARGS` with stdin open for answers; killed on drop.
+    pub fn talk(&self, args: &[&str], envs: &[(&str, &str)]) -> Talking {
+        use tokio::io::AsyncReadExt;
+        let mut child = self
+            .command(args, envs)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn monitor");
+        let stdin = child.stdin.take().expect("stdin");
+        let printed = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let pipes: [Box<dyn tokio::io::AsyncRead + Unpin + Send>; 2] = [
+            Box::new(child.stdout.take().expect("stdout")),
+            Box::new(child.stderr.take().expect("stderr")),
+        ];
+        for mut pipe in pipes {
+            let printed = printed.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = pipe.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    if let Ok(mut text) = printed.lock() {
+                        text.push_str(&String::from_utf8_lossy(&buf[..n]));
+                    }
+                }
+            });
+        }
+        Talking {
+            child,
+            stdin,
+            printed,
+        }
+    }
+}
+
+impl Talking {
+    /// Everything printed so far.
+    pub fn printed(&self) -> String {
+        self.printed.lock().map(|t| t.clone()).unwrap_or_default()
+    }
+
+    /// Waits until `text` has been printed `times` times in all; panics
+    /// after `within`.
+    pub async fn wait_for(&self, text: &str, times: usize, within: std::time::Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        while self.printed().matches(text).count() < times {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{text:?} not printed {times} time(s) within {within:?}: {}",
+                self.printed()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Writes `line` and a newline to its stdin.
+    pub async fn answer(&mut self, line: &str) {
+        self.stdin
+            .write_all(format!("{line}\n").as_bytes())
+            .await
+            .expect("answer");
+    }
+
+    /// Kills it; what it printed.
+    pub async fn stop(mut self) -> String {
+        let _ = self.child.kill().await;
+        self.printed()
+    }
+}

@@ -451,6 +451,49 @@ async fn scan_offers_clients_found_on_the_device_and_remembers_a_decline() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_asks_once_about_a_client_installed_while_it_runs() {
+    let gw = gateway().await;
+    network(&gw, "xmpp", detect_hints("xmpp")).await;
+    let m = Monitor::new();
+    m.register(&gw.base, "alice").await;
+    let question = "Register Gajim for sync? [y/N]";
+    // Rounds an hour apart: only the folder's event can bring the question.
+    let mut watch = m.talk(&["watch", "--only-home", "--interval", "3600"], &[]);
+    watch.wait_for("watching", 1, Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!watch.printed().contains("[y/N]"), "{}", watch.printed());
+
+    // Gajim is installed: asked at once, declined.
+    std::fs::create_dir_all(m.home.path().join(".config/gajim")).unwrap();
+    watch.wait_for(question, 1, Duration::from_secs(30)).await;
+    watch.answer("n").await;
+    watch
+        .wait_for(
+            "not registered; it will not be offered again",
+            1,
+            Duration::from_secs(30),
+        )
+        .await;
+    // More changes in its folder ask nothing more in this run.
+    std::fs::write(m.home.path().join(".config/gajim/settings.sqlite"), "x").unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let printed = watch.stop().await;
+    assert_eq!(printed.matches(question).count(), 1, "{printed}");
+
+    // Remembered: the next watch does not ask; --ask-again does.
+    let again = m.run(&["watch", "--only-home", "--once"], &[]).await.ok();
+    assert!(!again.output().contains("[y/N]"), "{again:?}");
+    m.run_with(
+        &["watch", "--only-home", "--once", "--ask-again"],
+        &[],
+        "n\n",
+    )
+    .await
+    .ok()
+    .says(question);
+}
+
 #[tokio::test]
 async fn an_expired_session_asks_to_log_in_again_and_an_unreachable_gateway_says_so() {
     let clock = gateway::clock::ManualClock::new();
