@@ -132,18 +132,94 @@ pub async fn watch(ctx: &Context, args: &WatchArgs) -> Result<Outcome, MonitorEr
         if args.once {
             return Ok(Outcome::Done);
         }
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(args.interval.max(1))) => {}
-            () = detection.changed() => {}
-            _ = tokio::signal::ctrl_c() => return Ok(Outcome::Done),
+        // Until the next round: a report waiting in the queue (this watch's,
+        // or one `monitor report` left while the gateway was down) is sent
+        // again with backoff, so it goes out soon after the gateway answers.
+        let next_round = tokio::time::Instant::now() + Duration::from_secs(args.interval.max(1));
+        let mut retry = RETRY_FIRST;
+        let mut retry_at = tokio::time::Instant::now() + retry;
+        loop {
+            let wake = next_round.min(tokio::time::Instant::now() + QUEUE_LOOK);
+            tokio::select! {
+                _ = tokio::time::sleep_until(wake) => {}
+                () = detection.changed() => break,
+                _ = tokio::signal::ctrl_c() => return Ok(Outcome::Done),
+            }
+            let now = tokio::time::Instant::now();
+            if now >= next_round {
+                break;
+            }
+            if ctx.store.waiting()?.is_empty() {
+                retry = RETRY_FIRST;
+                retry_at = now;
+                continue;
+            }
+            if now < retry_at {
+                continue;
+            }
+            if send_queued(ctx, &client, &mut notes, false).await? {
+                retry = RETRY_FIRST;
+            } else {
+                retry = (retry * 2).min(RETRY_MAX);
+            }
+            retry_at = now + retry;
         }
+    }
+}
+
+/// How often a watch looks at the queue between rounds.
+const QUEUE_LOOK: Duration = Duration::from_secs(1);
+/// The first retry of a queue the gateway did not take, doubling up to
+/// [`RETRY_MAX`].
+const RETRY_FIRST: Duration = Duration::from_secs(1);
+const RETRY_MAX: Duration = Duration::from_secs(60);
+
+/// Sends the queued reports in order, printing what became of each;
+/// whether the queue was emptied. `wait` waits for another process that
+/// is sending; without it, that process's turn is left alone.
+async fn send_queued(
+    ctx: &Context,
+    client: &Client,
+    notes: &mut Notes,
+    wait: bool,
+) -> Result<bool, MonitorError> {
+    let sending = if wait {
+        ctx.store.lock_sending()?
+    } else {
+        match ctx.store.try_lock_sending()? {
+            Some(sending) => sending,
+            None => return Ok(false),
+        }
+    };
+    match flush(&ctx.store, client, &sending).await {
+        Ok(sent) => {
+            for outcome in sent {
+                match outcome {
+                    Sent::Accepted(report, receipt) => println!(
+                        "reported {} from {}: change {} {} ({} target(s))",
+                        crate::report::settings_text(&report.settings),
+                        report.module,
+                        receipt.id,
+                        receipt.status,
+                        receipt.targets.len()
+                    ),
+                    Sent::Rejected(report, e) => eprintln!(
+                        "the gateway refused a report from {} (moved to rejected/): {e}",
+                        report.module
+                    ),
+                }
+            }
+            notes.0.retain(|n| !n.starts_with("cannot reach"));
+            Ok(true)
+        }
+        Err(e) => transient_or(e, notes).map(|()| false),
     }
 }
 
 fn transient_or(e: MonitorError, notes: &mut Notes) -> Result<(), MonitorError> {
     match e {
         MonitorError::Client(e) if e.is_transient() => {
-            notes.once(format!("{e}; retrying every round"));
+            notes.once(format!("{e}; retrying until it answers"));
             Ok(())
         }
         other => Err(other),
@@ -176,28 +252,7 @@ async fn round(
         }
     }
     ctx.store.save_state(&state)?;
-    let sending = ctx.store.lock_sending()?;
-    match flush(&ctx.store, client, &sending).await {
-        Ok(sent) => {
-            for outcome in sent {
-                match outcome {
-                    Sent::Accepted(report, receipt) => println!(
-                        "reported {} from {}: change {} {} ({} target(s))",
-                        crate::report::settings_text(&report.settings),
-                        report.module,
-                        receipt.id,
-                        receipt.status,
-                        receipt.targets.len()
-                    ),
-                    Sent::Rejected(report, e) => eprintln!(
-                        "the gateway refused a report from {} (moved to rejected/): {e}",
-                        report.module
-                    ),
-                }
-            }
-        }
-        Err(e) => transient_or(e, notes)?,
-    }
+    send_queued(ctx, client, notes, true).await?;
     Ok(bound)
 }
 

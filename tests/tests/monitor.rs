@@ -344,6 +344,41 @@ async fn reports_made_while_the_gateway_is_down_wait_on_disk_and_go_out_in_order
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_watch_sends_a_waiting_report_once_the_gateway_is_back() {
+    let (gw, beta, m) = alice_on_alpha_and_beta().await;
+    // Rounds an hour apart: only the queue's retries can send it.
+    let watch = m.talk(&["watch", "--interval", "3600", "--no-detect"], &[]);
+    watch.wait_for("watching", 1, Duration::from_secs(30)).await;
+    let stopped = gw.stop_keeping_data().await;
+    m.run(
+        &["report", "--module", "alpha", "--signature", "while down"],
+        &[],
+    )
+    .await
+    .code(3)
+    .says("kept on disk");
+    let gw = TestGateway::start_again(stopped).await;
+    // No further command: the watch sends it.
+    watch
+        .wait_for("reported signature", 1, Duration::from_secs(30))
+        .await;
+    wait_for(&beta, "beta to hold the waiting report", |got| {
+        got.last() == Some(&json!({"signature": "while down"}))
+    })
+    .await;
+    let listed = gw.get_json("/v1/changes", Some(&m.token())).await;
+    assert_eq!(
+        listed["changes"][0]["settings"]["signature"], "while down",
+        "{listed}"
+    );
+    assert!(
+        std::fs::read_dir(m.file("queue")).unwrap().next().is_none(),
+        "queue not empty"
+    );
+    watch.stop().await;
+}
+
 #[tokio::test]
 async fn watch_reports_profile_file_edits_of_bound_networks_only() {
     let (gw, beta, m) = alice_on_alpha_and_beta().await;
