@@ -3,8 +3,8 @@
 use crate::client::ClientError;
 use crate::store::Store;
 use crate::{
-    account, device, files, handoff, report, scan, tasks, watch, Context, MonitorError, Outcome,
-    EXIT_ERROR,
+    account, device, files, handoff, report, scan, service, tasks, watch, Context, MonitorError,
+    Outcome, EXIT_ERROR,
 };
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -83,6 +83,10 @@ enum Command {
     /// Have the gateway process a file (thumbnail, convert, resize,
     /// markdown-to-html) and fetch the result, showing the job's progress.
     Process(tasks::ProcessArgs),
+    /// Run `watch` as a background service started at login (a systemd
+    /// user unit): `service install`, `service uninstall`, `service status`.
+    #[command(subcommand)]
+    Service(service::ServiceCommand),
 }
 
 /// Runs the monitor with the process's arguments; the exit code says how it ended.
@@ -162,5 +166,6 @@ async fn dispatch(ctx: &Context, command: &Command) -> Result<Outcome, MonitorEr
         Command::Restore(args) => tasks::restore(ctx, args).await,
         Command::Share(args) => tasks::share(ctx, args).await,
         Command::Process(args) => tasks::process(ctx, args).await,
+        Command::Service(command) => service::service(ctx, command).await,
     }
 }

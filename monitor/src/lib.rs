@@ -24,6 +24,7 @@ pub mod profile;
 pub mod prompt;
 pub mod report;
 pub mod scan;
+pub mod service;
 pub mod store;
 pub mod tasks;
 pub mod watch;

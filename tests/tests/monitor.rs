@@ -380,6 +380,63 @@ async fn a_running_watch_sends_a_waiting_report_once_the_gateway_is_back() {
 }
 
 #[tokio::test]
+async fn service_install_writes_a_user_unit_running_watch_and_enables_it() {
+    let (_gw, _beta, m) = alice_on_alpha_and_beta().await;
+    // A systemctl that notes how it was called.
+    let bin = m.home.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let calls = m.home.path().join("systemctl.log");
+    let fake = bin.join("systemctl");
+    std::fs::write(
+        &fake,
+        format!("#!/bin/sh\necho \"$@\" >> '{}'\n", calls.display()),
+    )
+    .unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let env = [("PATH", path.as_str())];
+
+    m.run(&["service", "install", "--interval", "5"], &env)
+        .await
+        .ok()
+        .says("enabled and started presence-monitor.service")
+        .says("monitor service uninstall");
+    let unit_file = m
+        .home
+        .path()
+        .join(".config/systemd/user/presence-monitor.service");
+    let unit = std::fs::read_to_string(&unit_file).unwrap();
+    let config = std::fs::canonicalize(m.config.path()).unwrap();
+    assert!(
+        unit.contains(&format!(
+            "--config-dir \"{}\" watch --interval 5",
+            config.display()
+        )),
+        "{unit}"
+    );
+    assert!(unit.contains("WantedBy=default.target"), "{unit}");
+    let log = std::fs::read_to_string(&calls).unwrap();
+    assert!(
+        log.contains("--user daemon-reload")
+            && log.contains("--user enable --now presence-monitor.service"),
+        "{log}"
+    );
+    m.run(&["service", "uninstall"], &env)
+        .await
+        .ok()
+        .says("stopped and removed");
+    assert!(!unit_file.exists());
+    let log = std::fs::read_to_string(&calls).unwrap();
+    assert!(
+        log.contains("--user disable --now presence-monitor.service"),
+        "{log}"
+    );
+}
+
+#[tokio::test]
 async fn watch_reports_profile_file_edits_of_bound_networks_only() {
     let (gw, beta, m) = alice_on_alpha_and_beta().await;
     let profile = m.home.path().join("profile.toml");
