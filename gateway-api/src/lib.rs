@@ -33,7 +33,8 @@ pub use devices::{
 pub use error::{ErrorBody, ErrorDetail};
 pub use events::{ChangeEvent, DoneEvent, EventError, StreamError};
 pub use modules::{
-    ClientHints, CredentialField, DetectHints, Manifest, ModuleList, ModuleView, RateLimit,
+    ClientHints, ClientReader, CredentialField, DetectHints, Manifest, ModuleList, ModuleView,
+    RateLimit, ReadValue,
 };
 pub use services::{ServiceList, ServiceManifest, ServiceView};
 

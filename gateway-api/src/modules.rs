@@ -170,6 +170,49 @@ pub struct ClientHints {
     /// Its executable names.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub executables: Vec<String>,
+    /// How the monitor reads the settings the user set in this client from
+    /// the client's own files (none: it cannot).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reader: Option<ClientReader>,
+}
+
+/// Settings read from an IM client's own XML files, declared with the
+/// module so that operators add clients without a new monitor:
+///
+/// ```json
+/// {"files": {"prefs": ["~/.purple/prefs.xml"], "status": ["~/.purple/status.xml"]},
+///  "values": {
+///    "current": {"file": "prefs",
+///      "xml": "/pref/pref[@name='purple']/pref[@name='savedstatus']/pref[@name='default']/@value"},
+///    "signature": {"file": "status", "xml": "/statuses/status[@created='{current}']/message"},
+///    "avatar": {"file": "prefs",
+///      "xml": "/pref/pref[@name='pidgin']/pref[@name='accounts']/pref[@name='buddyicon']/@value"}}}
+/// ```
+///
+/// `signature`, `mood` and `avatar` (the path of an image file) are
+/// reported; other values only fill `{name}` in the paths of others.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ClientReader {
+    /// Files by name, each the first of its paths that exists (`~/` is the
+    /// home folder).
+    pub files: std::collections::BTreeMap<String, Vec<String>>,
+    /// Values by name.
+    pub values: std::collections::BTreeMap<String, ReadValue>,
+}
+
+/// One value read from one of a reader's files.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ReadValue {
+    /// The file's name in `files`.
+    pub file: String,
+    /// A path of elements from the root, each optionally with one
+    /// `[@attribute='value']` test (`{name}` in the value is another value
+    /// read first), ending in `@attribute` or an element (its text).
+    pub xml: String,
 }
 
 impl ClientHints {

@@ -22,6 +22,7 @@ pub mod files;
 pub mod handoff;
 pub mod profile;
 pub mod prompt;
+pub mod readers;
 pub mod report;
 pub mod scan;
 pub mod service;

@@ -88,6 +88,9 @@ pub struct State {
     /// Modules the user declined to register when `scan` asked (S7).
     #[serde(default)]
     pub declined: BTreeSet<String>,
+    /// Per `module/client`: what the client's own files last said.
+    #[serde(default)]
+    pub local: BTreeMap<String, Seen>,
 }
 
 /// This terminal as a device of the user (`monitor device register`): the

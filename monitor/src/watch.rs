@@ -11,7 +11,7 @@ use crate::detect::Detector;
 use crate::report::{flush, queue_avatar, Sent};
 use crate::store::{LocalBinding, QueuedImage, QueuedReport, Seen, State};
 use crate::{profile, sha256_hex, Context, MonitorError, Outcome};
-use gateway_api::Settings;
+use gateway_api::{ModuleView, Settings};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -50,11 +50,15 @@ struct Detection {
     detector: Option<Detector>,
 }
 
+/// The home folder the watch looks in.
+fn home(args: &WatchArgs) -> Option<PathBuf> {
+    args.home.clone().or_else(dirs::home_dir)
+}
+
 impl Detection {
     fn new(args: &WatchArgs) -> Detection {
-        let home = args.home.clone().or_else(dirs::home_dir);
         Detection {
-            places: home
+            places: home(args)
                 .filter(|_| !args.no_detect)
                 .map(|h| crate::scan::Places::new(h, args.only_home)),
             ask_again: args.ask_again,
@@ -62,28 +66,19 @@ impl Detection {
         }
     }
 
-    /// Checks for new clients (reading the modules first, once the gateway
-    /// answers).
+    /// Checks for new clients of `modules`.
     async fn check(
         &mut self,
         ctx: &Context,
         client: &Client,
+        modules: &[ModuleView],
         bound: &[LocalBinding],
-        notes: &mut Notes,
     ) -> Result<(), MonitorError> {
         if self.detector.is_none() {
             let Some(places) = self.places.take() else {
                 return Ok(());
             };
-            match client.modules().await {
-                Ok(modules) => {
-                    self.detector = Some(Detector::new(places, modules, self.ask_again));
-                }
-                Err(e) => {
-                    self.places = Some(places);
-                    return transient_or(e.into(), notes);
-                }
-            }
+            self.detector = Some(Detector::new(places, modules.to_vec(), self.ask_again));
         }
         let mut state = ctx.store.state()?;
         if let Some(detector) = &mut self.detector {
@@ -126,9 +121,17 @@ pub async fn watch(ctx: &Context, args: &WatchArgs) -> Result<Outcome, MonitorEr
             .unwrap_or_default()
     );
     let mut detection = Detection::new(args);
+    let mut modules: Option<Vec<ModuleView>> = None;
     loop {
-        let bound = round(ctx, &client, args, &mut notes).await?;
-        detection.check(ctx, &client, &bound, &mut notes).await?;
+        if modules.is_none() {
+            match client.modules().await {
+                Ok(found) => modules = Some(found),
+                Err(e) => transient_or(e.into(), &mut notes)?,
+            }
+        }
+        let known = modules.as_deref().unwrap_or_default();
+        let bound = round(ctx, &client, args, known, &mut notes).await?;
+        detection.check(ctx, &client, known, &bound).await?;
         if args.once {
             return Ok(Outcome::Done);
         }
@@ -230,6 +233,7 @@ async fn round(
     ctx: &Context,
     client: &Client,
     args: &WatchArgs,
+    modules: &[ModuleView],
     notes: &mut Notes,
 ) -> Result<Vec<LocalBinding>, MonitorError> {
     let mut state = ctx.store.state()?;
@@ -251,9 +255,92 @@ async fn round(
             other => other?,
         }
     }
+    if let Some(home) = home(args) {
+        read_clients(ctx, &home, modules, &bound, &mut state, notes)?;
+    }
     ctx.store.save_state(&state)?;
     send_queued(ctx, client, notes, true).await?;
     Ok(bound)
+}
+
+/// Reports what the user changed in a local IM client of a bound network,
+/// as that network's change: the client's files, read as its module's
+/// `reader` declares. The first read is the baseline; a value the network
+/// already holds (the gateway's own push, or the client's sync) is not
+/// reported; a file the reader does not understand is said once.
+fn read_clients(
+    ctx: &Context,
+    home: &Path,
+    modules: &[ModuleView],
+    bound: &[LocalBinding],
+    state: &mut State,
+    notes: &mut Notes,
+) -> Result<(), MonitorError> {
+    for module in modules {
+        let Some(binding) = bound.iter().find(|b| b.module == module.id) else {
+            continue;
+        };
+        for hints in module.detect.named_clients(&module.name) {
+            let Some(reader) = &hints.reader else {
+                continue;
+            };
+            let read = match crate::readers::read(reader, home) {
+                Ok(Some(read)) => read,
+                Ok(None) => continue,
+                Err(e) => {
+                    notes.once(format!("{}: {e}; its changes are not read", hints.name));
+                    continue;
+                }
+            };
+            let avatar = match &read.avatar {
+                Some(path) => match MonitorError::read(path) {
+                    Ok(bytes) => Some((path.clone(), bytes)),
+                    Err(e) => {
+                        notes.once(format!("{}: its avatar: {e}", hints.name));
+                        None
+                    }
+                },
+                None => None,
+            };
+            let now = Seen {
+                signature: read.signature.clone(),
+                mood: read.mood.clone(),
+                avatar_sha256: avatar.as_ref().map(|(_, bytes)| sha256_hex(bytes)),
+            };
+            let key = format!("{}/{}", module.id, hints.name);
+            let Some(before) = state.local.insert(key, now.clone()) else {
+                continue;
+            };
+            let network = state.seen.get(&binding.id);
+            let fresh =
+                |new: &Option<String>, old: &Option<String>, there: Option<&Option<String>>| {
+                    new.clone().filter(|n| {
+                        Some(n) != old.as_ref() && there.is_none_or(|t| t.as_ref() != Some(n))
+                    })
+                };
+            let settings = Settings {
+                avatar: None,
+                signature: fresh(
+                    &now.signature,
+                    &before.signature,
+                    network.map(|s| &s.signature),
+                ),
+                mood: fresh(&now.mood, &before.mood, network.map(|s| &s.mood)),
+            };
+            let report_key = uuid::Uuid::new_v4().to_string();
+            let avatar = match avatar {
+                Some((path, bytes)) if now.avatar_sha256 != before.avatar_sha256 => {
+                    Some(queue_avatar(&ctx.store, &path, &bytes, &report_key)?)
+                }
+                _ => None,
+            };
+            if !settings.is_empty() || avatar.is_some() {
+                let source = format!("{} on this device", hints.name);
+                enqueue(ctx, binding, settings, avatar, source, report_key)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 fn enqueue(
@@ -302,8 +389,8 @@ async fn poll(
             Ok(current) => current,
             Err(e) if e.code() == Some("fetch_unsupported") => {
                 notes.once(format!(
-                    "{} {}: its connector cannot read settings back; only reports and the \
-                     profile file carry its changes",
+                    "{} {}: its connector cannot read settings back; only reports, the \
+                     profile file and local clients' files carry its changes",
                     binding.module, binding.account
                 ));
                 continue;

@@ -436,6 +436,119 @@ async fn service_install_writes_a_user_unit_running_watch_and_enables_it() {
     );
 }
 
+/// Pidgin's prefs (current saved status `current`, buddy icon `icon`) and
+/// saved statuses, in Pidgin's own formats.
+fn pidgin_files(home: &std::path::Path, current: u64, statuses: &[(u64, &str)], icon: &str) {
+    let dir = home.join(".purple");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("prefs.xml"),
+        format!(
+            "<?xml version='1.0' encoding='UTF-8' ?>\n\n<pref version='1' name='/'>\n\
+             \t<pref name='purple'>\n\t\t<pref name='savedstatus'>\n\
+             \t\t\t<pref name='default' type='int' value='{current}'/>\n\
+             \t\t\t<pref name='isidleaway' type='bool' value='0'/>\n\t\t</pref>\n\t</pref>\n\
+             \t<pref name='pidgin'>\n\t\t<pref name='accounts'>\n\
+             \t\t\t<pref name='buddyicon' type='path' value='{icon}'/>\n\t\t</pref>\n\t</pref>\n</pref>\n"
+        ),
+    )
+    .unwrap();
+    let saved: String = statuses
+        .iter()
+        .map(|(created, message)| {
+            format!(
+                "\t<status type='away' name='s{created}' created='{created}' lastused='{created}' \
+                 usage_count='1'>\n\t\t<state>away</state>\n\t\t<message>{message}</message>\n\t</status>\n"
+            )
+        })
+        .collect();
+    std::fs::write(
+        dir.join("status.xml"),
+        format!("<?xml version='1.0' encoding='UTF-8' ?>\n\n<statuses version='1.0'>\n{saved}</statuses>\n"),
+    )
+    .unwrap();
+}
+
+#[tokio::test]
+async fn watch_reports_what_the_user_set_in_pidgin_once() {
+    let gw = gateway().await;
+    network(&gw, "xmpp", detect_hints("xmpp")).await;
+    let beta = network(&gw, "beta", json!({})).await;
+    let m = Monitor::new();
+    m.register(&gw.base, "alice").await;
+    for (module, account) in [("xmpp", "alice@localhost"), ("beta", "alice-b")] {
+        m.run(&["bind", module, account], &[NO_CREDENTIALS])
+            .await
+            .ok();
+    }
+    let home = m.home.path();
+    let icon = home.join("me.png");
+    std::fs::write(&icon, TINY_PNG).unwrap();
+    let watch = ["watch", "--once", "--no-detect"];
+
+    // The first read is the baseline: nothing reported.
+    pidgin_files(home, 1, &[(1, "at home")], icon.to_str().unwrap());
+    let first = m.run(&watch, &[]).await.ok();
+    assert!(!first.output().contains("noticed"), "{first:?}");
+
+    // A new saved status chosen and a new buddy icon: reported once, as
+    // xmpp's change, and beta gets both.
+    let new_icon = home.join("new.png");
+    std::fs::write(&new_icon, image_png(32)).unwrap();
+    pidgin_files(
+        home,
+        2,
+        &[(1, "at home"), (2, "in a meeting")],
+        new_icon.to_str().unwrap(),
+    );
+    m.run(&watch, &[])
+        .await
+        .ok()
+        .says("noticed on xmpp alice@localhost: a new avatar, signature \"in a meeting\"");
+    wait_for(&beta, "beta to get Pidgin's status and icon", |got| {
+        got.iter()
+            .any(|s| s["signature"] == "in a meeting" && s.get("avatar").is_some())
+    })
+    .await;
+    let again = m.run(&watch, &[]).await.ok();
+    assert!(!again.output().contains("noticed"), "{again:?}");
+
+    // A damaged prefs file: said once while watching, no crash.
+    std::fs::write(
+        home.join(".purple/prefs.xml"),
+        "<pref version='1' name='/'><pref",
+    )
+    .unwrap();
+    let watching = m.talk(&["watch", "--interval", "1", "--no-detect"], &[]);
+    watching
+        .wait_for(
+            "not XML this monitor understands",
+            1,
+            Duration::from_secs(30),
+        )
+        .await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let printed = watching.stop().await;
+    assert_eq!(
+        printed.matches("not XML this monitor understands").count(),
+        1,
+        "{printed}"
+    );
+}
+
+/// A PNG of `side` x `side` pixels.
+fn image_png(side: u32) -> Vec<u8> {
+    let mut out = Vec::new();
+    image::DynamicImage::ImageRgb8(image::RgbImage::from_pixel(
+        side,
+        side,
+        image::Rgb([9, 80, 200]),
+    ))
+    .write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png)
+    .unwrap();
+    out
+}
+
 #[tokio::test]
 async fn watch_reports_profile_file_edits_of_bound_networks_only() {
     let (gw, beta, m) = alice_on_alpha_and_beta().await;
