@@ -71,6 +71,11 @@ pub struct AvatarView {
     pub bytes: usize,
     /// Hex SHA-256 of the image bytes.
     pub sha256: String,
+    /// The image kept as one of the user's media (`POST /v1/media`), so a
+    /// change can name it as its avatar; absent when it could not be kept
+    /// (not an image the gateway accepts, or the user's media quota full).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media_id: Option<String>,
 }
 
 /// What an account holds on its network now, read through the connector.

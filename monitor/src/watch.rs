@@ -412,18 +412,20 @@ async fn poll(
                 new.clone()
                     .filter(|n| Some(n) != old.as_ref() && !echo(field))
             };
+            let new_avatar = now.avatar_sha256.is_some()
+                && now.avatar_sha256 != before.avatar_sha256
+                && !echo("avatar");
+            // The gateway kept the fetched image as a media of the user.
+            let media = current.avatar.as_ref().and_then(|a| a.media_id.clone());
             let settings = Settings {
-                avatar: None,
+                avatar: media.filter(|_| new_avatar),
                 signature: changed("signature", &before.signature, &now.signature),
                 mood: changed("mood", &before.mood, &now.mood),
             };
-            if now.avatar_sha256.is_some()
-                && now.avatar_sha256 != before.avatar_sha256
-                && !echo("avatar")
-            {
+            if new_avatar && settings.avatar.is_none() {
                 notes.once(format!(
-                    "{} {}: the avatar changed there; polling does not carry avatars yet \
-                     (`monitor report --avatar FILE` does)",
+                    "{} {}: the avatar changed there, but the gateway could not keep the image \
+                     (`monitor report --avatar FILE` sends one)",
                     binding.module, binding.account
                 ));
             }

@@ -226,6 +226,31 @@ impl Synapse {
         body["avatar_url"].as_str().map(str::to_owned)
     }
 
+    /// Sets `user_id`'s avatar to a PNG, as a Matrix client does: the
+    /// image uploaded as media, then the profile's `avatar_url`.
+    pub async fn set_avatar(&self, token: &str, user_id: &str, png: Vec<u8>) {
+        let client = reqwest::Client::new();
+        let r = client
+            .post(format!("{}/_matrix/media/v3/upload", self.base))
+            .bearer_auth(token)
+            .header("content-type", "image/png")
+            .body(png)
+            .send()
+            .await
+            .expect("upload to Synapse");
+        assert!(r.status().is_success(), "media upload: {}", r.status());
+        let uploaded: serde_json::Value = r.json().await.expect("upload answer");
+        let path = format!("/_matrix/client/v3/profile/{}/avatar_url", encode(user_id));
+        let r = client
+            .put(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .json(&serde_json::json!({"avatar_url": uploaded["content_uri"]}))
+            .send()
+            .await
+            .expect("set the avatar on Synapse");
+        assert!(r.status().is_success(), "PUT {path}: {}", r.status());
+    }
+
     /// The bytes of an `mxc://` media item, as a Matrix client downloads them.
     pub async fn download(&self, token: &str, mxc: &str) -> Vec<u8> {
         let media = mxc.strip_prefix("mxc://").expect("an mxc:// URI");

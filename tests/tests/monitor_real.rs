@@ -145,8 +145,23 @@ async fn the_monitor_binds_reports_and_watches_real_matrix_and_xmpp_accounts() {
         },
     )
     .await;
-    // The XMPP account now shows the gateway's own push: a few more rounds
-    // must not report it back as a change of the user's.
+    // A new avatar chosen in a Matrix client: the watch reports the image
+    // the gateway kept, and the XMPP vCard gets a PHOTO.
+    let before = ej.vcard("alice", "PHOTO", Some("BINVAL")).await;
+    synapse
+        .set_avatar(&matrix_token, MATRIX_USER, avatar_png())
+        .await;
+    eventually(
+        "ejabberd's vCard PHOTO to follow the Matrix avatar",
+        Duration::from_secs(120),
+        || async {
+            let now = ej.vcard("alice", "PHOTO", Some("BINVAL")).await;
+            (now.is_some() && now != before).then_some(())
+        },
+    )
+    .await;
+    // The XMPP account now shows the gateway's own pushes: a few more
+    // rounds must not report them back as changes of the user's.
     tokio::time::sleep(Duration::from_secs(4)).await;
     watcher.start_kill().unwrap();
     let out = watcher.wait_with_output().await.unwrap();
@@ -162,7 +177,17 @@ async fn the_monitor_binds_reports_and_watches_real_matrix_and_xmpp_accounts() {
         .iter()
         .map(|c| c["module"].as_str().unwrap())
         .collect();
-    assert_eq!(modules, ["matrix", "phone"], "{changes}\n{printed}");
+    // Newest first: the avatar, the status message, the phone's report;
+    // nothing reported back from XMPP.
+    assert_eq!(
+        modules,
+        ["matrix", "matrix", "phone"],
+        "{changes}\n{printed}"
+    );
+    assert!(
+        changes["changes"][0]["settings"]["avatar"].is_string(),
+        "{changes}"
+    );
     assert!(
         phone
             .accepted()
@@ -170,4 +195,16 @@ async fn the_monitor_binds_reports_and_watches_real_matrix_and_xmpp_accounts() {
             .any(|h| h.body["settings"]["signature"] == typed),
         "the phone's network got the Matrix change too"
     );
+}
+
+/// A 48x48 PNG standing for a photo chosen as avatar.
+fn avatar_png() -> Vec<u8> {
+    let image = image::RgbImage::from_fn(48, 48, |x, y| {
+        image::Rgb([(x * 5) as u8, (y * 5) as u8, 90])
+    });
+    let mut out = Vec::new();
+    image::DynamicImage::ImageRgb8(image)
+        .write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png)
+        .unwrap();
+    out
 }

@@ -170,6 +170,18 @@ pub async fn current_settings(
 ) -> Result<Json<CurrentSettings>, ApiError> {
     let current = state.bindings.current_settings(&auth.user.id, &id).await?;
     let settings = current.settings;
+    // Kept as a media of the user (deduplicated by digest), so the monitor
+    // can report an avatar changed on the network.
+    let media_id = match &settings.avatar {
+        Some(image) => state
+            .media
+            .upload(&auth.user.id, &image.content_type, image.data.clone())
+            .await
+            .map(|m| m.id)
+            .map_err(|e| tracing::debug!(error = %e, "a fetched avatar was not kept as media"))
+            .ok(),
+        None => None,
+    };
     Ok(Json(CurrentSettings {
         binding_id: current.binding.id,
         module: current.binding.module_id,
@@ -180,6 +192,7 @@ pub async fn current_settings(
             content_type: image.content_type,
             bytes: image.data.len(),
             sha256: crate::secrets::sha256_hex(&image.data),
+            media_id,
         }),
         applied_by_gateway: current.applied_by_gateway,
     }))
