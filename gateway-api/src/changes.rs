@@ -57,6 +57,11 @@ pub struct ChangeRequest {
     pub account: Option<String>,
     /// The new values.
     pub settings: Settings,
+    /// Set in a local client of the module (read from its files), which may
+    /// not have reached that network yet: the reporting account is pushed
+    /// too, not only the others.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub from_local_client: bool,
 }
 
 /// Where one target (delivery) of a change stands.

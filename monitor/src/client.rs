@@ -289,12 +289,14 @@ impl Client {
         module: &str,
         account: Option<&str>,
         settings: &Settings,
+        from_local_client: bool,
         idempotency_key: &str,
     ) -> Result<Receipt, ClientError> {
         let body = ChangeRequest {
             module: module.to_owned(),
             account: account.map(str::to_owned),
             settings: settings.clone(),
+            from_local_client,
         };
         let builder = self
             .request(reqwest::Method::POST, "/v1/changes")

@@ -52,10 +52,17 @@ pub fn read(reader: &ClientReader, home: &Path) -> Result<Option<LocalSettings>,
     }
     let mut docs = BTreeMap::new();
     for (name, (path, text)) in &files {
-        let doc = roxmltree::Document::parse(text).map_err(|e| ReaderError {
-            file: path.display().to_string(),
-            reason: format!("not XML this monitor understands: {e}"),
-        })?;
+        // Psi's files start with a DOCTYPE; roxmltree bounds what entities
+        // may expand to.
+        let options = roxmltree::ParsingOptions {
+            allow_dtd: true,
+            ..roxmltree::ParsingOptions::default()
+        };
+        let doc =
+            roxmltree::Document::parse_with_options(text, options).map_err(|e| ReaderError {
+                file: path.display().to_string(),
+                reason: format!("not XML this monitor understands: {e}"),
+            })?;
         docs.insert(*name, (path, doc));
     }
     let mut values: BTreeMap<String, Option<String>> = BTreeMap::new();
@@ -249,6 +256,34 @@ mod tests {
         assert_eq!(got.signature.as_deref(), Some("In a meeting & busy"));
         assert_eq!(got.avatar, Some(PathBuf::from("/pics/me.png")));
         assert_eq!(got.mood, None);
+    }
+
+    /// The reader of a client in the reference xmpp hints.
+    fn shipped(client: &str) -> ClientReader {
+        let hints: gateway_api::DetectHints =
+            serde_json::from_str(include_str!("../../plugins/xmpp/detect.json")).unwrap();
+        hints
+            .named_clients("XMPP")
+            .into_iter()
+            .find(|c| c.name == client)
+            .and_then(|c| c.reader)
+            .unwrap()
+    }
+
+    #[test]
+    fn the_shipped_readers_read_pidgin_and_psi() {
+        assert_eq!(shipped("Pidgin"), pidgin());
+        let home = tempfile::tempdir().unwrap();
+        write(
+            home.path(),
+            ".config/psi/profiles/default/options.xml",
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<!DOCTYPE psi>\n\
+             <psi version=\"1.5\" application=\"Psi\" xmlns=\"http://psi-im.org/options\">\
+             <options><status><last-message type=\"QString\">Reading</last-message>\
+             <last-status type=\"QString\">away</last-status></status></options></psi>",
+        );
+        let got = read(&shipped("Psi"), home.path()).unwrap().unwrap();
+        assert_eq!(got.signature.as_deref(), Some("Reading"));
     }
 
     #[test]

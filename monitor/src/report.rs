@@ -114,7 +114,13 @@ async fn send(
     }
     let account = report.account.as_deref();
     Ok(client
-        .report(&report.module, account, &settings, &report.idempotency_key)
+        .report(
+            &report.module,
+            account,
+            &settings,
+            report.from_local_client,
+            &report.idempotency_key,
+        )
         .await)
 }
 
@@ -200,6 +206,7 @@ pub async fn report(ctx: &Context, args: &ReportArgs) -> Result<Outcome, Monitor
         avatar,
         idempotency_key: key.clone(),
         source: "monitor report".into(),
+        from_local_client: false,
     })?;
     let flushed = flush(&ctx.store, &client, &sending).await;
     // Released before following the delivery, which may take minutes.

@@ -167,6 +167,9 @@ pub struct QueuedReport {
     pub idempotency_key: String,
     /// Why it was queued (shown by `status`).
     pub source: String,
+    /// Read from a local client's files: its own network is pushed too.
+    #[serde(default)]
+    pub from_local_client: bool,
 }
 
 /// The right to send the queue: an exclusive lock on `send.lock` in the

@@ -336,7 +336,7 @@ fn read_clients(
             };
             if !settings.is_empty() || avatar.is_some() {
                 let source = format!("{} on this device", hints.name);
-                enqueue(ctx, binding, settings, avatar, source, report_key)?;
+                enqueue(ctx, binding, settings, avatar, source, report_key, true)?;
             }
         }
     }
@@ -350,6 +350,7 @@ fn enqueue(
     avatar: Option<QueuedImage>,
     source: String,
     key: String,
+    from_local_client: bool,
 ) -> Result<(), MonitorError> {
     let mut shown = settings.clone();
     if avatar.is_some() {
@@ -368,6 +369,7 @@ fn enqueue(
         avatar,
         idempotency_key: key,
         source,
+        from_local_client,
     })?;
     Ok(())
 }
@@ -432,7 +434,7 @@ async fn poll(
             if !settings.is_empty() {
                 let source = format!("watch: {} {}", binding.module, binding.account);
                 let key = uuid::Uuid::new_v4().to_string();
-                enqueue(ctx, binding, settings, None, source, key)?;
+                enqueue(ctx, binding, settings, None, source, key, false)?;
             }
         }
         state.seen.insert(binding.id.clone(), now);
@@ -485,7 +487,7 @@ fn read_profile(
         };
         if !settings.is_empty() || avatar.is_some() {
             let source = format!("profile file {}", path.display());
-            enqueue(ctx, binding, settings, avatar, source, key)?;
+            enqueue(ctx, binding, settings, avatar, source, key, false)?;
         }
         state.profile.insert(module, now);
     }

@@ -23,6 +23,7 @@ fn report(writer: usize, n: usize) -> QueuedReport {
         avatar: None,
         idempotency_key: format!("w{writer}-{n}"),
         source: format!("writer {writer}"),
+        from_local_client: false,
     }
 }
 

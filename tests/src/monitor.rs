@@ -258,3 +258,36 @@ impl Talking {
         self.printed()
     }
 }
+
+/// Pidgin's prefs (current saved status `current`, buddy icon `icon`) and
+/// saved statuses, in Pidgin's own formats.
+pub fn pidgin_files(home: &Path, current: u64, statuses: &[(u64, &str)], icon: &str) {
+    let dir = home.join(".purple");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("prefs.xml"),
+        format!(
+            "<?xml version='1.0' encoding='UTF-8' ?>\n\n<pref version='1' name='/'>\n\
+             \t<pref name='purple'>\n\t\t<pref name='savedstatus'>\n\
+             \t\t\t<pref name='default' type='int' value='{current}'/>\n\
+             \t\t\t<pref name='isidleaway' type='bool' value='0'/>\n\t\t</pref>\n\t</pref>\n\
+             \t<pref name='pidgin'>\n\t\t<pref name='accounts'>\n\
+             \t\t\t<pref name='buddyicon' type='path' value='{icon}'/>\n\t\t</pref>\n\t</pref>\n</pref>\n"
+        ),
+    )
+    .unwrap();
+    let saved: String = statuses
+        .iter()
+        .map(|(created, message)| {
+            format!(
+                "\t<status type='away' name='s{created}' created='{created}' lastused='{created}' \
+                 usage_count='1'>\n\t\t<state>away</state>\n\t\t<message>{message}</message>\n\t</status>\n"
+            )
+        })
+        .collect();
+    std::fs::write(
+        dir.join("status.xml"),
+        format!("<?xml version='1.0' encoding='UTF-8' ?>\n\n<statuses version='1.0'>\n{saved}</statuses>\n"),
+    )
+    .unwrap();
+}

@@ -2,12 +2,15 @@
 //! `run()`, with mock networks (webhook connector) as the other end: login
 //! and the private token file, bindings kept locally, `report` with its
 //! per-network lines and exit codes, the on-disk queue while the gateway is
-//! down, the profile file of `watch`, `scan` over a fake home folder, and
-//! the clear errors.
+//! down and a running `watch` sending it once the gateway is back, the
+//! profile file of `watch`, `scan` over a fake home folder and `watch`
+//! asking once about a client installed while it runs, Pidgin's own files
+//! read by `watch`, `service install` writing a systemd user unit, and the
+//! clear errors.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use e2e_tests::mock::{eventually, MockNetwork, Reply};
-use e2e_tests::monitor::Monitor;
+use e2e_tests::monitor::{pidgin_files, Monitor};
 use e2e_tests::{detect_hints, webhook, TestGateway, TINY_PNG};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -436,43 +439,10 @@ async fn service_install_writes_a_user_unit_running_watch_and_enables_it() {
     );
 }
 
-/// Pidgin's prefs (current saved status `current`, buddy icon `icon`) and
-/// saved statuses, in Pidgin's own formats.
-fn pidgin_files(home: &std::path::Path, current: u64, statuses: &[(u64, &str)], icon: &str) {
-    let dir = home.join(".purple");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(
-        dir.join("prefs.xml"),
-        format!(
-            "<?xml version='1.0' encoding='UTF-8' ?>\n\n<pref version='1' name='/'>\n\
-             \t<pref name='purple'>\n\t\t<pref name='savedstatus'>\n\
-             \t\t\t<pref name='default' type='int' value='{current}'/>\n\
-             \t\t\t<pref name='isidleaway' type='bool' value='0'/>\n\t\t</pref>\n\t</pref>\n\
-             \t<pref name='pidgin'>\n\t\t<pref name='accounts'>\n\
-             \t\t\t<pref name='buddyicon' type='path' value='{icon}'/>\n\t\t</pref>\n\t</pref>\n</pref>\n"
-        ),
-    )
-    .unwrap();
-    let saved: String = statuses
-        .iter()
-        .map(|(created, message)| {
-            format!(
-                "\t<status type='away' name='s{created}' created='{created}' lastused='{created}' \
-                 usage_count='1'>\n\t\t<state>away</state>\n\t\t<message>{message}</message>\n\t</status>\n"
-            )
-        })
-        .collect();
-    std::fs::write(
-        dir.join("status.xml"),
-        format!("<?xml version='1.0' encoding='UTF-8' ?>\n\n<statuses version='1.0'>\n{saved}</statuses>\n"),
-    )
-    .unwrap();
-}
-
 #[tokio::test]
 async fn watch_reports_what_the_user_set_in_pidgin_once() {
     let gw = gateway().await;
-    network(&gw, "xmpp", detect_hints("xmpp")).await;
+    let xmpp = network(&gw, "xmpp", detect_hints("xmpp")).await;
     let beta = network(&gw, "beta", json!({})).await;
     let m = Monitor::new();
     m.register(&gw.base, "alice").await;
@@ -505,11 +475,18 @@ async fn watch_reports_what_the_user_set_in_pidgin_once() {
         .await
         .ok()
         .says("noticed on xmpp alice@localhost: a new avatar, signature \"in a meeting\"");
-    wait_for(&beta, "beta to get Pidgin's status and icon", |got| {
-        got.iter()
-            .any(|s| s["signature"] == "in a meeting" && s.get("avatar").is_some())
-    })
-    .await;
+    // Set in Pidgin while offline: its own network gets it too.
+    for (network, what) in [(&beta, "beta"), (&xmpp, "xmpp itself")] {
+        wait_for(
+            network,
+            &format!("{what} to get Pidgin's status and icon"),
+            |got| {
+                got.iter()
+                    .any(|s| s["signature"] == "in a meeting" && s.get("avatar").is_some())
+            },
+        )
+        .await;
+    }
     let again = m.run(&watch, &[]).await.ok();
     assert!(!again.output().contains("noticed"), "{again:?}");
 

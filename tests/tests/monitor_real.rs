@@ -2,12 +2,14 @@
 //! a Matrix account (real Synapse) and an XMPP account (real ejabberd),
 //! `monitor report` a new signature and see both networks' lines complete;
 //! then `monitor watch` picks up a signature set directly on Synapse and
-//! ejabberd follows, without the gateway's own push bouncing back.
+//! ejabberd follows, without the gateway's own push bouncing back; an
+//! avatar set on Synapse reaches the XMPP vCard; a status chosen in Pidgin
+//! (its files) lands on both servers, once.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use e2e_tests::ejabberd::Ejabberd;
 use e2e_tests::mock::{eventually, MockNetwork};
-use e2e_tests::monitor::Monitor;
+use e2e_tests::monitor::{pidgin_files, Monitor};
 use e2e_tests::synapse::Synapse;
 use e2e_tests::{webhook, TestGateway};
 use reqwest::StatusCode;
@@ -53,7 +55,10 @@ async fn the_monitor_binds_reports_and_watches_real_matrix_and_xmpp_accounts() {
         &e2e_tests::plugin("matrix_connector"),
     )
     .await;
-    upload(&gw, &ej.manifest(), &e2e_tests::plugin("xmpp_connector")).await;
+    // The reference hints: Pidgin's files are read as XMPP's client.
+    let mut xmpp = ej.manifest();
+    xmpp["detect"] = e2e_tests::detect_hints("xmpp");
+    upload(&gw, &xmpp, &e2e_tests::plugin("xmpp_connector")).await;
     let phone = MockNetwork::start().await;
     upload(&gw, &phone.manifest("phone", 100, 100), &webhook()).await;
 
@@ -188,6 +193,46 @@ async fn the_monitor_binds_reports_and_watches_real_matrix_and_xmpp_accounts() {
         changes["changes"][0]["settings"]["avatar"].is_string(),
         "{changes}"
     );
+
+    // A status chosen in Pidgin while offline: read from its files, it
+    // lands on Synapse and on the XMPP account itself, once.
+    let home = m.home.path();
+    let watch = ["watch", "--once", "--no-detect"];
+    pidgin_files(home, 1, &[(1, "Back at noon")], "");
+    m.run(&watch, &[]).await.ok();
+    let icon = home.join("pidgin-icon.png");
+    std::fs::write(&icon, pidgin_icon()).unwrap();
+    let matrix_avatar = synapse.avatar_url(&matrix_token, MATRIX_USER).await;
+    let xmpp_photo = ej.vcard("alice", "PHOTO", Some("BINVAL")).await;
+    pidgin_files(
+        home,
+        2,
+        &[(1, "Back at noon"), (2, "On a train")],
+        icon.to_str().unwrap(),
+    );
+    m.run(&watch, &[])
+        .await
+        .ok()
+        .says("noticed on xmpp alice@localhost: a new avatar, signature \"On a train\"");
+    eventually(
+        "Pidgin's status and icon on Synapse and in the XMPP vCard",
+        Duration::from_secs(120),
+        || async {
+            let matrix = synapse.status_msg(&matrix_token, MATRIX_USER).await;
+            let xmpp = ej.vcard("alice", "DESC", None).await;
+            let avatar = synapse.avatar_url(&matrix_token, MATRIX_USER).await;
+            let photo = ej.vcard("alice", "PHOTO", Some("BINVAL")).await;
+            (matrix.as_deref() == Some("On a train")
+                && xmpp.as_deref() == Some("On a train")
+                && avatar != matrix_avatar
+                && photo != xmpp_photo)
+                .then_some(())
+        },
+    )
+    .await;
+    // Both networks now hold the gateway's push: nothing reported back.
+    let again = m.run(&watch, &[]).await.ok();
+    assert!(!again.output().contains("noticed"), "{again:?}");
     assert!(
         phone
             .accepted()
@@ -195,6 +240,16 @@ async fn the_monitor_binds_reports_and_watches_real_matrix_and_xmpp_accounts() {
             .any(|h| h.body["settings"]["signature"] == typed),
         "the phone's network got the Matrix change too"
     );
+}
+
+/// Another PNG, chosen as Pidgin's buddy icon.
+fn pidgin_icon() -> Vec<u8> {
+    let image = image::RgbImage::from_pixel(64, 64, image::Rgb([200, 30, 60]));
+    let mut out = Vec::new();
+    image::DynamicImage::ImageRgb8(image)
+        .write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png)
+        .unwrap();
+    out
 }
 
 /// A 48x48 PNG standing for a photo chosen as avatar.

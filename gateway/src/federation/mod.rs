@@ -34,6 +34,9 @@ pub struct Report {
     pub account: Option<String>,
     /// The new values.
     pub settings: Settings,
+    /// Set in a local client of the module that may not have reached its
+    /// network: the source accounts are targets too.
+    pub from_local_client: bool,
     /// `Idempotency-Key`.
     pub idempotency_key: Option<String>,
 }
@@ -328,8 +331,10 @@ impl Federation {
         let targets: Vec<NewDelivery> = if echo {
             Vec::new()
         } else {
+            let sources = sources.iter().filter(|_| report.from_local_client);
             others
                 .iter()
+                .chain(sources)
                 .filter(|b| library.contains_key(&b.module_id))
                 .map(|b| NewDelivery {
                     id: uuid::Uuid::new_v4().to_string(),

@@ -133,6 +133,7 @@ pub async fn create_change(
         module: body.module,
         account: body.account,
         settings: body.settings,
+        from_local_client: body.from_local_client,
         idempotency_key,
     };
     let reported = state
