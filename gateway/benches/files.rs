@@ -21,7 +21,7 @@
 mod common;
 
 use base64::Engine;
-use common::{files_wasm, open_stream, percentiles, rss_bytes, Node, Seen};
+use common::{env_or, files_wasm, mib, open_stream, percentiles, rss_bytes, Node, Seen};
 use serde_json::{json, Value};
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,17 +33,6 @@ const WAIT: Duration = Duration::from_secs(60);
 
 fn wanted(item: &str) -> bool {
     std::env::var("BENCH_SCENARIOS").map_or(true, |list| list.split(',').any(|v| v.trim() == item))
-}
-
-fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn mib(bytes: usize) -> f64 {
-    bytes as f64 / f64::from(1 << 20)
 }
 
 /// A gateway node with the files service installed.

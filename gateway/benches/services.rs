@@ -34,7 +34,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use common::{handoff_wasm, open_stream, percentiles, rss_bytes, Seen};
+use common::{env_or, handoff_wasm, mib, open_stream, percentiles, rss_bytes, Seen};
 use futures::StreamExt;
 use gateway::host::service::KV_MAX_KEYS;
 use gateway::http::extract::AuthUser;
@@ -62,13 +62,6 @@ const STREAMS_PER_USER: usize = gateway::http::streams::MAX_STREAMS_PER_USER;
 /// Whether `item` is in the comma-separated list `var` (all when unset).
 fn wanted(var: &str, item: &str) -> bool {
     std::env::var(var).map_or(true, |list| list.split(',').any(|v| v.trim() == item))
-}
-
-fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 /// Where a scenario's gateway keeps its data.
@@ -952,10 +945,6 @@ async fn arrivals(
     got.values()
         .map(|at| at.saturating_duration_since(from))
         .collect()
-}
-
-fn mib(bytes: usize) -> f64 {
-    bytes as f64 / 1048576.0
 }
 
 fn fan_out_line(label: &str, what: &str, n: usize, delays: &[Duration]) -> String {

@@ -16,23 +16,12 @@
 
 mod common;
 
-use common::{tasks_wasm, Node};
+use common::{env_or, mib, tasks_wasm, Node};
 use futures::{StreamExt, TryStreamExt};
 use serde_json::{json, Value};
 use std::time::Instant;
 
 const PARALLEL: usize = 4;
-
-fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn mib(bytes: usize) -> f64 {
-    bytes as f64 / f64::from(1 << 20)
-}
 
 /// `n` contacts as one JSON document, about 200 bytes each.
 fn contacts(n: usize) -> Vec<u8> {

@@ -8,6 +8,19 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+/// The number in environment variable `name`, else `default`.
+pub fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Bytes in MiB.
+pub fn mib(bytes: usize) -> f64 {
+    bytes as f64 / f64::from(1 << 20)
+}
+
 /// Builds the webhook connector (release, wasm32-wasip2) and returns it.
 pub fn webhook_wasm() -> Vec<u8> {
     plugin_wasm("../plugins", "webhook-connector")
