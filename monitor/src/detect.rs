@@ -75,6 +75,16 @@ impl Detector {
         }
     }
 
+    /// The modules as the gateway lists them now (an operator may have
+    /// uploaded one since the watch began).
+    pub fn update(&mut self, modules: &[ModuleView]) {
+        let ids = |m: &[ModuleView]| m.iter().map(|m| m.id.clone()).collect::<Vec<_>>();
+        if ids(modules) != ids(&self.modules) {
+            self.modules = modules.to_vec();
+            self.rewatch();
+        }
+    }
+
     /// Waits for a change in a watched folder (forever without events).
     pub async fn changed(&mut self) {
         if self.watched.is_empty() || self.events.recv().await.is_none() {

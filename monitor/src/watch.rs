@@ -74,11 +74,14 @@ impl Detection {
         modules: &[ModuleView],
         bound: &[LocalBinding],
     ) -> Result<(), MonitorError> {
-        if self.detector.is_none() {
-            let Some(places) = self.places.take() else {
-                return Ok(());
-            };
-            self.detector = Some(Detector::new(places, modules.to_vec(), self.ask_again));
+        match &mut self.detector {
+            Some(detector) => detector.update(modules),
+            None => {
+                let Some(places) = self.places.take() else {
+                    return Ok(());
+                };
+                self.detector = Some(Detector::new(places, modules.to_vec(), self.ask_again));
+            }
         }
         let mut state = ctx.store.state()?;
         if let Some(detector) = &mut self.detector {
@@ -123,11 +126,10 @@ pub async fn watch(ctx: &Context, args: &WatchArgs) -> Result<Outcome, MonitorEr
     let mut detection = Detection::new(args);
     let mut modules: Option<Vec<ModuleView>> = None;
     loop {
-        if modules.is_none() {
-            match client.modules().await {
-                Ok(found) => modules = Some(found),
-                Err(e) => transient_or(e.into(), &mut notes)?,
-            }
+        // Each round: an operator may upload a module while this runs.
+        match client.modules().await {
+            Ok(found) => modules = Some(found),
+            Err(e) => transient_or(e.into(), &mut notes)?,
         }
         let known = modules.as_deref().unwrap_or_default();
         let bound = round(ctx, &client, args, known, &mut notes).await?;

@@ -674,6 +674,28 @@ async fn watch_asks_once_about_a_client_installed_while_it_runs() {
     .await
     .ok()
     .says(question);
+
+    // Element is installed, but Matrix is not a module yet: once the
+    // operator uploads it, the running watch asks at its next round.
+    std::fs::create_dir_all(m.home.path().join(".config/Element")).unwrap();
+    let mut watch = m.talk(&["watch", "--only-home", "--interval", "1"], &[]);
+    watch.wait_for("watching", 1, Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        !watch.printed().contains("Register Element"),
+        "{}",
+        watch.printed()
+    );
+    network(&gw, "matrix", detect_hints("matrix")).await;
+    watch
+        .wait_for(
+            "Register Element for sync? [y/N]",
+            1,
+            Duration::from_secs(30),
+        )
+        .await;
+    watch.answer("n").await;
+    watch.stop().await;
 }
 
 #[tokio::test]
