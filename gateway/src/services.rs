@@ -536,7 +536,11 @@ impl ServiceBackend for Backend {
     }
 
     async fn blob(&self, service: &str, user: &str, id: &str) -> Option<BlobInfo> {
-        let upload = self.blobs.status(&owner(service, user), id).await.ok()?;
+        let upload = self
+            .blobs
+            .status(&Owner::of(service, user), id)
+            .await
+            .ok()?;
         Some(BlobInfo {
             id: upload.id,
             length: u64::try_from(upload.length).unwrap_or(0),
@@ -546,7 +550,7 @@ impl ServiceBackend for Backend {
     }
 
     async fn delete_blob(&self, service: &str, user: &str, id: &str) -> bool {
-        match self.blobs.delete(&owner(service, user), id).await {
+        match self.blobs.delete(&Owner::of(service, user), id).await {
             Ok(()) => true,
             Err(BlobError::NotFound) => false,
             Err(e) => {
@@ -568,13 +572,5 @@ impl ServiceBackend for Backend {
                 None
             }
         }
-    }
-}
-
-fn owner(service: &str, user: &str) -> Owner {
-    Owner {
-        service: service.to_owned(),
-        user: user.to_owned(),
-        device: None,
     }
 }

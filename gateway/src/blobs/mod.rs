@@ -157,6 +157,17 @@ pub struct Owner {
     pub device: Option<String>,
 }
 
+impl Owner {
+    /// The blobs of `user` in `service`, whoever acts (no device).
+    pub fn of(service: &str, user: &str) -> Owner {
+        Owner {
+            service: service.to_owned(),
+            user: user.to_owned(),
+            device: None,
+        }
+    }
+}
+
 /// A checksum algorithm of tus's checksum extension.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChecksumAlgorithm {

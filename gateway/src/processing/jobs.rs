@@ -357,7 +357,7 @@ impl Jobs {
                 if let JobOutcome::Done { blob, .. } = &outcome {
                     let _ = self
                         .blobs
-                        .delete(&owner(&job.service_id, &job.user_id), blob)
+                        .delete(&Owner::of(&job.service_id, &job.user_id), blob)
                         .await;
                 }
                 return;
@@ -397,7 +397,7 @@ impl Jobs {
         let stored = self
             .blobs
             .store_whole(
-                &owner(&job.service_id, &job.user_id),
+                &Owner::of(&job.service_id, &job.user_id),
                 &output.content_type,
                 output.data,
             )
@@ -427,23 +427,16 @@ impl Jobs {
         job: &MediaJob,
     ) -> Result<(String, Vec<u8>), JobError> {
         let max = self.config.max_input_bytes;
-        let too_large = || {
-            JobError::new(
-                "input_too_large",
-                format!("the input is larger than the {max} bytes a job reads"),
-                "send a smaller file",
-            )
-        };
         match self.registry.media(&job.user_id, &job.input).await {
             Ok(media) => return Ok((media.content_type, media.data)),
             Err(RegistryError::NotFound) => {}
             Err(e) => return Err(storage_failed(e)),
         }
-        let own = owner(&job.service_id, &job.user_id);
+        let own = Owner::of(&job.service_id, &job.user_id);
         match self.blobs.read_whole(&own, &job.input, max).await {
             Ok((upload, data)) => return Ok((blob_type(&upload), data)),
             Err(BlobError::NotFound | BlobError::Expired(_)) => {}
-            Err(BlobError::TooLong { .. }) => return Err(too_large()),
+            Err(BlobError::TooLong { .. }) => return Err(input_too_large(max)),
             Err(e) => return Err(storage_failed(e)),
         }
         self.file_input(services, job, max)
@@ -496,15 +489,11 @@ impl Jobs {
         let declared = answer.header("content-type").map(str::to_owned);
         match self
             .blobs
-            .read_whole(&owner(FILES, &job.user_id), &blob, max)
+            .read_whole(&Owner::of(FILES, &job.user_id), &blob, max)
             .await
         {
             Ok((upload, data)) => Ok(Some((declared.unwrap_or_else(|| blob_type(&upload)), data))),
-            Err(BlobError::TooLong { .. }) => Err(JobError::new(
-                "input_too_large",
-                format!("the input is larger than the {max} bytes a job reads"),
-                "send a smaller file",
-            )),
+            Err(BlobError::TooLong { .. }) => Err(input_too_large(max)),
             Err(BlobError::NotFound | BlobError::Expired(_)) => Ok(None),
             Err(e) => Err(storage_failed(e)),
         }
@@ -518,7 +507,7 @@ impl Jobs {
             if let Some(blob) = &job.result_blob {
                 match self
                     .blobs
-                    .delete(&owner(&job.service_id, &job.user_id), blob)
+                    .delete(&Owner::of(&job.service_id, &job.user_id), blob)
                     .await
                 {
                     Ok(()) | Err(BlobError::NotFound) => {}
@@ -534,12 +523,12 @@ impl Jobs {
     }
 }
 
-fn owner(service: &str, user: &str) -> Owner {
-    Owner {
-        service: service.to_owned(),
-        user: user.to_owned(),
-        device: None,
-    }
+fn input_too_large(max: u64) -> JobError {
+    JobError::new(
+        "input_too_large",
+        format!("the input is larger than the {max} bytes a job reads"),
+        "send a smaller file",
+    )
 }
 
 fn blob_type(upload: &registry_db::BlobUpload) -> String {
