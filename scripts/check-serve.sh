@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the README's first command as a user would (./scripts/serve.sh, on a
 # free port and a throw-away data dir), checks that the gateway answers
-# /healthz, then stops it with SIGTERM and checks that it exits 0.
+# /healthz and serves the built web page at /, then stops it with SIGTERM
+# and checks that it exits 0.
 # .ci/run calls this so the first command cannot break unnoticed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,6 +28,26 @@ if [ -z "$base" ]; then
 fi
 health=$(curl -fsS "$base/healthz")
 echo "check-serve: $base/healthz answered $health"
+# The end users' web page: the real build (not build.rs's fallback page),
+# under its Content-Security-Policy.
+page_headers=$(mktemp)
+page=$(curl -fsS -D "$page_headers" "$base/")
+csp=$(tr -d '\r' <"$page_headers" | sed -n 's/^[Cc]ontent-[Ss]ecurity-[Pp]olicy: //p' | head -n1)
+status_line=$(head -n1 "$page_headers" | tr -d '\r')
+rm -f "$page_headers"
+if [ -z "$csp" ]; then
+  echo "check-serve: $base/ answered without a Content-Security-Policy header" >&2
+  exit 1
+fi
+if ! grep -qi '<html' <<<"$page"; then
+  echo "check-serve: $base/ did not answer HTML" >&2
+  exit 1
+fi
+if grep -q 'web page was not built' <<<"$page"; then
+  echo "check-serve: $base/ serves the fallback page: web/dist was not built into the gateway" >&2
+  exit 1
+fi
+echo "check-serve: $base/ answered $status_line, HTML of the built web page (not the fallback), Content-Security-Policy: $csp"
 kill -TERM "$pid"
 status=0
 wait "$pid" || status=$?

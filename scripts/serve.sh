@@ -3,7 +3,8 @@
 # Also builds the bundled reference connectors (Matrix, XMPP, webhook) into
 # plugins/target/wasm32-wasip2/release/*.wasm and the handoff, files and tasks
 # services into plugins/{handoff,files,tasks}/target/wasm32-wasip2/release/, for the
-# operator to upload.
+# operator to upload, and the end users' web page into web/dist, which the
+# gateway binary embeds and serves at /.
 # Extra arguments go to `gateway serve` (see `--help`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,5 +16,7 @@ for service in handoff files tasks; do
   (cd "plugins/$service" && cargo build --quiet --release --target wasm32-wasip2)
   echo "$service service: plugins/$service/target/wasm32-wasip2/release/${service}_service.wasm" >&2
 done
+# The end users' web page, embedded in the gateway binary.
+./scripts/build-web.sh >&2
 cargo build --release -p gateway --bin gateway
 exec target/release/gateway serve "$@"

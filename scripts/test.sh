@@ -12,6 +12,18 @@ rustup target add wasm32-wasip2
 
 # The real IM servers of the end-to-end tests (Synapse, ejabberd).
 ./scripts/test-servers.sh
+# The end users' web page: the gateway embeds web/dist, and the web_assets
+# test requires the real page under CI=true.
+./scripts/build-web.sh
+# The browser tests (tests/tests/web.rs) drive Debian's Chromium with
+# Playwright from web/node_modules.
+if [ ! -x "${CHROMIUM:-/usr/bin/chromium}" ]; then
+  echo "installing Debian's chromium for the browser tests"
+  sudo=""
+  if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
+  $sudo apt-get update
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y --no-install-recommends chromium
+fi
 
 if [ "${CI:-}" = "true" ]; then
   export TEST_DATABASE_URL="${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}"

@@ -29,6 +29,10 @@ const SERVICE_ROUTES: &str = "/v1/services/";
 /// document itself. `the_openapi_route_serves_the_document` checks it.
 const OUTSIDE_THE_DOCUMENT: [(&str, &str); 1] = [("GET", "/v1/openapi.json")];
 
+/// The end users' web page: served by the gateway but not part of the JSON
+/// API, so not in the OpenAPI document. `web_assets.rs` checks it.
+const THE_WEB_PAGE: [(&str, &str); 1] = [("GET", "/")];
+
 /// A route: upper-case method and path as in the OpenAPI document.
 type Route = (String, String);
 
@@ -168,6 +172,7 @@ fn openapi_routes() -> BTreeSet<Route> {
 fn outside_the_document() -> BTreeSet<Route> {
     OUTSIDE_THE_DOCUMENT
         .iter()
+        .chain(&THE_WEB_PAGE)
         .map(|(m, p)| ((*m).to_owned(), (*p).to_owned()))
         .collect()
 }

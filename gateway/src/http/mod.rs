@@ -18,6 +18,7 @@ pub mod sessions;
 pub mod streams;
 pub mod tus;
 pub mod users;
+pub mod web;
 
 use crate::bindings::Bindings;
 use crate::config::Config;
@@ -150,6 +151,7 @@ pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
         .merge(deliveries::router())
         .merge(media::router(state.config.delivery.max_media_bytes))
         .merge(openapi::router())
+        .merge(web::router())
         .merge(extra)
         .layer(axum::extract::DefaultBodyLimit::max(
             state.config.max_body_bytes,
