@@ -8,7 +8,7 @@
 //! `target/web-screenshots/`.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
-use e2e_tests::mock::MockNetwork;
+use e2e_tests::mock::{MockNetwork, Reply};
 use e2e_tests::synapse::Synapse;
 use e2e_tests::{service_plugin, webhook, TestGateway};
 use image::{ImageBuffer, Rgb};
@@ -97,6 +97,7 @@ async fn a_new_user_does_everything_from_the_web_page_in_a_real_browser() {
     let gw = TestGateway::start_with(|c| {
         c.delivery.backoff_base = Duration::from_millis(200);
         c.delivery.poll_interval = Duration::from_millis(100);
+        c.delivery.max_attempts = 3;
     })
     .await;
     let r = gw
@@ -111,6 +112,19 @@ async fn a_new_user_does_everything_from_the_web_page_in_a_real_browser() {
     let phone = MockNetwork::start().await;
     let r = gw
         .upload_module(&phone.manifest("phone", 100, 100), &webhook())
+        .await;
+    assert_eq!(
+        r.status(),
+        StatusCode::CREATED,
+        "{}",
+        r.text().await.unwrap()
+    );
+    // A network that asks to wait once, then fails every push.
+    let flaky = MockNetwork::start().await;
+    flaky.then([Reply::RetryAfter(3)]);
+    flaky.otherwise(Reply::Status(500));
+    let r = gw
+        .upload_module(&flaky.manifest("flaky", 100, 100), &webhook())
         .await;
     assert_eq!(
         r.status(),
@@ -144,6 +158,8 @@ async fn a_new_user_does_everything_from_the_web_page_in_a_real_browser() {
         .env("MATRIX_PASSWORD", MATRIX_PASSWORD)
         .env("WEBHOOK_MODULE", "phone")
         .env("WEBHOOK_NAME", "phone network")
+        .env("FLAKY_MODULE", "flaky")
+        .env("FLAKY_NAME", "flaky network")
         .env("SIGNATURE", SIGNATURE)
         .env("BIG_AVATAR", big_avatar(scratch.path()))
         .env("SCREENSHOT_DIR", &shots)
@@ -162,7 +178,7 @@ async fn a_new_user_does_everything_from_the_web_page_in_a_real_browser() {
         output.status.success(),
         "the browser tests failed:\n{report}"
     );
-    assert!(report.contains("8 passed"), "{report}");
+    assert!(report.contains("10 passed"), "{report}");
 
     // What the page showed as delivered is on the networks themselves.
     let matrix_token = synapse.login("alice", MATRIX_PASSWORD).await;
@@ -187,7 +203,7 @@ async fn a_new_user_does_everything_from_the_web_page_in_a_real_browser() {
         "{pushes:?}"
     );
     for name in [
-        "login", "networks", "change", "avatar", "devices", "files", "handoff",
+        "login", "networks", "change", "avatar", "retrying", "devices", "files", "handoff",
     ] {
         for size in ["desktop", "phone"] {
             let shot = shots.join(format!("{name}-{size}.png"));

@@ -3,7 +3,7 @@
 // section's page. Everything talks to the public API with this browser's
 // device token.
 import { createContext } from "preact";
-import { useContext, useEffect, useMemo, useState } from "preact/hooks";
+import { useContext, useEffect, useMemo, useRef, useState } from "preact/hooks";
 import { Api, type Module } from "./api";
 import { Inbox, type InboxState } from "./inbox";
 import { forget, loadSession, logout, type Session } from "./session";
@@ -92,9 +92,13 @@ function SignedIn({ session, onSignedOut }: { session: Session; onSignedOut: (wh
   useEffect(() => {
     api.get<{ modules: Module[] }>("/v1/modules").then((r) => setModules(r.modules), () => undefined);
   }, [api, modulesVersion]);
+  // A new section moves the focus to its content (not on the first load, so
+  // the first Tab still reaches the skip link).
+  const first = useRef(true);
   useEffect(() => {
     document.title = `${SECTIONS.find(([id]) => id === section)![1]} · Presence gateway`;
-    document.getElementById("main")?.focus();
+    if (!first.current) document.getElementById("main")?.focus();
+    first.current = false;
   }, [section]);
 
   const ctx: Ctx = { api, session, inbox, modules, reloadModules: () => setModulesVersion((v) => v + 1) };

@@ -5,6 +5,7 @@
 // what will be converted, follow a file upload from a second browser
 // (another device) from 10 to 11, and the handoff log. Screenshots of every
 // page at desktop and phone sizes go to SCREENSHOT_DIR.
+import AxeBuilder from "@axe-core/playwright";
 import { expect, test, type Browser, type Page } from "@playwright/test";
 import { mkdirSync } from "node:fs";
 import { readFile } from "node:fs/promises";
@@ -33,7 +34,12 @@ function watch(page: Page): { urls: string[]; problems: string[] } {
   return seen;
 }
 
+/** Accessibility rules (WCAG 2 A and AA: labels, contrast, roles) broken on any page shot. */
+const inaccessible: string[] = [];
+
 async function shoot(page: Page, name: string) {
+  const audit = await new AxeBuilder({ page }).withTags(["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]).analyze();
+  for (const v of audit.violations) inaccessible.push(`${name}: ${v.id} (${v.help}) at ${v.nodes.map((n) => n.target.join(" ")).join(", ")}`);
   await page.screenshot({ path: join(SHOTS, `${name}-desktop.png`), fullPage: true });
   const size = page.viewportSize()!;
   await page.setViewportSize({ width: 390, height: 844 });
@@ -141,6 +147,36 @@ test("an avatar above the limits shows what will be transcoded, then lands conve
   await expect(delivery.getByTestId(`target-${env("WEBHOOK_MODULE")}`).getByTestId("target-status")).toHaveText("delivered");
 });
 
+test("a network that fails shows retrying with the reason, then failed; unbinding it", async () => {
+  await go(page, "Networks");
+  const flaky = page.getByRole("listitem").filter({ has: page.getByRole("heading", { name: env("FLAKY_NAME") }) });
+  await flaky.getByRole("button", { name: /Bind a/ }).click();
+  await flaky.getByLabel("Account", { exact: true }).fill("alice-flaky");
+  await flaky.getByRole("button", { name: "Bind", exact: true }).click();
+  await expect(page.getByTestId("bindings")).toContainText("alice-flaky");
+
+  await go(page, "Change once");
+  await page.getByLabel("Mood").fill("busy");
+  await expect(page.locator('.plans [data-module="matrix"]')).toContainText("does not take a mood: not sent");
+  await page.getByRole("button", { name: "Send to every network" }).click();
+  const delivery = page.getByTestId("delivery");
+  const row = delivery.getByTestId(`target-${env("FLAKY_MODULE")}`);
+  await expect(row.getByTestId("target-status")).toHaveText("retrying");
+  await expect(row).toContainText("next try");
+  await expect(row.locator(".warn").first()).not.toBeEmpty();
+  await shoot(page, "retrying");
+  await expect(delivery.getByTestId(`target-${env("WEBHOOK_MODULE")}`).getByTestId("target-status")).toHaveText("delivered");
+  await expect(row.getByTestId("target-status")).toHaveText("failed");
+  await expect(row).toContainText("HTTP 500");
+  await expect(row).toContainText("given up");
+  await expect(page.getByTestId("change-status")).toHaveText("partly delivered");
+
+  await go(page, "Networks");
+  page.once("dialog", (d) => void d.accept());
+  await page.getByRole("button", { name: `Unbind alice-flaky on ${env("FLAKY_NAME")}` }).click();
+  await expect(page.getByTestId("bindings")).not.toContainText("alice-flaky");
+});
+
 test("this browser is an active device", async () => {
   await go(page, "Devices");
   const devices = page.getByTestId("devices");
@@ -216,4 +252,16 @@ test("the token never went into a URL, and the page broke no CSP rule", async ()
   expect(seen.urls.filter((u) => u.includes(token))).toEqual([]);
   expect(seen.urls.every((u) => u.startsWith(env("GATEWAY_URL")) || u.startsWith("blob:") || u.startsWith("data:"))).toBe(true);
   expect(seen.problems).toEqual([]);
+  expect(inaccessible).toEqual([]);
+});
+
+test("the keyboard reaches everything: skip link, sections", async () => {
+  await page.goto("/");
+  await page.keyboard.press("Tab");
+  await expect(page.getByRole("link", { name: "Skip to content" })).toBeFocused();
+  await page.keyboard.press("Tab");
+  await page.keyboard.press("Tab");
+  await expect(page.getByRole("link", { name: "Networks" })).toBeFocused();
+  await page.keyboard.press("Enter");
+  await expect(page.getByRole("heading", { level: 1, name: "Networks" })).toBeVisible();
 });
