@@ -48,6 +48,15 @@ if grep -q 'web page was not built' <<<"$page"; then
   exit 1
 fi
 echo "check-serve: $base/ answered $status_line, HTML of the built web page (not the fallback), Content-Security-Policy: $csp"
+# The bundled reference services, installed at start.
+services=$(curl -fsS "$base/v1/services")
+for id in files handoff; do
+  if ! grep -q "\"id\":\"$id\"" <<<"$services"; then
+    echo "check-serve: the bundled $id service is not installed: $services" >&2
+    exit 1
+  fi
+done
+echo "check-serve: $base/v1/services lists the bundled services: $services"
 kill -TERM "$pid"
 status=0
 wait "$pid" || status=$?

@@ -19,4 +19,9 @@ done
 # The end users' web page, embedded in the gateway binary.
 ./scripts/build-web.sh >&2
 cargo build --release -p gateway --bin gateway
-exec target/release/gateway serve "$@"
+# The reference files and handoff services are installed at start (again
+# only when their plugin changed); the connectors need the operator's
+# network settings, so the operator uploads them (README, "Quick start").
+service() { echo "plugins/$1/manifest.json=plugins/$1/target/wasm32-wasip2/release/$1_service.wasm"; }
+exec target/release/gateway serve \
+  --install-service "$(service files)" --install-service "$(service handoff)" "$@"

@@ -17,7 +17,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Serve the HTTP API.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Run one media job (started by the gateway itself, one process per
     /// job: input on stdin, result on stdout).
     #[command(hide = true)]
@@ -116,6 +116,15 @@ pub struct ServeArgs {
     /// Address space of a media job's worker, in MiB.
     #[arg(long, env = "GATEWAY_MEDIA_JOB_MEMORY_MIB", default_value_t = 1024)]
     media_job_memory_mib: u64,
+    /// A service plugin to install at start, `MANIFEST.json=PLUGIN.wasm`
+    /// (repeatable; comma-separated in the variable); skipped when that
+    /// plugin is installed already, a new version when it changed.
+    #[arg(
+        long = "install-service",
+        env = "GATEWAY_INSTALL_SERVICES",
+        value_delimiter = ','
+    )]
+    install_services: Vec<String>,
 }
 
 /// An address (as a /32 or /128) or a CIDR block.
@@ -129,7 +138,7 @@ fn parse_net(text: &str) -> Result<ipnet::IpNet, String> {
 /// Entry point of the `gateway` binary.
 pub fn main() -> ExitCode {
     let args = match Cli::parse().command {
-        Command::Serve(args) => args,
+        Command::Serve(args) => *args,
         // A worker needs neither logs nor a runtime.
         Command::MediaWorker(args) => return crate::processing::worker::worker_main(&args),
     };
@@ -198,6 +207,18 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     config.jobs.workers.deadline = std::time::Duration::from_secs(args.media_job_deadline_secs);
     config.jobs.workers.memory_bytes = args.media_job_memory_mib << 20;
+    for pair in &args.install_services {
+        let (manifest, plugin) = pair.split_once('=').with_context(|| {
+            format!("--install-service {pair}: expected MANIFEST.json=PLUGIN.wasm")
+        })?;
+        config.bundled_services.push(crate::config::BundledService {
+            source: pair.clone(),
+            manifest: std::fs::read_to_string(manifest)
+                .with_context(|| format!("--install-service: reading {manifest}"))?,
+            plugin: std::fs::read(plugin)
+                .with_context(|| format!("--install-service: reading {plugin}"))?,
+        });
+    }
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;

@@ -54,6 +54,10 @@ pub struct Config {
     pub blobs: crate::blobs::BlobLimits,
     /// Media jobs: the worker processes, the queue's runner.
     pub jobs: crate::processing::jobs::JobsConfig,
+    /// Service plugins installed at start unless the same plugin is installed
+    /// already (`--install-service`; the README's first command brings the
+    /// reference files and handoff services this way).
+    pub bundled_services: Vec<BundledService>,
     /// What "now" is (the system clock; tests inject their own).
     pub clock: SharedClock,
 }
@@ -72,6 +76,27 @@ impl std::fmt::Debug for Config {
             .field("blob_store", &self.blob_store)
             .field("blobs", &self.blobs)
             .field("jobs", &self.jobs)
+            .field("bundled_services", &self.bundled_services)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A service plugin with its manifest, to install at start.
+#[derive(Clone)]
+pub struct BundledService {
+    /// Where it was read from, for messages.
+    pub source: String,
+    /// The manifest, as `POST /v1/admin/services` takes it (JSON).
+    pub manifest: String,
+    /// The `.wasm` component.
+    pub plugin: Vec<u8>,
+}
+
+impl std::fmt::Debug for BundledService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BundledService")
+            .field("source", &self.source)
+            .field("plugin_bytes", &self.plugin.len())
             .finish_non_exhaustive()
     }
 }
@@ -226,6 +251,7 @@ impl Config {
             blob_store: None,
             blobs: crate::blobs::BlobLimits::default(),
             jobs: crate::processing::jobs::JobsConfig::default(),
+            bundled_services: Vec::new(),
             clock: crate::clock::system(),
         })
     }

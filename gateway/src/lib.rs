@@ -56,6 +56,14 @@ pub enum RunError {
     /// The configuration contradicts itself.
     #[error(transparent)]
     Config(#[from] config::ConfigError),
+    /// A service given to install at start is refused.
+    #[error("bundled service {source_path}: {error}")]
+    BundledService {
+        /// Where its manifest and plugin were read from.
+        source_path: String,
+        /// Why it was refused.
+        error: services::ServiceError,
+    },
     /// The blob store cannot be opened.
     #[error(transparent)]
     BlobStore(#[from] blobs::store::StoreError),
@@ -204,6 +212,26 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
     let Assembly { state, stop } = assemble(config).await?;
+    for bundle in &state.config.bundled_services {
+        let installed = state
+            .services
+            .ensure(
+                &bundle.manifest,
+                bundle.plugin.clone(),
+                state.config.clock.now(),
+            )
+            .await
+            .map_err(|error| RunError::BundledService {
+                source_path: bundle.source.clone(),
+                error,
+            })?;
+        match installed {
+            Some(row) => {
+                tracing::info!(service = %row.id, version = row.version, source = %bundle.source, "bundled service installed")
+            }
+            None => tracing::info!(source = %bundle.source, "bundled service already installed"),
+        }
+    }
     let stopping = state.stopping.clone();
     let (federation, devices, services, jobs, registry) = (
         state.federation.clone(),

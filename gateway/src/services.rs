@@ -226,6 +226,26 @@ impl Services {
         Ok(row)
     }
 
+    /// Installs `plugin` with `manifest` (JSON) unless that service is
+    /// installed with the same plugin already; `None` then. A service the
+    /// operator removed is installed again: stop passing it to keep it out.
+    pub async fn ensure(
+        &self,
+        manifest: &str,
+        plugin: Vec<u8>,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Option<ServiceRow>, ServiceError> {
+        let (manifest, capabilities) = ServiceManifest::parse(manifest)?;
+        match self.registry.service(&manifest.id).await {
+            Ok(row) if row.plugin_digest == crate::secrets::sha256_hex(&plugin) => return Ok(None),
+            Ok(_) | Err(RegistryError::NotFound) => {}
+            Err(e) => return Err(e.into()),
+        }
+        self.install(manifest, capabilities, plugin, now)
+            .await
+            .map(Some)
+    }
+
     /// The installed services.
     pub async fn list(&self) -> Result<Vec<ServiceRow>, ServiceError> {
         Ok(self.registry.list_services().await?)

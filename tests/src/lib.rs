@@ -164,8 +164,17 @@ impl TestGateway {
 
     /// The stopped gateway again, with its data, at its old address.
     pub async fn start_again(stopped: Stopped) -> Self {
+        Self::start_again_with(stopped, |_| {}).await
+    }
+
+    /// Like [`Self::start_again`], with a config `adjust` may change first.
+    pub async fn start_again_with(
+        stopped: Stopped,
+        adjust: impl FnOnce(&mut gateway::Config),
+    ) -> Self {
         let mut config = gateway::Config::new(stopped.data_dir.path()).expect("config");
         config.jobs.program = media_worker();
+        adjust(&mut config);
         Self::launch(config, stopped.data_dir, stopped.addr).await
     }
 
