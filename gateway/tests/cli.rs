@@ -161,3 +161,20 @@ fn a_trusted_proxy_must_be_an_address_or_a_block() {
         "{said}"
     );
 }
+
+#[test]
+fn a_service_to_install_must_name_a_manifest_and_a_plugin_that_exist() {
+    let said = refused(&["--install-service", "plugins/files/manifest.json"], &[]);
+    assert!(
+        said.contains("expected MANIFEST.json=PLUGIN.wasm"),
+        "{said}"
+    );
+    let said = refused(
+        &["--install-service", "no-such-manifest.json=no-such.wasm"],
+        &[],
+    );
+    assert!(
+        said.contains("--install-service: reading no-such-manifest.json"),
+        "{said}"
+    );
+}
