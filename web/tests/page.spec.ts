@@ -170,6 +170,9 @@ test("a network that fails shows retrying with the reason, then failed; unbindin
   await expect(row).toContainText("HTTP 500");
   await expect(row).toContainText("given up");
   await expect(page.getByTestId("change-status")).toHaveText("partly delivered");
+  // Only what differs from the last change is sent: nothing, here.
+  await page.getByRole("button", { name: "Send to every network" }).click();
+  await expect(page.locator("form.change").getByRole("alert")).toContainText("Nothing changed");
 
   await go(page, "Networks");
   page.once("dialog", (d) => void d.accept());

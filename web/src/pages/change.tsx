@@ -41,12 +41,15 @@ function ChangeForm({ onSent }: { onSent: (id: string) => void }) {
   const [busy, setBusy] = useState(false);
   const loaded = useRef(false);
 
-  // The current profile fills the form once.
+  // What was sent last: it fills the form once, and only fields that
+  // differ from it are sent (a change, not a copy of the whole profile).
+  const [profile, setProfile] = useState<{ signature?: string; mood?: string }>({});
   useEffect(() => {
     if (loaded.current) return;
     loaded.current = true;
     api.get<{ settings: { signature?: string; mood?: string } }>("/v1/profile").then(
       (p) => {
+        setProfile(p.settings);
         setSignature((s) => s || p.settings.signature || "");
         setMood((m) => m || p.settings.mood || "");
       },
@@ -95,8 +98,8 @@ function ChangeForm({ onSent }: { onSent: (id: string) => void }) {
       return;
     }
     const settings: Record<string, string> = {};
-    if (signature !== "") settings.signature = signature;
-    if (mood !== "") settings.mood = mood;
+    if (signature !== (profile.signature ?? "")) settings.signature = signature;
+    if (mood !== (profile.mood ?? "")) settings.mood = mood;
     if (file && !facts) {
       setError("The chosen image cannot be sent: choose another one or clear it.");
       return;
@@ -108,7 +111,7 @@ function ChangeForm({ onSent }: { onSent: (id: string) => void }) {
         settings.avatar = media.id;
       }
       if (Object.keys(settings).length === 0) {
-        setError("Nothing to send: type a signature or a mood, or choose an avatar.");
+        setError("Nothing changed: edit the signature or the mood, or choose an avatar.");
         return;
       }
       // Said to come from a local client: every bound account is pushed,
@@ -119,6 +122,7 @@ function ChangeForm({ onSent }: { onSent: (id: string) => void }) {
         { module: source.module, account: source.account, settings, from_local_client: true },
         { "idempotency-key": crypto.randomUUID() },
       );
+      setProfile((p) => ({ ...p, ...settings }));
       onSent(receipt.id);
     } catch (err) {
       setError(describe(err));
