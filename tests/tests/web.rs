@@ -178,7 +178,7 @@ async fn a_new_user_does_everything_from_the_web_page_in_a_real_browser() {
         output.status.success(),
         "the browser tests failed:\n{report}"
     );
-    assert!(report.contains("10 passed"), "{report}");
+    assert!(report.contains("11 passed"), "{report}");
 
     // What the page showed as delivered is on the networks themselves.
     let matrix_token = synapse.login("alice", MATRIX_PASSWORD).await;

@@ -6,7 +6,7 @@
 import { Api } from "./api";
 
 const KEY = "gateway.session";
-const DEVICE_KEY = "gateway.device_id";
+const DEVICE_KEY = "gateway.device_id.";
 
 export interface Session {
   token: string;
@@ -31,12 +31,15 @@ function saveSession(s: Session | null) {
   else localStorage.removeItem(KEY);
 }
 
-/** This browser's stable device id. */
-export function deviceId(): string {
-  let id = localStorage.getItem(DEVICE_KEY);
+/**
+ * This browser's stable device id for `username`: one per user, since a
+ * device id belongs to one user of the gateway (people may share a browser).
+ */
+export function deviceId(username: string): string {
+  let id = localStorage.getItem(DEVICE_KEY + username);
   if (!id) {
     id = "web-" + crypto.randomUUID();
-    localStorage.setItem(DEVICE_KEY, id);
+    localStorage.setItem(DEVICE_KEY + username, id);
   }
   return id;
 }
@@ -58,7 +61,7 @@ export async function login(username: string, password: string): Promise<Session
   const { token } = await anonymous.json<{ token: string }>("POST", "/v1/sessions", { username, password });
   const user = new Api(token);
   const device = await user.json<{ id: string; token: string }>("POST", "/v1/devices", {
-    id: deviceId(),
+    id: deviceId(username),
     name: browserName(),
     platform: "web",
   });

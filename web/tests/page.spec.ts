@@ -118,6 +118,7 @@ test("bind the webhook network and a real Synapse account; a wrong password show
 
 test("change the signature once and watch both networks' rows turn delivered", async () => {
   await go(page, "Change once");
+  await expect(page.getByTestId("limits")).toContainText(`${env("WEBHOOK_NAME")}: signature ≤ 1000 chars · mood ≤ 100 chars · avatar ≤ 1024px, ≤ 1 MiB, PNG/JPEG`);
   await page.getByLabel("Signature").fill(env("SIGNATURE"));
   await page.getByRole("button", { name: "Send to every network" }).click();
   const delivery = page.getByTestId("delivery");
@@ -234,7 +235,7 @@ test("handoff sessions with their log", async ({ playwright }) => {
   ).json();
   const auth = { authorization: `Bearer ${laptop.token}` };
   const opened = await (await api.post("/v1/services/handoff/sessions", { data: { app: "org.example.editor", state: { line: 42 } }, headers: auth })).json();
-  const me = await page.evaluate(() => localStorage.getItem("gateway.device_id"));
+  const me = await page.evaluate((user) => localStorage.getItem(`gateway.device_id.${user}`), USER);
   const offer = await api.post(`/v1/services/handoff/sessions/${opened.id}/switch`, { data: { to: me }, headers: auth });
   expect(offer.status()).toBe(202);
 
@@ -267,4 +268,22 @@ test("the keyboard reaches everything: skip link, sections", async () => {
   await expect(page.getByRole("link", { name: "Networks" })).toBeFocused();
   await page.keyboard.press("Enter");
   await expect(page.getByRole("heading", { level: 1, name: "Networks" })).toBeVisible();
+});
+
+test("log out ends the token; another user then signs in on the same browser", async () => {
+  const old = await page.evaluate(() => JSON.parse(localStorage.getItem("gateway.session")!).token as string);
+  await page.getByRole("button", { name: "Log out" }).click();
+  await expect(page.getByRole("heading", { name: "Log in" })).toBeVisible();
+  const status = await page.evaluate(async (t) => (await fetch("/v1/profile", { headers: { authorization: `Bearer ${t}` } })).status, old);
+  expect(status).toBe(401);
+
+  await page.getByRole("button", { name: "Create an account" }).click();
+  await page.getByLabel("User name").fill("bob");
+  await page.getByLabel("Password").fill("bob's own password");
+  await page.getByLabel("Password").press("Enter");
+  await expect(page.getByTestId("inbox-state")).toHaveText("live");
+  await go(page, "Networks");
+  await expect(page.getByText("No account bound yet")).toBeVisible();
+  await go(page, "Devices");
+  await expect(page.getByTestId("devices").getByRole("listitem")).toHaveCount(1);
 });

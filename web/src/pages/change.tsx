@@ -5,7 +5,7 @@ import type { ComponentChildren } from "preact";
 import { useEffect, useMemo, useRef, useState } from "preact/hooks";
 import { describe, type Change, type Module, type Target } from "../api";
 import { ErrorLine, When, useCtx } from "../app";
-import { avatarPlan, size, textPlan, type ImageFacts } from "../limits";
+import { avatarPlan, limitsLine, size, textPlan, type ImageFacts } from "../limits";
 import { useBindings } from "./networks";
 
 const MEDIA_TYPES = ["image/png", "image/jpeg", "image/gif", "image/webp"];
@@ -138,6 +138,15 @@ function ChangeForm({ onSent }: { onSent: (id: string) => void }) {
         <p class="notice">
           No account bound yet: <a href="#/networks">bind one under Networks</a>.
         </p>
+      )}
+      {targets.length > 0 && (
+        <ul class="plans" aria-label="Where a change goes, with each network's limits" data-testid="limits">
+          {targets.map((m) => (
+            <li key={m.id}>
+              <strong>{m.name}</strong>: {limitsLine(m)}
+            </li>
+          ))}
+        </ul>
       )}
       <label for="signature">Signature</label>
       <textarea id="signature" rows={2} maxLength={4096} value={signature} onInput={(e) => setSignature(e.currentTarget.value)} />
