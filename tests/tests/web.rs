@@ -75,14 +75,14 @@ fn big_avatar(dir: &Path) -> PathBuf {
     path
 }
 
+/// An upload the gateway must accept.
+async fn created(r: reqwest::Response) {
+    let status = r.status();
+    assert_eq!(status, StatusCode::CREATED, "{}", r.text().await.unwrap());
+}
+
 async fn upload_service(gw: &TestGateway, manifest: Value, dir: &str) {
-    let r = gw.upload_service(&manifest, &service_plugin(dir)).await;
-    assert_eq!(
-        r.status(),
-        StatusCode::CREATED,
-        "{}",
-        r.text().await.unwrap()
-    );
+    created(gw.upload_service(&manifest, &service_plugin(dir)).await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -100,38 +100,26 @@ async fn a_new_user_does_everything_from_the_web_page_in_a_real_browser() {
         c.delivery.max_attempts = 3;
     })
     .await;
-    let r = gw
-        .upload_module(&synapse.manifest(), &e2e_tests::plugin("matrix_connector"))
-        .await;
-    assert_eq!(
-        r.status(),
-        StatusCode::CREATED,
-        "{}",
-        r.text().await.unwrap()
-    );
+    created(
+        gw.upload_module(&synapse.manifest(), &e2e_tests::plugin("matrix_connector"))
+            .await,
+    )
+    .await;
     let phone = MockNetwork::start().await;
-    let r = gw
-        .upload_module(&phone.manifest("phone", 100, 100), &webhook())
-        .await;
-    assert_eq!(
-        r.status(),
-        StatusCode::CREATED,
-        "{}",
-        r.text().await.unwrap()
-    );
+    created(
+        gw.upload_module(&phone.manifest("phone", 100, 100), &webhook())
+            .await,
+    )
+    .await;
     // A network that asks to wait once, then fails every push.
     let flaky = MockNetwork::start().await;
     flaky.then([Reply::RetryAfter(3)]);
     flaky.otherwise(Reply::Status(500));
-    let r = gw
-        .upload_module(&flaky.manifest("flaky", 100, 100), &webhook())
-        .await;
-    assert_eq!(
-        r.status(),
-        StatusCode::CREATED,
-        "{}",
-        r.text().await.unwrap()
-    );
+    created(
+        gw.upload_module(&flaky.manifest("flaky", 100, 100), &webhook())
+            .await,
+    )
+    .await;
     upload_service(
         &gw,
         json!({"id": "files", "name": "Files",

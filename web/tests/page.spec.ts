@@ -44,6 +44,9 @@ async function shoot(page: Page, name: string) {
   const size = page.viewportSize()!;
   await page.setViewportSize({ width: 390, height: 844 });
   await page.screenshot({ path: join(SHOTS, `${name}-phone.png`), fullPage: true });
+  // Nothing wider than a phone: no sideways scrolling.
+  const width = await page.evaluate(() => document.documentElement.scrollWidth);
+  if (width > 390) inaccessible.push(`${name}: ${width} px wide on a 390 px phone`);
   await page.setViewportSize(size);
 }
 
