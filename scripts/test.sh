@@ -46,6 +46,8 @@ cargo fmt --manifest-path tests/fixtures/hostile-service/Cargo.toml -- --check
 cargo fmt --manifest-path plugins/handoff/Cargo.toml -- --check
 cargo fmt --manifest-path plugins/files/Cargo.toml -- --check
 cargo fmt --manifest-path plugins/tasks/Cargo.toml -- --check
+echo "== prettier --check (the web page's TypeScript and CSS)"
+(cd web && npm run -s format:check)
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 cargo clippy --manifest-path plugins/Cargo.toml --target wasm32-wasip2 -- -D warnings

@@ -62,13 +62,7 @@ export interface Binding {
   last_applied: Settings | null;
 }
 
-export type TargetStatus =
-  | "pending"
-  | "delivering"
-  | "delivered"
-  | "retrying"
-  | "failed"
-  | "superseded";
+export type TargetStatus = "pending" | "delivering" | "delivered" | "retrying" | "failed" | "superseded";
 
 export interface Target {
   binding_id: string;
@@ -145,12 +139,7 @@ export class Api {
   }
 
   /** Any request; JSON bodies are encoded, error answers thrown as ApiError. */
-  async request(
-    method: string,
-    path: string,
-    body?: unknown,
-    extra: Record<string, string> = {},
-  ): Promise<Response> {
+  async request(method: string, path: string, body?: unknown, extra: Record<string, string> = {}): Promise<Response> {
     const init: RequestInit = { method, headers: this.headers(extra), cache: "no-store" };
     if (body instanceof Blob) {
       init.body = body;

@@ -90,7 +90,10 @@ function SignedIn({ session, onSignedOut }: { session: Session; onSignedOut: (wh
     return () => removeEventListener("hashchange", onHash);
   }, []);
   useEffect(() => {
-    api.get<{ modules: Module[] }>("/v1/modules").then((r) => setModules(r.modules), () => undefined);
+    api.get<{ modules: Module[] }>("/v1/modules").then(
+      (r) => setModules(r.modules),
+      () => undefined,
+    );
   }, [api, modulesVersion]);
   // A new section moves the focus to its content (not on the first load, so
   // the first Tab still reaches the skip link).

@@ -50,8 +50,12 @@ export function textPlan(module: Module, field: "signature" | "mood", value: str
 export function limitsLine(module: Module): string {
   const parts: string[] = [];
   const l = module.limits;
-  if (module.fields.includes("signature")) parts.push(l.max_signature_chars != null ? `signature ≤ ${l.max_signature_chars} chars` : "signature");
-  if (module.fields.includes("mood")) parts.push(l.max_mood_chars != null ? `mood ≤ ${l.max_mood_chars} chars` : module.moods.length ? `mood: ${module.moods.join("/")}` : "mood");
+  if (module.fields.includes("signature"))
+    parts.push(l.max_signature_chars != null ? `signature ≤ ${l.max_signature_chars} chars` : "signature");
+  if (module.fields.includes("mood"))
+    parts.push(
+      l.max_mood_chars != null ? `mood ≤ ${l.max_mood_chars} chars` : module.moods.length ? `mood: ${module.moods.join("/")}` : "mood",
+    );
   if (module.fields.includes("avatar")) {
     const a = l.avatar;
     parts.push(a ? `avatar ≤ ${a.max_pixels}px, ≤ ${size(a.max_bytes)}, ${a.formats.map(short).join("/")}` : "avatar");

@@ -47,7 +47,15 @@ export function deviceId(username: string): string {
 function browserName(): string {
   const ua = navigator.userAgent;
   const kind = /Android|iPhone|iPad|Mobile/.test(ua) ? "phone" : "computer";
-  const brand = /Firefox\//.test(ua) ? "Firefox" : /Edg\//.test(ua) ? "Edge" : /Chrom/.test(ua) ? "Chromium" : /Safari\//.test(ua) ? "Safari" : "Browser";
+  const brand = /Firefox\//.test(ua)
+    ? "Firefox"
+    : /Edg\//.test(ua)
+      ? "Edge"
+      : /Chrom/.test(ua)
+        ? "Chromium"
+        : /Safari\//.test(ua)
+          ? "Safari"
+          : "Browser";
   return `${brand} on a ${kind}`;
 }
 

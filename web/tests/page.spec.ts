@@ -39,7 +39,8 @@ const inaccessible: string[] = [];
 
 async function shoot(page: Page, name: string) {
   const audit = await new AxeBuilder({ page }).withTags(["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]).analyze();
-  for (const v of audit.violations) inaccessible.push(`${name}: ${v.id} (${v.help}) at ${v.nodes.map((n) => n.target.join(" ")).join(", ")}`);
+  for (const v of audit.violations)
+    inaccessible.push(`${name}: ${v.id} (${v.help}) at ${v.nodes.map((n) => n.target.join(" ")).join(", ")}`);
   await page.screenshot({ path: join(SHOTS, `${name}-desktop.png`), fullPage: true });
   const size = page.viewportSize()!;
   await page.setViewportSize({ width: 390, height: 844 });
@@ -121,7 +122,9 @@ test("bind the webhook network and a real Synapse account; a wrong password show
 
 test("change the signature once and watch both networks' rows turn delivered", async () => {
   await go(page, "Change once");
-  await expect(page.getByTestId("limits")).toContainText(`${env("WEBHOOK_NAME")}: signature ≤ 1000 chars · mood ≤ 100 chars · avatar ≤ 1024px, ≤ 1 MiB, PNG/JPEG`);
+  await expect(page.getByTestId("limits")).toContainText(
+    `${env("WEBHOOK_NAME")}: signature ≤ 1000 chars · mood ≤ 100 chars · avatar ≤ 1024px, ≤ 1 MiB, PNG/JPEG`,
+  );
   await page.getByLabel("Signature").fill(env("SIGNATURE"));
   await page.getByRole("button", { name: "Send to every network" }).click();
   const delivery = page.getByTestId("delivery");
@@ -205,7 +208,9 @@ test("a file upload shows 10 then 11 on a second browser, which may download it 
     await route.continue();
   });
   const bytes = Buffer.alloc(3 * 1024 * 1024 + 17, 7);
-  await page.getByLabel("Choose files to share with your devices").setInputFiles({ name: "notes.bin", mimeType: "application/octet-stream", buffer: bytes });
+  await page
+    .getByLabel("Choose files to share with your devices")
+    .setInputFiles({ name: "notes.bin", mimeType: "application/octet-stream", buffer: bytes });
 
   const row = other.locator('tr[data-file="notes.bin"]');
   await expect(row.getByTestId("file-status")).toHaveText("10");
@@ -237,7 +242,9 @@ test("handoff sessions with their log", async ({ playwright }) => {
     await api.post("/v1/devices", { data: { id: "alice-laptop-web-test", name: "Laptop" }, headers: { authorization: `Bearer ${token}` } })
   ).json();
   const auth = { authorization: `Bearer ${laptop.token}` };
-  const opened = await (await api.post("/v1/services/handoff/sessions", { data: { app: "org.example.editor", state: { line: 42 } }, headers: auth })).json();
+  const opened = await (
+    await api.post("/v1/services/handoff/sessions", { data: { app: "org.example.editor", state: { line: 42 } }, headers: auth })
+  ).json();
   const me = await page.evaluate((user) => localStorage.getItem(`gateway.device_id.${user}`), USER);
   const offer = await api.post(`/v1/services/handoff/sessions/${opened.id}/switch`, { data: { to: me }, headers: auth });
   expect(offer.status()).toBe(202);

@@ -267,7 +267,10 @@ function Delivery({ id, onFinal }: { id: string; onFinal: () => void }) {
   return (
     <section class="card" aria-labelledby="delivery-title" data-testid="delivery">
       <h2 id="delivery-title">
-        Delivery <span class={`badge ${status}`} data-testid="change-status">{LABELS[status] ?? status}</span>
+        Delivery{" "}
+        <span class={`badge ${status}`} data-testid="change-status">
+          {LABELS[status] ?? status}
+        </span>
       </h2>
       {change?.created_at && (
         <p class="hint">
@@ -275,7 +278,11 @@ function Delivery({ id, onFinal }: { id: string; onFinal: () => void }) {
         </p>
       )}
       {status === "suppressed" && <p>Every network already holds these settings: nothing was sent.</p>}
-      {note && <p class="notice" role="status">{note}</p>}
+      {note && (
+        <p class="notice" role="status">
+          {note}
+        </p>
+      )}
       <table class="targets" aria-live="polite">
         <caption class="sr-only">Where this change stands on each network</caption>
         <thead>

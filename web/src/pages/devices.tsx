@@ -16,7 +16,11 @@ export function useDevices(): Device[] {
   const [devices, setDevices] = useState<Device[]>([]);
   useEffect(() => {
     let alive = true;
-    const load = () => api.get<{ devices: Device[] }>("/v1/devices").then((r) => alive && setDevices(r.devices), () => undefined);
+    const load = () =>
+      api.get<{ devices: Device[] }>("/v1/devices").then(
+        (r) => alive && setDevices(r.devices),
+        () => undefined,
+      );
     load();
     const timer = setInterval(load, 15_000);
     const off = inbox.on((e) => e.kind.startsWith("device.") && load());
@@ -36,7 +40,10 @@ export function DevicesPage() {
   const [error, setError] = useState<string | null>(null);
   const [version, setVersion] = useState(0);
   useEffect(() => {
-    api.get<{ entries: HistoryEntry[] }>("/v1/devices/history").then((r) => setHistory(r.entries.slice(0, 30)), (e) => setError(describe(e)));
+    api.get<{ entries: HistoryEntry[] }>("/v1/devices/history").then(
+      (r) => setHistory(r.entries.slice(0, 30)),
+      (e) => setError(describe(e)),
+    );
     return inbox.on((e) => e.kind.startsWith("device.") && setVersion((v) => v + 1));
   }, [api, inbox, version]);
   const nameOf = (id: string) => devices.find((d) => d.id === id)?.name ?? id;

@@ -175,7 +175,9 @@ export function FilesPage() {
             <li key={s.key} class="row upload" data-testid="upload">
               <div class="grow">
                 <label for={`p-${s.key}`}>
-                  {s.name}: {s.state === "done" ? "uploaded" : s.state === "failed" ? "failed" : s.state === "paused" ? "paused" : "uploading"} ({size(s.sent)} of {size(s.total)})
+                  {s.name}:{" "}
+                  {s.state === "done" ? "uploaded" : s.state === "failed" ? "failed" : s.state === "paused" ? "paused" : "uploading"} (
+                  {size(s.sent)} of {size(s.total)})
                 </label>
                 <progress id={`p-${s.key}`} max={s.total || 1} value={s.sent} />
                 {s.error && <p class="error">{s.error}</p>}
@@ -245,13 +247,15 @@ export function FilesPage() {
                   </div>
                 </td>
                 <td>{size(f.size)}</td>
-                <td class="actions">
-                  <button type="button" class="secondary" onClick={() => download(f)} aria-label={`Download ${f.name}`}>
-                    Download
-                  </button>
-                  <button type="button" class="secondary" onClick={() => remove(f)} aria-label={`Delete ${f.name}`}>
-                    Delete
-                  </button>
+                <td>
+                  <div class="actions">
+                    <button type="button" class="secondary" onClick={() => download(f)} aria-label={`Download ${f.name}`}>
+                      Download
+                    </button>
+                    <button type="button" class="secondary" onClick={() => remove(f)} aria-label={`Delete ${f.name}`}>
+                      Delete
+                    </button>
+                  </div>
                   {refusals[f.id] && (
                     <p class="error" role="alert" data-testid="download-refused">
                       {refusals[f.id]}

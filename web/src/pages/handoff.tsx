@@ -62,7 +62,9 @@ function Log({ id, version, nameOf }: { id: string; version: number; nameOf: (id
       let after: string | null = null;
       do {
         const q: string = after ? `?after=${encodeURIComponent(after)}` : "";
-        const page: { entries: LogEntry[]; next_after: string | null } = await api.get(`${BASE}/sessions/${encodeURIComponent(id)}/log${q}`);
+        const page: { entries: LogEntry[]; next_after: string | null } = await api.get(
+          `${BASE}/sessions/${encodeURIComponent(id)}/log${q}`,
+        );
         all.push(...page.entries);
         after = page.next_after;
       } while (after && all.length < 2000);

@@ -136,13 +136,24 @@ function BindForm({ module, onDone, onCancel }: { module: Module; onDone: () => 
   return (
     <form onSubmit={submit} class="bind" aria-label={`Bind a ${module.name} account`}>
       <label for={idFor("account")}>Account</label>
-      <input id={idFor("account")} required maxLength={320} value={account} autocomplete="off" onInput={(e) => setAccount(e.currentTarget.value)} />
+      <input
+        id={idFor("account")}
+        required
+        maxLength={320}
+        value={account}
+        autocomplete="off"
+        onInput={(e) => setAccount(e.currentTarget.value)}
+      />
       {fields ? (
         fields.map((f) => (
           <div key={f.name}>
             {f.kind === "boolean" ? (
               <label class="check">
-                <input type="checkbox" checked={values[f.name] === true} onChange={(e) => setValues({ ...values, [f.name]: e.currentTarget.checked })} />
+                <input
+                  type="checkbox"
+                  checked={values[f.name] === true}
+                  onChange={(e) => setValues({ ...values, [f.name]: e.currentTarget.checked })}
+                />
                 {f.label}
               </label>
             ) : (
