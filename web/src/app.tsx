@@ -13,6 +13,7 @@ import { NetworksPage } from "./pages/networks";
 import { DevicesPage } from "./pages/devices";
 import { FilesPage } from "./pages/files";
 import { HandoffPage } from "./pages/handoff";
+import { Offers } from "./offers";
 
 export interface Ctx {
   api: Api;
@@ -144,6 +145,7 @@ function SignedIn({ session, onSignedOut }: { session: Session; onSignedOut: (wh
           </button>
         </div>
       </header>
+      <Offers />
       <main id="main" tabIndex={-1}>
         {section === "change" && <ChangePage />}
         {section === "networks" && <NetworksPage />}

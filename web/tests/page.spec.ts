@@ -257,6 +257,13 @@ test("handoff sessions with their log", async ({ playwright }) => {
   await expect(log).toContainText("Laptop: opened");
   await expect(log).toContainText("offered to Chromium on a computer");
   await shoot(page, "handoff");
+
+  // The offer reached this browser live: accepting it moves the session here.
+  const offered = page.getByTestId("offer").filter({ hasText: "org.example.editor" });
+  await offered.getByRole("button", { name: "Accept" }).click();
+  await expect(page.getByText("This browser now holds")).toBeVisible();
+  await expect(session).toContainText("held by Chromium on a computer");
+  await expect(log).toContainText("accepted");
   await api.dispose();
 });
 

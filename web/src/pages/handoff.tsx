@@ -4,6 +4,7 @@ import { useEffect, useState } from "preact/hooks";
 import { ApiError, describe, type HandoffSession, type LogEntry } from "../api";
 import { ErrorLine, When, useCtx } from "../app";
 import { useDevices } from "./devices";
+import { ANSWERED } from "../offers";
 
 const BASE = "/v1/services/handoff";
 
@@ -21,7 +22,13 @@ export function HandoffPage() {
       (r) => setSessions(r.sessions),
       (e) => setError(e instanceof ApiError && e.code === "unknown_service" ? "Handoff is not offered by this gateway." : describe(e)),
     );
-    return inbox.on((e) => e.kind.startsWith("handoff.") && setVersion((v) => v + 1));
+    const reload = () => setVersion((v) => v + 1);
+    addEventListener(ANSWERED, reload);
+    const off = inbox.on((e) => e.kind.startsWith("handoff.") && reload());
+    return () => {
+      off();
+      removeEventListener(ANSWERED, reload);
+    };
   }, [api, inbox, version]);
 
   return (
