@@ -148,6 +148,26 @@ async fn the_page_and_its_assets_are_served_with_their_headers() {
                 .unwrap();
             assert_eq!(stale.status(), StatusCode::OK, "{path}");
         }
+        // Scripts go gzipped to a browser that takes it.
+        let script = assets.iter().find(|p| p.ends_with(".js")).unwrap();
+        let plain = gw.get(script, None).await.bytes().await.unwrap();
+        let raw = reqwest::Client::builder().no_gzip().build().unwrap();
+        let zipped = raw
+            .get(gw.url(script))
+            .header("accept-encoding", "gzip")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(header(&zipped, "content-encoding"), "gzip");
+        assert_hardened(&zipped);
+        let zipped = zipped.bytes().await.unwrap();
+        assert_eq!(zipped[..2], [0x1f, 0x8b], "not gzip");
+        assert!(
+            zipped.len() * 2 < plain.len(),
+            "{} of {} bytes",
+            zipped.len(),
+            plain.len()
+        );
     }
 }
 
