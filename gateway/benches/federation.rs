@@ -16,7 +16,7 @@ mod common;
 
 use axum::body::Bytes;
 use axum::extract::State;
-use common::{percentiles, rss_bytes, webhook_wasm};
+use common::{percentiles, rss_bytes, rss_parts, webhook_wasm};
 use futures::StreamExt;
 use gateway::secrets::{credentials_context, sha256_hex, MasterKey};
 use registry_db::{NewBinding, Registry, SealedCredentials};
@@ -423,8 +423,9 @@ async fn rss(users: usize, wasm: &[u8]) {
     }
     let pid = child.id().to_string();
     println!(
-        "rss: gateway serving 10 modules, {users} users x 3 bindings, after 1,000 changes: {:.1} MiB",
-        rss_bytes(&pid) as f64 / 1048576.0
+        "rss: gateway serving 10 modules, {users} users x 3 bindings, after 1,000 changes: {:.1} MiB ({})",
+        rss_bytes(&pid) as f64 / 1048576.0,
+        rss_parts(&pid)
     );
     let _ = child.kill();
     let _ = child.wait();

@@ -207,19 +207,17 @@ pub async fn assemble(config: Config) -> Result<Assembly, RunError> {
 /// Serves the gateway on `listener` until `shutdown` completes, then stops
 /// accepting, lets in-flight requests finish and returns.
 pub async fn run(
-    config: Config,
+    mut config: Config,
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
+    // The plugins' bytes are needed once: they do not stay in the shared config.
+    let bundles = std::mem::take(&mut config.bundled_services);
     let Assembly { state, stop } = assemble(config).await?;
-    for bundle in &state.config.bundled_services {
+    for bundle in bundles {
         let installed = state
             .services
-            .ensure(
-                &bundle.manifest,
-                bundle.plugin.clone(),
-                state.config.clock.now(),
-            )
+            .ensure(&bundle.manifest, bundle.plugin, state.config.clock.now())
             .await
             .map_err(|error| RunError::BundledService {
                 source_path: bundle.source.clone(),

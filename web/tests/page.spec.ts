@@ -70,6 +70,14 @@ async function logIn(browser: Browser): Promise<Page> {
 let page: Page;
 let seen: ReturnType<typeof watch>;
 
+/** Opens the bind form of the network named `name` with `account` filled in; its card. */
+async function bindForm(name: string, account: string) {
+  const card = page.getByRole("listitem").filter({ has: page.getByRole("heading", { name }) });
+  await card.getByRole("button", { name: /Bind a/ }).click();
+  await card.getByLabel("Account", { exact: true }).fill(account);
+  return card;
+}
+
 test("register with the keyboard, and a clear error for a taken name", async ({ browser }) => {
   page = await (await browser.newContext()).newPage();
   seen = watch(page);
@@ -99,16 +107,12 @@ test("register with the keyboard, and a clear error for a taken name", async ({ 
 
 test("bind the webhook network and a real Synapse account; a wrong password shows the connector's error", async () => {
   await go(page, "Networks");
-  const webhook = page.getByRole("listitem").filter({ has: page.getByRole("heading", { name: env("WEBHOOK_NAME") }) });
-  await webhook.getByRole("button", { name: /Bind a/ }).click();
-  await webhook.getByLabel("Account", { exact: true }).fill("alice-phone");
+  const webhook = await bindForm(env("WEBHOOK_NAME"), "alice-phone");
   await webhook.getByRole("button", { name: "Bind", exact: true }).click();
   await expect(page.getByTestId("bindings")).toContainText("alice-phone");
 
-  const matrix = page.getByRole("listitem").filter({ has: page.getByRole("heading", { name: "Matrix" }) });
+  const matrix = await bindForm("Matrix", env("MATRIX_ACCOUNT"));
   await expect(matrix).toContainText("avatar ≤ 1024px");
-  await matrix.getByRole("button", { name: /Bind a/ }).click();
-  await matrix.getByLabel("Account", { exact: true }).fill(env("MATRIX_ACCOUNT"));
   await matrix.getByLabel("Password (optional)").fill("not her password");
   await matrix.getByRole("button", { name: "Bind", exact: true }).click();
   await expect(matrix.getByRole("alert")).toContainText("M_FORBIDDEN");
@@ -156,9 +160,7 @@ test("an avatar above the limits shows what will be transcoded, then lands conve
 
 test("a network that fails shows retrying with the reason, then failed; unbinding it", async () => {
   await go(page, "Networks");
-  const flaky = page.getByRole("listitem").filter({ has: page.getByRole("heading", { name: env("FLAKY_NAME") }) });
-  await flaky.getByRole("button", { name: /Bind a/ }).click();
-  await flaky.getByLabel("Account", { exact: true }).fill("alice-flaky");
+  const flaky = await bindForm(env("FLAKY_NAME"), "alice-flaky");
   await flaky.getByRole("button", { name: "Bind", exact: true }).click();
   await expect(page.getByTestId("bindings")).toContainText("alice-flaky");
 

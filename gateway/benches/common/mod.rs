@@ -54,6 +54,23 @@ fn plugin_wasm(workspace: &str, package: &str) -> Vec<u8> {
 }
 
 /// Resident set size of process `pid` ("self" for this one), in bytes.
+/// `RssAnon`, `RssFile` and `RssShmem` of process `pid`, in MiB, in one line:
+/// the process's own memory apart from the file pages it maps (SQLite
+/// reads its database through `mmap`, and those pages count in VmRSS).
+pub fn rss_parts(pid: &str) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .filter_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            let kb: f64 = value.trim().trim_end_matches("kB").trim().parse().ok()?;
+            name.starts_with("Rss")
+                .then(|| format!("{name} {:.1} MiB", kb / 1024.0))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 pub fn rss_bytes(pid: &str) -> usize {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
