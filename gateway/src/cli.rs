@@ -62,9 +62,10 @@ pub struct ServeArgs {
     /// Deliveries pushed at once by this process.
     #[arg(long, env = "GATEWAY_DELIVERY_CONCURRENCY", default_value_t = 32)]
     delivery_concurrency: usize,
-    /// Seconds a claimed delivery stays leased; after a crash another process
-    /// takes it over once the lease runs out.
-    #[arg(long, env = "GATEWAY_DELIVERY_LEASE_SECS", default_value_t = 60)]
+    /// Seconds a claimed delivery stays leased (renewed every third of it
+    /// while its push runs); after a crash another process takes it over
+    /// once the lease runs out.
+    #[arg(long, env = "GATEWAY_DELIVERY_LEASE_SECS", default_value_t = 10)]
     delivery_lease_secs: u64,
     /// Attempts before a failing delivery becomes a dead letter.
     #[arg(long, env = "GATEWAY_DELIVERY_MAX_ATTEMPTS", default_value_t = 10)]

@@ -146,7 +146,9 @@ pub struct DeliveryConfig {
     /// (other processes sharing the database deliver).
     pub concurrency: usize,
     /// How long a claim holds before another process may take the delivery
-    /// (must exceed the plugin call deadline).
+    /// (must exceed the plugin call deadline). A worker renews the leases of
+    /// its pushes in flight every third of it, so a delivery of a process
+    /// that died is pushed elsewhere within about one lease.
     pub lease: Duration,
     /// How often the queue is checked when nothing wakes the workers (other
     /// processes' changes, scheduled retries).
@@ -171,7 +173,7 @@ impl Default for DeliveryConfig {
     fn default() -> Self {
         DeliveryConfig {
             concurrency: 32,
-            lease: Duration::from_secs(60),
+            lease: Duration::from_secs(10),
             poll_interval: Duration::from_millis(250),
             backoff_base: Duration::from_secs(1),
             backoff_max: Duration::from_secs(300),

@@ -7,11 +7,10 @@ use crate::host::{
     Settings,
 };
 use crate::modules::{self, Manifest, ManifestExt};
+use crate::rate_limit::OutboundLimiter;
 use crate::secrets::MasterKey;
-use governor::DefaultDirectRateLimiter;
-use registry_db::{Module, NewModule, Registry, RegistryError};
+use registry_db::{Module, NewModule, RateQuota, Registry, RegistryError};
 use std::collections::HashMap;
-use std::num::NonZeroU32;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -25,33 +24,34 @@ pub struct Ready {
     /// Origins and config of the module.
     pub grants: Arc<Grants>,
     /// The module's outbound rate limit (manifest `rate_limit`) for
-    /// deliveries, shared by every push of this module in this process.
-    pub limiter: Option<Arc<DefaultDirectRateLimiter>>,
+    /// deliveries, shared by every push of this module in this process, and
+    /// on PostgreSQL by every process on the database.
+    pub limiter: Option<Arc<OutboundLimiter>>,
     /// A separate, smaller budget (a quarter of the rate limit, at least 1
     /// per second) for interactive calls (a new binding's `verify`, a
     /// `fetch` of an account's settings), so that users checking
     /// credentials or polling, right or wrong, never take the tokens
     /// deliveries need.
-    pub interactive: Option<Arc<DefaultDirectRateLimiter>>,
+    pub interactive: Option<Arc<OutboundLimiter>>,
 }
 
 impl Ready {
-    fn new(version: i64, plugin: LoadedPlugin, manifest: &Manifest) -> Self {
-        let limiter = |share: u32| {
+    fn new(version: i64, plugin: LoadedPlugin, manifest: &Manifest, registry: &Registry) -> Self {
+        let limiter = |share: u32, key: String| {
             manifest.rate_limit.and_then(|limit| {
-                let rate = NonZeroU32::new(limit.per_second.div_ceil(share))?;
-                let burst = NonZeroU32::new(limit.burst.div_ceil(share))?;
-                Some(Arc::new(governor::RateLimiter::direct(
-                    governor::Quota::per_second(rate).allow_burst(burst),
-                )))
+                let quota = RateQuota {
+                    per_second: limit.per_second.div_ceil(share),
+                    burst: limit.burst.div_ceil(share),
+                };
+                OutboundLimiter::new(registry, key, quota).map(Arc::new)
             })
         };
         Ready {
             version,
             plugin,
             grants: Arc::new(manifest.grants()),
-            limiter: limiter(1),
-            interactive: limiter(4),
+            limiter: limiter(1, format!("module:{}", manifest.id)),
+            interactive: limiter(4, format!("module:{}:interactive", manifest.id)),
         }
     }
 }
@@ -152,7 +152,10 @@ impl Connectors {
             description: Some(description),
         };
         let module = self.registry.upsert_module(new, now).await?;
-        self.remember(&module.id, Ready::new(module.version, loaded, &manifest));
+        self.remember(
+            &module.id,
+            Ready::new(module.version, loaded, &manifest, &self.registry),
+        );
         self.forget_library();
         Ok(module)
     }
@@ -246,7 +249,7 @@ impl Connectors {
         let loaded = tokio::task::spawn_blocking(move || host.load(&bytes, grants))
             .await
             .map_err(|e| ConnectorsError::Internal(e.to_string()))??;
-        let ready = Arc::new(Ready::new(version, loaded, &manifest));
+        let ready = Arc::new(Ready::new(version, loaded, &manifest, &self.registry));
         self.remember_arc(module_id, ready.clone());
         Ok(ready)
     }

@@ -26,6 +26,7 @@ pub mod metrics;
 pub mod modules;
 pub mod notices;
 pub mod processing;
+pub mod rate_limit;
 pub mod secrets;
 pub mod services;
 pub mod text;

@@ -344,6 +344,35 @@ impl Registry {
         Ok(recorded)
     }
 
+    /// Extends to `lease_until` the leases `worker` still holds on `ids` (its
+    /// pushes in flight), so that a short lease runs out only when its
+    /// worker stopped renewing it: died, or cut off from the database.
+    /// Returns how many were renewed; a lease already taken over by another
+    /// worker is not.
+    pub async fn renew_claims(
+        &self,
+        worker: &str,
+        ids: &[String],
+        lease_until: DateTime<Utc>,
+    ) -> Result<u64> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let sql = format!(
+            "UPDATE deliveries SET locked_until = $1 WHERE locked_by = $2 \
+             AND status = 'delivering' AND id IN ({})",
+            params(3, ids.len())
+        );
+        let mut query = sqlx::query(&sql).bind(to_millis(lease_until)).bind(worker);
+        for id in ids {
+            query = query.bind(id);
+        }
+        let (mut tx, _writer) = self.begin_bookkeeping().await?;
+        let renewed = query.execute(&mut *tx).await?.rows_affected();
+        tx.commit().await?;
+        Ok(renewed)
+    }
+
     /// Gives back deliveries `worker` claimed but did not start (shutdown):
     /// they are due again at once, and the claim does not count as an attempt.
     pub async fn release_claims(&self, worker: &str, ids: &[String]) -> Result<()> {

@@ -19,6 +19,7 @@ mod key_check;
 mod media;
 mod modules;
 mod notices;
+mod rate_limits;
 #[cfg(feature = "test-util")]
 pub mod scratch;
 mod service_kv;
@@ -36,6 +37,7 @@ pub use federation_types::{
 };
 pub use jobs::{JobOutcome, JobState, MediaJob};
 pub use notices::{ChangeNotices, Notices};
+pub use rate_limits::RateQuota;
 pub use service_kv::{KvEntry, KvError, KvWrite};
 pub use services::{DueTimer, ServiceRow};
 pub use types::{

@@ -353,3 +353,58 @@ async fn outcomes_stored_in_one_batch_update_last_applied_and_a_report_forgets_i
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_renewed_lease_holds_and_only_its_worker_renews_it() {
+    on_every_backend(async |reg| {
+        world(&reg).await;
+        let now = Utc::now();
+        reg.record_change(change("c1", json!({"signature": "hi"}), None), now)
+            .await
+            .unwrap();
+        let lease = now + Duration::seconds(10);
+        let claimed = reg.claim_deliveries("w1", now, lease, 10).await.unwrap();
+        let ids: Vec<String> = claimed.iter().map(|d| d.id.clone()).collect();
+        assert_eq!(ids.len(), 1);
+        // Another worker cannot renew (or steal) it.
+        assert_eq!(
+            reg.renew_claims("w2", &ids, now + Duration::seconds(60))
+                .await
+                .unwrap(),
+            0
+        );
+        // Its worker renews it before it runs out: past the first lease it
+        // is still held.
+        let renewed_until = now + Duration::seconds(20);
+        assert_eq!(
+            reg.renew_claims("w1", &ids, renewed_until).await.unwrap(),
+            1
+        );
+        let after_first = lease + Duration::seconds(1);
+        assert!(reg
+            .claim_deliveries("w2", after_first, after_first + Duration::seconds(10), 10)
+            .await
+            .unwrap()
+            .is_empty());
+        // Once renewals stop (the worker died), the next worker takes over.
+        let after_renewed = renewed_until + Duration::seconds(1);
+        let taken = reg
+            .claim_deliveries(
+                "w2",
+                after_renewed,
+                after_renewed + Duration::seconds(10),
+                10,
+            )
+            .await
+            .unwrap();
+        assert_eq!(taken.len(), 1);
+        // The dead worker's late renewal changes nothing.
+        assert_eq!(
+            reg.renew_claims("w1", &ids, after_renewed + Duration::seconds(60))
+                .await
+                .unwrap(),
+            0
+        );
+    })
+    .await;
+}

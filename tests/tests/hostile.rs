@@ -207,7 +207,9 @@ async fn the_gateway_keeps_serving_while_a_plugin_spins() {
         c.host_limits = HostLimits {
             call_timeout: Duration::from_secs(10),
             ..limits()
-        }
+        };
+        // A lease must outlast the call deadline.
+        c.delivery.lease = Duration::from_secs(30);
     })
     .await;
     let manifest = json!({"id": "hostile", "name": "Hostile"});
@@ -279,9 +281,11 @@ async fn outbound_calls_beyond_the_module_rate_limit_are_refused() {
     use std::num::NonZeroU32;
     let host = PluginHost::new(limits()).unwrap();
     let server = serve_bytes(2).await;
-    let limiter = Arc::new(RateLimiter::direct(
-        // A wait longer than the call's deadline: refused, not waited out.
-        Quota::per_minute(NonZeroU32::new(1).unwrap()).allow_burst(NonZeroU32::new(2).unwrap()),
+    let limiter = Arc::new(gateway::rate_limit::OutboundLimiter::Local(
+        RateLimiter::direct(
+            // A wait longer than the call's deadline: refused, not waited out.
+            Quota::per_minute(NonZeroU32::new(1).unwrap()).allow_burst(NonZeroU32::new(2).unwrap()),
+        ),
     ));
     let login = format!("fetch:{server}/x");
     let answers = tokio::task::spawn_blocking(move || {

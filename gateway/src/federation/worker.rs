@@ -31,12 +31,21 @@ pub async fn run(federation: Arc<Federation>, mut stop: watch::Receiver<bool>) {
         return;
     }
     let worker: Arc<str> = Arc::from(format!("gw-{}", uuid::Uuid::new_v4()));
+    let in_flight = Arc::new(InFlight::default());
+    let renewer = tokio::spawn(renew(federation.clone(), worker.clone(), in_flight.clone()));
     let permits = Arc::new(Semaphore::new(federation.config.concurrency));
     let mut tasks = JoinSet::new();
     let (finished, outcomes) = mpsc::unbounded_channel();
     let outcomes = Arc::new(tokio::sync::Mutex::new(outcomes));
     let recorders: Vec<_> = (0..super::parallel_commits(&federation.registry))
-        .map(|_| tokio::spawn(record(federation.clone(), worker.clone(), outcomes.clone())))
+        .map(|_| {
+            tokio::spawn(record(
+                federation.clone(),
+                worker.clone(),
+                outcomes.clone(),
+                in_flight.clone(),
+            ))
+        })
         .collect();
     let mut depth_checked = tokio::time::Instant::now();
     while !*stop.borrow() {
@@ -52,6 +61,7 @@ pub async fn run(federation: Arc<Federation>, mut stop: watch::Receiver<bool>) {
             {
                 Ok(claimed) => {
                     claimed_all = claimed.len() == free;
+                    in_flight.add(claimed.iter().map(|d| d.id.clone()));
                     let mut bindings = targets_of(&federation, &claimed).await;
                     for delivery in claimed {
                         let Ok(permit) = permits.clone().acquire_owned().await else {
@@ -119,6 +129,61 @@ pub async fn run(federation: Arc<Federation>, mut stop: watch::Receiver<bool>) {
     for recorder in recorders {
         let _ = recorder.await;
     }
+    renewer.abort();
+}
+
+/// Ids of the deliveries this worker claimed and has not recorded yet.
+#[derive(Default)]
+struct InFlight(std::sync::Mutex<std::collections::HashSet<String>>);
+
+impl InFlight {
+    fn add(&self, ids: impl IntoIterator<Item = String>) {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .extend(ids);
+    }
+
+    fn remove<'a>(&self, ids: impl IntoIterator<Item = &'a str>) {
+        let mut set = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        for id in ids {
+            set.remove(id);
+        }
+    }
+
+    fn ids(&self) -> Vec<String> {
+        let set = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        set.iter().cloned().collect()
+    }
+}
+
+/// Renews the leases of the pushes in flight every third of the lease, so a
+/// short lease (the default 10 s) never runs out under a slow push (a large
+/// avatar transcoded, a compile, a network near its deadline) but runs out
+/// soon after this process dies.
+async fn renew(federation: Arc<Federation>, worker: Arc<str>, in_flight: Arc<InFlight>) {
+    let lease = federation.config.lease;
+    let mut tick = tokio::time::interval(lease / 3);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let ids = in_flight.ids();
+        if ids.is_empty() {
+            continue;
+        }
+        let until = federation.clock.now() + chrono_duration(lease);
+        match federation.registry.renew_claims(&worker, &ids, until).await {
+            Ok(renewed) => tracing::debug!(renewed, "delivery leases renewed"),
+            Err(e) => tracing::warn!(error = %e, "renewing delivery leases failed"),
+        }
+    }
 }
 
 /// The target bindings of claimed deliveries, read in one query (a
@@ -149,6 +214,7 @@ async fn record(
     federation: Arc<Federation>,
     worker: Arc<str>,
     outcomes: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Finished>>>,
+    in_flight: Arc<InFlight>,
 ) {
     const MAX_BATCH: usize = 256;
     let mut batch = Vec::new();
@@ -179,6 +245,7 @@ async fn record(
                 one_by_one
             }
         };
+        in_flight.remove(batch.iter().map(|f| f.delivery.id.as_str()));
         let mut changes: Vec<&str> = batch
             .iter()
             .map(|f| f.delivery.change_id.as_str())
@@ -299,9 +366,7 @@ async fn attempt(
     // token now, the delivery goes back unclaimed until the limiter has one,
     // so newer values reported meanwhile replace it.
     if let Some(limiter) = &ready.limiter {
-        if let Err(not_until) = limiter.check() {
-            use governor::clock::Clock;
-            let wait = not_until.wait_time_from(governor::clock::DefaultClock::default().now());
+        if let Err(wait) = limiter.check().await {
             return Attempt::Paced { wait };
         }
     }

@@ -23,8 +23,8 @@ pub use types::{
     PushOutcome, SettingField, SettingKind, Settings,
 };
 
+use crate::rate_limit::OutboundLimiter;
 use bindings::Pre;
-use governor::DefaultDirectRateLimiter;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use wasmtime::component::{Component, Linker, ResourceTable};
@@ -143,7 +143,7 @@ struct Outbound {
     runtime: Option<tokio::runtime::Handle>,
     in_process: Option<InProcessHttp>,
     max_response_bytes: usize,
-    limiter: Option<Arc<DefaultDirectRateLimiter>>,
+    limiter: Option<Arc<OutboundLimiter>>,
     /// The caller already took the first request's token from `limiter`.
     prepaid: bool,
 }
@@ -152,14 +152,14 @@ struct Outbound {
 #[derive(Clone, Default)]
 pub struct Pacing {
     /// The module's limiter (manifest `rate_limit`); `None`: unlimited.
-    pub limiter: Option<Arc<DefaultDirectRateLimiter>>,
+    pub limiter: Option<Arc<OutboundLimiter>>,
     /// True when the caller took the token of the call's first request
     /// itself (the delivery workers do, to defer instead of waiting).
     pub prepaid: bool,
 }
 
-impl From<Option<Arc<DefaultDirectRateLimiter>>> for Pacing {
-    fn from(limiter: Option<Arc<DefaultDirectRateLimiter>>) -> Self {
+impl From<Option<Arc<OutboundLimiter>>> for Pacing {
+    fn from(limiter: Option<Arc<OutboundLimiter>>) -> Self {
         Pacing {
             limiter,
             prepaid: false,
@@ -484,7 +484,7 @@ impl PluginHost {
         &self,
         plugin: &LoadedPlugin,
         grants: Arc<Grants>,
-        limiter: Option<Arc<DefaultDirectRateLimiter>>,
+        limiter: Option<Arc<OutboundLimiter>>,
         login: &str,
         credentials_json: &str,
     ) -> Result<(), CallError> {

@@ -62,9 +62,7 @@ impl CallState {
             .map_err(|e| HttpFailure::Failed(format!("bad URL: {e}")))?;
         let prepaid = std::mem::take(&mut self.outbound.prepaid);
         if let Some(limiter) = self.outbound.limiter.clone().filter(|_| !prepaid) {
-            while let Err(not_until) = limiter.check() {
-                use governor::clock::Clock;
-                let wait = not_until.wait_time_from(governor::clock::DefaultClock::default().now());
+            while let Err(wait) = limiter.check_blocking(self.outbound.runtime.as_ref()) {
                 // A short wait is served here, within the call's deadline; a
                 // long one goes back to the caller (a delivery pauses the module).
                 if wait > self.remaining()? / 2 {

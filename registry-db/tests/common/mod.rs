@@ -30,24 +30,29 @@ pub fn postgres_admin_url() -> Option<String> {
 /// Runs `check` against a fresh SQLite file and, when configured, a fresh
 /// PostgreSQL database.
 pub async fn on_every_backend(check: impl AsyncFn(Registry)) {
+    on_every_database(async |url, backend| {
+        let registry = Registry::connect(url).await.expect("open the registry");
+        assert_eq!(registry.backend(), backend);
+        check(registry.clone()).await;
+        registry.close().await;
+    })
+    .await;
+}
+
+/// Runs `check` with the URL of a fresh SQLite file and, when configured,
+/// of a fresh PostgreSQL database (for tests that open several registries
+/// on one database, as several processes do).
+pub async fn on_every_database(check: impl AsyncFn(&str, Backend)) {
     let dir = tempfile::tempdir().expect("temp dir");
     let url = format!("sqlite://{}", dir.path().join("registry.db").display());
-    let sqlite = Registry::connect(&url).await.expect("open sqlite");
-    assert_eq!(sqlite.backend(), Backend::Sqlite);
-    check(sqlite.clone()).await;
-    sqlite.close().await;
+    check(&url, Backend::Sqlite).await;
     let Some(admin_url) = postgres_admin_url() else {
         return;
     };
     let scratch = ScratchDatabase::create(&admin_url, "registry_test")
         .await
         .unwrap_or_else(|e| panic!("cannot create a PostgreSQL test database at {admin_url}: {e}"));
-    let pg = Registry::connect(scratch.url())
-        .await
-        .expect("open postgres");
-    assert_eq!(pg.backend(), Backend::Postgres);
-    check(pg.clone()).await;
-    pg.close().await;
+    check(scratch.url(), Backend::Postgres).await;
     scratch.drop_now().await.expect("drop scratch database");
 }
 
