@@ -8,68 +8,22 @@
 //!
 //! Run: `cargo bench -p gateway --bench federation` (PostgreSQL from
 //! `TEST_DATABASE_URL`, default `postgres://postgres@127.0.0.1:5432/test`).
-//! `BENCH_USERS` changes the ingest/delivery user count (default 10,000) and
-//! `BENCH_RSS_USERS` the RSS scenario's (default 100,000).
+//! `BENCH_USERS` changes the ingest/delivery user count (default 10,000),
+//! `BENCH_RSS_USERS` the RSS scenario's (default 100,000), and `BENCH_ONLY`
+//! picks scenarios (`sqlite,postgres,coalescing,rss`; default all).
 #![allow(clippy::expect_used, clippy::unwrap_used, missing_docs)]
 
 mod common;
 
-use axum::body::Bytes;
-use axum::extract::State;
-use common::{percentiles, rss_bytes, rss_parts, webhook_wasm};
+use common::outbox::{
+    manifest, post_change, receiver, release_gateway, seed_users, upload, Process,
+};
+use common::{percentiles, rss_bytes, rss_parts, webhook_wasm, ADMIN};
 use futures::StreamExt;
-use gateway::secrets::{credentials_context, sha256_hex, MasterKey};
-use registry_db::{NewBinding, Registry, SealedCredentials};
-use serde_json::{json, Value};
+use gateway::secrets::MasterKey;
+use registry_db::Registry;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-/// Arrival time of each signature at the receiver.
-type Arrivals = Arc<Mutex<HashMap<String, Instant>>>;
-
-struct Receiver {
-    origin: String,
-    arrivals: Arrivals,
-    count: Arc<std::sync::atomic::AtomicUsize>,
-}
-
-async fn receiver() -> Receiver {
-    async fn hook(
-        State((arrivals, count)): State<(Arrivals, Arc<std::sync::atomic::AtomicUsize>)>,
-        body: Bytes,
-    ) -> &'static str {
-        let now = Instant::now();
-        count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        if let Ok(v) = serde_json::from_slice::<Value>(&body) {
-            if let Some(s) = v["settings"]["signature"].as_str() {
-                arrivals.lock().unwrap().entry(s.to_owned()).or_insert(now);
-            }
-        }
-        "ok"
-    }
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let origin = format!("http://{}", listener.local_addr().unwrap());
-    let arrivals: Arrivals = Arc::default();
-    let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let app = axum::Router::new()
-        .fallback(hook)
-        .with_state((arrivals.clone(), count.clone()));
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    Receiver {
-        origin,
-        arrivals,
-        count,
-    }
-}
-
-fn manifest(id: &str, origin: &str, per_second: u32, burst: u32) -> Value {
-    json!({
-        "id": id, "name": id, "allowed_hosts": [origin],
-        "rate_limit": {"per_second": per_second, "burst": burst},
-        "config": {"url": format!("{origin}/hook"), "secret": "bench"},
-    })
-}
 
 /// A gateway served in this process.
 struct Node {
@@ -118,7 +72,7 @@ fn config(
     let mut c = gateway::Config::new(dir).unwrap();
     c.database_url = url.to_owned();
     c.master_key = key.clone();
-    c.admin_token = gateway::secrets::Secret::new("bench-admin-token-0123456789abcdef".to_owned());
+    c.admin_token = gateway::secrets::Secret::new(ADMIN.to_owned());
     c.delivery.concurrency = concurrency;
     c.delivery.poll_interval = Duration::from_millis(20);
     c.user_quota = gateway::Quota {
@@ -126,90 +80,6 @@ fn config(
         burst: 100_000,
     };
     c
-}
-
-async fn upload(base: &str, manifest: &Value, wasm: &[u8]) {
-    let form = reqwest::multipart::Form::new()
-        .text("manifest", manifest.to_string())
-        .part(
-            "plugin",
-            reqwest::multipart::Part::bytes(wasm.to_vec()).file_name("p.wasm"),
-        );
-    let r = reqwest::Client::new()
-        .post(format!("{base}/v1/admin/modules"))
-        .bearer_auth("bench-admin-token-0123456789abcdef")
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
-}
-
-/// Users `{prefix}{i}` straight into the registry (argon2 at 100,000
-/// registrations would measure the password hash), each with a session
-/// token and a binding of every module in `modules`. Returns the tokens.
-async fn seed_users(
-    registry: &Registry,
-    key: &MasterKey,
-    prefix: &str,
-    n: usize,
-    modules: &[&str],
-) -> Vec<String> {
-    let now = chrono::Utc::now();
-    let hash = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA";
-    let tokens: Vec<String> = (0..n).map(|i| format!("{prefix}-token-{i}")).collect();
-    futures::stream::iter(0..n)
-        .map(|i| {
-            let (registry, key, token) = (registry.clone(), key.clone(), tokens[i].clone());
-            async move {
-                let user = format!("{prefix}{i}");
-                registry.create_user(&user, &user, hash, now).await.unwrap();
-                registry
-                    .create_session(
-                        &sha256_hex(token.as_bytes()),
-                        &user,
-                        now,
-                        now + chrono::Duration::days(1),
-                    )
-                    .await
-                    .unwrap();
-                for module in modules {
-                    let id = format!("{user}-{module}");
-                    let sealed = key.seal(
-                        br#"{"token":"t"}"#,
-                        credentials_context(&id, &user).as_bytes(),
-                    );
-                    registry
-                        .create_binding(
-                            NewBinding {
-                                id,
-                                user_id: user.clone(),
-                                module_id: (*module).to_owned(),
-                                account: format!("{user}@{module}"),
-                                credentials: SealedCredentials(sealed),
-                            },
-                            now,
-                        )
-                        .await
-                        .unwrap();
-                }
-            }
-        })
-        .buffer_unordered(16)
-        .collect::<Vec<_>>()
-        .await;
-    tokens
-}
-
-async fn post_change(client: &reqwest::Client, base: &str, token: &str, signature: String) {
-    let r = client
-        .post(format!("{base}/v1/changes"))
-        .bearer_auth(token)
-        .json(&json!({"module": "source", "settings": {"signature": signature}}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
 }
 
 /// Ingest, sustained delivery and paced latency on one database.
@@ -370,13 +240,7 @@ async fn coalescing(wasm: &[u8]) {
 /// 3 bindings each, after serving some traffic.
 async fn rss(users: usize, wasm: &[u8]) {
     let dir = tempfile::tempdir().unwrap();
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let status = std::process::Command::new(std::env::var("CARGO").unwrap_or("cargo".into()))
-        .current_dir(&root)
-        .args(["build", "--release", "-p", "gateway", "--bin", "gateway"])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let binary = release_gateway();
     let key = MasterKey::generate();
     let sink = receiver().await;
     let url = gateway::config::default_database_url(dir.path());
@@ -395,23 +259,8 @@ async fn rss(users: usize, wasm: &[u8]) {
     let registry = Registry::connect(&url).await.unwrap();
     let tokens = seed_users(&registry, &key, "r", users, &["source", "m1", "m2"]).await;
     registry.close().await;
-    let mut child = std::process::Command::new(root.join("target/release/gateway"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.path())
-        .env("GATEWAY_MASTER_KEY", key.to_hex())
-        .env("GATEWAY_ADMIN_TOKEN", "bench-admin-token-0123456789abcdef")
-        .env("GATEWAY_USER_RATE", "100000")
-        .env("GATEWAY_USER_BURST", "100000")
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    let base = line.trim().trim_start_matches("listening on ").to_owned();
+    let node = Process::start(&binary, &key, &["--data-dir", dir.path().to_str().unwrap()]);
+    let base = node.base.clone();
     let client = reqwest::Client::new();
     futures::stream::iter(tokens.iter().step_by(users.max(1000) / 1000).enumerate())
         .map(|(i, t)| post_change(&client, &base, t, format!("rss-{i}")))
@@ -421,14 +270,18 @@ async fn rss(users: usize, wasm: &[u8]) {
     while sink.count.load(std::sync::atomic::Ordering::Relaxed) < 2000 {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let pid = child.id().to_string();
+    let pid = node.child.id().to_string();
     println!(
         "rss: gateway serving 10 modules, {users} users x 3 bindings, after 1,000 changes: {:.1} MiB ({})",
         rss_bytes(&pid) as f64 / 1048576.0,
         rss_parts(&pid)
     );
-    let _ = child.kill();
-    let _ = child.wait();
+}
+
+/// Whether `BENCH_ONLY` (a comma-separated list of scenario names) selects
+/// `scenario`; all run when it is unset.
+fn selected(scenario: &str) -> bool {
+    std::env::var("BENCH_ONLY").map_or(true, |only| only.split(',').any(|s| s.trim() == scenario))
 }
 
 fn main() {
@@ -445,17 +298,23 @@ fn main() {
         let wasm = webhook_wasm();
         let dir = tempfile::tempdir().unwrap();
         let sqlite = gateway::config::default_database_url(dir.path());
-        throughput("SQLite", &sqlite, users, &wasm).await;
+        if selected("sqlite") {
+            throughput("SQLite", &sqlite, users, &wasm).await;
+        }
         let admin = std::env::var("TEST_DATABASE_URL")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-        match registry_db::scratch::ScratchDatabase::create(&admin, "bench").await {
-            Ok(db) => {
-                throughput("PostgreSQL", db.url(), users, &wasm).await;
-                db.drop_now().await.unwrap();
-            }
-            Err(e) => println!("PostgreSQL: skipped ({e})"),
+        if selected("postgres") {
+            let db = registry_db::scratch::ScratchDatabase::create(&admin, "bench")
+                .await
+                .unwrap_or_else(|e| panic!("PostgreSQL at {admin}: {e}"));
+            throughput("PostgreSQL", db.url(), users, &wasm).await;
+            db.drop_now().await.unwrap();
         }
-        coalescing(&wasm).await;
-        rss(rss_users, &wasm).await;
+        if selected("coalescing") {
+            coalescing(&wasm).await;
+        }
+        if selected("rss") {
+            rss(rss_users, &wasm).await;
+        }
     });
 }

@@ -95,6 +95,12 @@ pub fn hostile() -> Vec<u8> {
     wasm("fixtures", "hostile_connector")
 }
 
+/// A connector that reads files (`tests/fixtures/greedy`): it imports
+/// `wasi:filesystem`, which no connector is granted.
+pub fn greedy() -> Vec<u8> {
+    wasm("fixtures", "greedy_connector")
+}
+
 /// A reference service plugin from `plugins/NAME` (a workspace of its own),
 /// e.g. `handoff` for `handoff_service`.
 pub fn service_plugin(dir: &str) -> Vec<u8> {

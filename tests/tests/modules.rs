@@ -2,7 +2,9 @@
 //! lists them, bad plugins and manifests are refused with the reason.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
-use e2e_tests::{expect_error, manifest, webhook, TestGateway, CORE_MODULE, EMPTY_COMPONENT};
+use e2e_tests::{
+    expect_error, greedy, manifest, webhook, TestGateway, CORE_MODULE, EMPTY_COMPONENT,
+};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -141,6 +143,27 @@ async fn junk_and_core_modules_are_refused_with_the_reason() {
     assert!(broken.contains("does not compile"), "{broken}");
     let listed: Value = gw.get_json("/v1/modules", None).await;
     assert_eq!(listed["modules"], json!([]), "no refused upload was stored");
+}
+
+/// A connector links only what connectors are given: one that reads files
+/// imports `wasi:filesystem` and is refused at upload, before any of its
+/// code runs, with the interface named.
+#[tokio::test]
+async fn a_connector_importing_what_it_is_not_granted_is_refused_at_upload() {
+    let gw = TestGateway::start().await;
+    let refused = expect_error(
+        gw.upload_module(&manifest("greedy"), &greedy()).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_plugin",
+    )
+    .await;
+    assert!(
+        refused.contains("the plugin imports wasi:filesystem/")
+            && refused.contains("which no plugin is granted"),
+        "{refused}"
+    );
+    let listed: Value = gw.get_json("/v1/modules", None).await;
+    assert_eq!(listed["modules"], json!([]), "nothing was stored");
 }
 
 #[tokio::test]

@@ -42,7 +42,12 @@ fn limits(call_timeout: Duration) -> HostLimits {
 /// service installed (granted `http` and `kv`, allowed to call
 /// `allowed_hosts`), and a user's token.
 async fn gateway(call_timeout: Duration, allowed_hosts: &[&str]) -> (TestGateway, String) {
-    let gw = TestGateway::start_with(|c| c.host_limits = limits(call_timeout)).await;
+    let gw = TestGateway::start_with(|c| {
+        c.host_limits = limits(call_timeout);
+        // A delivery lease must outlast the call deadline.
+        c.delivery.lease = c.delivery.lease.max(call_timeout * 2);
+    })
+    .await;
     let r = gw
         .upload_service(
             &manifest(&["http", "kv"], allowed_hosts),

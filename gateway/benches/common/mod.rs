@@ -1,6 +1,8 @@
 //! Helpers shared by the benchmarks.
 #![allow(dead_code)]
 
+pub mod outbox;
+
 use futures::StreamExt;
 use std::path::Path;
 use std::process::Command;
@@ -55,8 +57,8 @@ fn plugin_wasm(workspace: &str, package: &str) -> Vec<u8> {
 
 /// Resident set size of process `pid` ("self" for this one), in bytes.
 /// `RssAnon`, `RssFile` and `RssShmem` of process `pid`, in MiB, in one line:
-/// the process's own memory apart from the file pages it maps (SQLite
-/// reads its database through `mmap`, and those pages count in VmRSS).
+/// the process's own memory apart from the file pages it maps (its
+/// executable, and a database read through `mmap`, count in VmRSS).
 pub fn rss_parts(pid: &str) -> String {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status

@@ -297,7 +297,7 @@ impl PluginHost {
         let instance_pre = self
             .linker
             .instantiate_pre(&component)
-            .map_err(|e| InvalidPlugin::World(format!("{e:#}")))?;
+            .map_err(|e| InvalidPlugin::World(wasi::import_error(&e)))?;
         let pre =
             Pre::new(abi, instance_pre).map_err(|e| InvalidPlugin::World(format!("{e:#}")))?;
         let description: Description = self

@@ -55,6 +55,25 @@ pub(super) fn add_to_linker(linker: &mut Linker<CallState>) -> wasmtime::Result<
     Ok(())
 }
 
+/// The linker's refusal of an import the plugin was not granted, said
+/// plainly: which interface, and what plugins get instead. Other link errors
+/// come back as they are.
+pub(super) fn import_error(error: &wasmtime::Error) -> String {
+    let text = format!("{error:#}");
+    let name = text
+        .split("imports instance `")
+        .nth(1)
+        .and_then(|rest| rest.split('`').next());
+    match name {
+        Some(name) if name.starts_with("wasi:") => format!(
+            "the plugin imports {name}, which no plugin is granted: plugins get wasi:io, \
+             wasi:clocks, wasi:random and wasi:cli (empty stdin and environment, output \
+             discarded), and reach networks only through the gateway's own imports ({text})"
+        ),
+        _ => text,
+    }
+}
+
 /// `wasi:io/error` needs only the resource table.
 struct Table;
 

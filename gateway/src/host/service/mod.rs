@@ -438,7 +438,7 @@ pub(super) fn grant_error(error: &wasmtime::Error) -> InvalidPlugin {
             "the service imports gateway:service/{name}, which its manifest does not grant \
              (add \"{name}\" to \"grants\"): {text}"
         )),
-        None => InvalidPlugin::World(text),
+        None => InvalidPlugin::World(super::wasi::import_error(error)),
     }
 }
 
