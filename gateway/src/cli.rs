@@ -36,6 +36,11 @@ pub struct ServeArgs {
     /// `sqlite://FILE` or `postgres://...`; default: the SQLite file in the data dir.
     #[arg(long, env = "GATEWAY_DATABASE_URL")]
     database_url: Option<String>,
+    /// Most connections this process opens to PostgreSQL (a third for write
+    /// transactions; plus one per LISTEN relay). Every process's share must
+    /// fit the server's `max_connections` (100 by default: five processes).
+    #[arg(long, env = "GATEWAY_DATABASE_CONNECTIONS", default_value_t = registry_db::DEFAULT_POSTGRES_CONNECTIONS, value_parser = clap::value_parser!(u32).range(4..=1000))]
+    database_connections: u32,
     /// Where service blobs (uploaded files) live: `file:///PATH` or
     /// `s3://BUCKET[/PREFIX]` (with the AWS_* variables of the S3 endpoint);
     /// default: the folder `blobs` of the data dir.
@@ -176,6 +181,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         env("GATEWAY_MASTER_KEY"),
     )
     .context("preparing the data dir and secrets")?;
+    config.database_connections = args.database_connections;
     if let Some(url) = args.database_url {
         config.database_url = url;
     }

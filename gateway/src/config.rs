@@ -22,6 +22,9 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// `sqlite://...` or `postgres://...`.
     pub database_url: String,
+    /// Most connections this process opens to PostgreSQL (a third for write
+    /// transactions), besides one per LISTEN relay.
+    pub database_connections: u32,
     /// Bearer token of the operator's admin endpoints.
     pub admin_token: Secret<String>,
     /// Key sealing IM credentials at rest.
@@ -231,6 +234,7 @@ impl Config {
         }
         Ok(Config {
             database_url: default_database_url(&data_dir),
+            database_connections: registry_db::DEFAULT_POSTGRES_CONNECTIONS,
             admin_token: secrets::admin_token(admin_token, &data_dir)?,
             master_key: secrets::master_key(master_key, &data_dir)?,
             data_dir,

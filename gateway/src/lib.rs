@@ -109,7 +109,9 @@ impl Assembly {
 /// the one its data is sealed with) and wires the gateway's parts.
 pub async fn assemble(config: Config) -> Result<Assembly, RunError> {
     config.check()?;
-    let registry = registry_db::Registry::connect(&config.database_url).await?;
+    let registry =
+        registry_db::Registry::connect_with(&config.database_url, config.database_connections)
+            .await?;
     // A key other than the one the stored data is sealed with would fail
     // every delivery this node claims, for good: refuse to start instead.
     match secrets::check_master_key(&config.master_key, &registry, config.clock.now()).await {

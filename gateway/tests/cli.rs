@@ -154,6 +154,15 @@ fn a_lease_shorter_than_the_plugin_deadline_is_refused() {
 }
 
 #[test]
+fn too_few_database_connections_are_refused() {
+    let said = refused(&["--database-connections", "2"], &[]);
+    assert!(
+        said.contains("--database-connections") && said.contains("4..=1000"),
+        "{said}"
+    );
+}
+
+#[test]
 fn a_trusted_proxy_must_be_an_address_or_a_block() {
     let said = refused(&["--trusted-proxy", "proxy.example"], &[]);
     assert!(

@@ -105,15 +105,32 @@ impl std::fmt::Debug for DatabaseUrl {
     }
 }
 
+/// Connections one process opens to PostgreSQL by default (plus one per
+/// LISTEN relay): five processes fit the server's default `max_connections`
+/// of 100.
+pub const DEFAULT_POSTGRES_CONNECTIONS: u32 = 15;
+
 impl Registry {
     /// Opens the database at `url` (`sqlite://PATH` or `postgres://...`),
     /// creating a missing SQLite file, and applies pending migrations.
     pub async fn connect(url: &str) -> Result<Self> {
+        Self::connect_with(url, DEFAULT_POSTGRES_CONNECTIONS).await
+    }
+
+    /// [`Registry::connect`] opening at most `postgres_connections` to a
+    /// PostgreSQL server (a third of them, at least 2, for write
+    /// transactions); SQLite ignores it. The server's `max_connections`
+    /// (100 by default) must cover every process's share.
+    pub async fn connect_with(url: &str, postgres_connections: u32) -> Result<Self> {
         sqlx::any::install_default_drivers();
         let backend = backend_of(url)?;
         let (url, max, max_writes) = match backend {
             Backend::Sqlite => (sqlite_url(url), 8, 1),
-            Backend::Postgres => (url.to_owned(), 16, 6),
+            Backend::Postgres => {
+                let total = postgres_connections.max(4);
+                let writes = (total / 3).max(2);
+                (url.to_owned(), total - writes, writes)
+            }
         };
         // `synchronous` is each connection's commit durability on SQLite.
         // Write transactions set their own before they begin (see

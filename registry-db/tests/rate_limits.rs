@@ -79,3 +79,42 @@ async fn processes_sharing_a_database_share_the_budget() {
     })
     .await;
 }
+
+/// Several tokens in one statement: as many as fit, never more than the
+/// one-by-one takes would have got.
+#[tokio::test]
+async fn a_batch_gets_what_fits() {
+    on_every_backend(async |reg| {
+        let t0 = Utc.timestamp_opt(1_800_000_000, 0).unwrap();
+        assert_eq!(
+            reg.take_rate_tokens("b", QUOTA, t0, 3).await.unwrap(),
+            Ok(3)
+        );
+        // Two of the burst are left.
+        assert_eq!(
+            reg.take_rate_tokens("b", QUOTA, t0, 3).await.unwrap(),
+            Ok(2)
+        );
+        assert!(reg
+            .take_rate_tokens("b", QUOTA, t0, 3)
+            .await
+            .unwrap()
+            .is_err());
+        // 350 ms later three more intervals have passed.
+        let later = t0 + Duration::milliseconds(350);
+        assert_eq!(
+            reg.take_rate_tokens("b", QUOTA, later, 10).await.unwrap(),
+            Ok(3)
+        );
+        assert_eq!(
+            reg.take_rate_token("b", QUOTA, later).await.unwrap(),
+            Err(std::time::Duration::from_millis(50))
+        );
+        // A fresh key grants at most its burst at once.
+        assert_eq!(
+            reg.take_rate_tokens("fresh", QUOTA, t0, 64).await.unwrap(),
+            Ok(5)
+        );
+    })
+    .await;
+}
