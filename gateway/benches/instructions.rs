@@ -54,7 +54,7 @@ async fn counted(
     let dir = copy_dir(seeded);
     let out = dir.path().join("callgrind.out");
     let out_arg = format!("--callgrind-out-file={}", out.display());
-    let concurrency = if deliver { "8" } else { "0" };
+    let concurrency = if deliver { "2" } else { "0" };
     let mut node = Process::start_wrapped(
         &["valgrind", "--tool=callgrind", "--quiet", &out_arg],
         binary,
@@ -64,6 +64,10 @@ async fn counted(
             dir.path().to_str().unwrap(),
             "--delivery-concurrency",
             concurrency,
+            // Each instance reserves gigabytes of address space; valgrind
+            // allows far less than the default 256 of them.
+            "--plugin-instances",
+            "2",
         ],
     );
     let before = sink.count.load(Ordering::Relaxed);

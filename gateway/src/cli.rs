@@ -122,6 +122,11 @@ pub struct ServeArgs {
     /// Address space of a media job's worker, in MiB.
     #[arg(long, env = "GATEWAY_MEDIA_JOB_MEMORY_MIB", default_value_t = 1024)]
     media_job_memory_mib: u64,
+    /// Plugin instances alive at once (connector and service calls). Each
+    /// reserves address space for its memory (about 8 GiB of it, not RAM);
+    /// a tool that limits address space (valgrind) needs a few only.
+    #[arg(long, env = "GATEWAY_PLUGIN_INSTANCES", default_value_t = crate::host::HostLimits::default().max_instances, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    plugin_instances: u32,
     /// A service plugin to install at start, `MANIFEST.json=PLUGIN.wasm`
     /// (repeatable; comma-separated in the variable); skipped when that
     /// plugin is installed already, a new version when it changed.
@@ -202,6 +207,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.delivery.backoff_base = std::time::Duration::from_millis(args.delivery_backoff_ms);
     config.trusted_proxies = args.trusted_proxies;
     config.host_limits.allow_private_dns = args.allow_private_dns;
+    config.host_limits.max_instances = args.plugin_instances;
     config.media.quota_bytes = args.media_quota_bytes;
     config.media.retention = std::time::Duration::from_secs(args.media_retention_hours * 3600);
     config.devices.max_streams_per_user = args.max_streams_per_user;

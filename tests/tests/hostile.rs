@@ -407,3 +407,62 @@ async fn source_and_hostile() -> (TestGateway, String) {
     }
     (gw, token)
 }
+
+/// With every plugin instance in use, a further call is told the gateway is
+/// busy (a transient error a delivery retries), not that its plugin
+/// crashed (which would dead-letter the delivery).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_finding_every_instance_in_use_is_busy_not_crashed() {
+    let (entered_tx, entered_rx) = std::sync::mpsc::channel::<()>();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let release_rx = std::sync::Mutex::new(release_rx);
+    let entered_tx = std::sync::Mutex::new(entered_tx);
+    let host = PluginHost::new(HostLimits {
+        max_instances: 1,
+        ..limits()
+    })
+    .unwrap()
+    .with_in_process_http(Arc::new(move |_: &gateway::host::HttpRequest| {
+        let _ = entered_tx.lock().unwrap().send(());
+        let _ = release_rx.lock().unwrap().recv();
+        gateway::host::HttpResponse {
+            status: 200,
+            headers: vec![],
+            body: b"ok".to_vec(),
+        }
+    }));
+    let origin = "http://127.0.0.1:9".to_owned();
+    let grants = Grants {
+        module_id: "hostile".into(),
+        allowed_origins: vec![origin.clone()],
+        config_json: "{}".into(),
+    };
+    let plugin = {
+        let (host, grants) = (host.clone(), grants.clone());
+        tokio::task::spawn_blocking(move || host.load(&hostile(), grants).unwrap())
+            .await
+            .unwrap()
+    };
+    let grants = Arc::new(grants);
+    // The one instance parks inside its HTTP import.
+    let holder = {
+        let (host, plugin, grants) = (host.clone(), plugin.clone(), grants.clone());
+        let login = format!("fetch:{origin}/x");
+        tokio::task::spawn_blocking(move || host.verify(&plugin, grants, None, &login, "{}"))
+    };
+    tokio::task::spawn_blocking(move || entered_rx.recv().unwrap())
+        .await
+        .unwrap();
+    let second = {
+        let host = host.clone();
+        tokio::task::spawn_blocking(move || host.verify(&plugin, grants, None, "alice", "{}"))
+            .await
+            .unwrap()
+    };
+    match second {
+        Err(CallError::Transient(why)) => assert!(why.contains("busy"), "{why}"),
+        other => panic!("expected busy, got {other:?}"),
+    }
+    release_tx.send(()).unwrap();
+    holder.await.unwrap().ok();
+}

@@ -234,7 +234,9 @@ impl PluginHost {
         let err = |e: wasmtime::Error| HostError(format!("{e:#}"));
         let mut pool = PoolingAllocationConfig::default();
         pool.total_component_instances(limits.max_instances)
-            .total_core_instances(limits.max_instances * 2)
+            // A component is a few core instances (its module, and the
+            // shims wit-component adds): slots are cheap, memories are not.
+            .total_core_instances(limits.max_instances * 4)
             .total_memories(limits.max_instances * 2)
             .total_tables(limits.max_instances * 2)
             .max_memory_size(limits.memory_bytes)
@@ -464,6 +466,17 @@ impl PluginHost {
     fn classify_trap(&self, error: &wasmtime::Error, state: &CallState) -> CallError {
         if state.memory_exceeded {
             return CallError::MemoryLimit(self.limits.memory_bytes);
+        }
+        // Every pool slot in use (`--plugin-instances`): the gateway is
+        // busy, the plugin did nothing wrong; a delivery tries again.
+        if error
+            .downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
+            .is_some()
+        {
+            return CallError::Transient(format!(
+                "the gateway is busy: all {} plugin instances are in use",
+                self.limits.max_instances
+            ));
         }
         // Stopped at the deadline either in wasm code (the epoch interrupt)
         // or waiting in a blocking host call (`wasi::DeadlineReached`).
