@@ -26,11 +26,21 @@ fn calls() -> usize {
 }
 const IN_FLIGHT: usize = 100;
 
-fn ok_response(_: &HttpRequest) -> HttpResponse {
+/// A receiver answering 200, echoing a verification's challenge.
+fn ok_response(request: &HttpRequest) -> HttpResponse {
+    let challenge = serde_json::from_slice::<serde_json::Value>(&request.body)
+        .ok()
+        .and_then(|v| v["challenge"].as_str().map(str::to_owned));
+    let body = match challenge {
+        Some(challenge) => serde_json::json!({ "challenge": challenge })
+            .to_string()
+            .into_bytes(),
+        None => b"ok".to_vec(),
+    };
     HttpResponse {
         status: 200,
-        headers: vec![("content-type".into(), "text/plain".into())],
-        body: b"ok".to_vec(),
+        headers: vec![("content-type".into(), "application/json".into())],
+        body,
     }
 }
 
@@ -77,7 +87,7 @@ fn main() {
         let started = Instant::now();
         let outcome = host.verify(&plugin, grants.clone(), None, "alice", creds);
         verify_samples.push(started.elapsed());
-        assert!(outcome.is_ok());
+        assert!(outcome.is_ok(), "{outcome:?}");
     }
     let (v50, v99, vmean) = percentiles(verify_samples);
 
