@@ -4,7 +4,8 @@
 //! with the machine's load or clock, so a regression shows without timing
 //! noise.
 //!
-//! Method: each run starts from the same copy of one seeded data dir. An
+//! Method: each run starts from the same copy of one seeded data dir, and
+//! reports one at a time (so every run commits the same transactions). An
 //! API-only process takes `N` change reports, another `2N`; the difference of
 //! their totals over `N` is one ingest (start-up, shutdown and the plugin
 //! compile cancel out). The same with delivering processes, each change
@@ -12,6 +13,8 @@
 //!
 //! Run: `cargo bench -p gateway --bench instructions` (needs `valgrind`;
 //! `BENCH_CHANGES` sets `N`, default 100; about 5 minutes).
+//! `BENCH_CALLGRIND_DIR=DIR` keeps the four callgrind files there, for
+//! `callgrind_annotate` (where the instructions go).
 #![allow(clippy::expect_used, clippy::unwrap_used, missing_docs)]
 
 mod common;
@@ -74,7 +77,9 @@ async fn counted(
     let client = reqwest::Client::new();
     futures::stream::iter(tokens[..n].iter().enumerate())
         .map(|(i, t)| post_change(&client, &node.base, t, format!("counted-{i}")))
-        .buffer_unordered(8)
+        // One at a time: the same transactions in every run (concurrent
+        // reports would share group commits differently from run to run).
+        .buffer_unordered(1)
         .collect::<Vec<_>>()
         .await;
     if deliver {
@@ -88,6 +93,16 @@ async fn counted(
         registry.close().await;
     }
     node.terminate();
+    if let Ok(keep) = std::env::var("BENCH_CALLGRIND_DIR") {
+        let kind = if deliver { "delivered" } else { "ingest" };
+        let kept = Path::new(&keep).join(format!("callgrind.{kind}-{n}.out"));
+        std::fs::create_dir_all(&keep).unwrap();
+        std::fs::copy(&out, &kept).unwrap();
+        println!(
+            "  kept {} (callgrind_annotate --inclusive=yes)",
+            kept.display()
+        );
+    }
     let text = std::fs::read_to_string(&out).unwrap();
     text.lines()
         .find_map(|l| {
