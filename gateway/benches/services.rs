@@ -39,7 +39,7 @@ use futures::StreamExt;
 use gateway::host::service::KV_MAX_KEYS;
 use gateway::http::extract::AuthUser;
 use gateway::http::AppState;
-use gateway::secrets::sha256_hex;
+use gateway::secrets::MasterKey;
 use registry_db::{KvError, KvWrite, Registry};
 use serde_json::{json, Value};
 use std::future::Future;
@@ -385,27 +385,10 @@ async fn upload_handoff(base: &str, wasm: &[u8]) {
 }
 
 /// Users `{prefix}{i}` straight into the registry (argon2 would measure the
-/// password hash), each with a session token; returns the tokens.
+/// password hash), each with a session token and no binding; returns the
+/// tokens.
 async fn seed_users(registry: &Registry, prefix: &str, n: usize) -> Vec<String> {
-    let now = chrono::Utc::now();
-    let hash = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA";
-    let mut tokens = Vec::with_capacity(n);
-    for i in 0..n {
-        let user = format!("{prefix}{i}");
-        let token = format!("{prefix}-token-{i}");
-        registry.create_user(&user, &user, hash, now).await.unwrap();
-        registry
-            .create_session(
-                &sha256_hex(token.as_bytes()),
-                &user,
-                now,
-                now + chrono::Duration::days(1),
-            )
-            .await
-            .unwrap();
-        tokens.push(token);
-    }
-    tokens
+    common::outbox::seed_users(registry, &MasterKey::generate(), prefix, n, &[]).await
 }
 
 /// Registers device `id` for the user of `user_token`; its device token.
