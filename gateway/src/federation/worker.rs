@@ -137,29 +137,25 @@ pub async fn run(federation: Arc<Federation>, mut stop: watch::Receiver<bool>) {
 struct InFlight(std::sync::Mutex<std::collections::HashSet<String>>);
 
 impl InFlight {
-    fn add(&self, ids: impl IntoIterator<Item = String>) {
+    fn set(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
         self.0
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .extend(ids);
+    }
+
+    fn add(&self, ids: impl IntoIterator<Item = String>) {
+        self.set().extend(ids);
     }
 
     fn remove<'a>(&self, ids: impl IntoIterator<Item = &'a str>) {
-        let mut set = self
-            .0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut set = self.set();
         for id in ids {
             set.remove(id);
         }
     }
 
     fn ids(&self) -> Vec<String> {
-        let set = self
-            .0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        set.iter().cloned().collect()
+        self.set().iter().cloned().collect()
     }
 }
 
