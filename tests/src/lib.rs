@@ -196,7 +196,7 @@ impl TestGateway {
         let task = tokio::spawn(gateway::run(config, listener, async move {
             let _ = stopped.await;
         }));
-        let gw = TestGateway {
+        let mut gw = TestGateway {
             base,
             admin_token,
             client: Client::new(),
@@ -208,8 +208,14 @@ impl TestGateway {
         gw
     }
 
-    async fn wait_ready(&self) {
+    /// Waits for `/readyz`; a `run()` that ended first (a refused config)
+    /// is reported with its error.
+    async fn wait_ready(&mut self) {
         for _ in 0..200 {
+            if self.task.is_finished() {
+                let ended = (&mut self.task).await;
+                panic!("gateway::run() ended before it was ready: {ended:?}");
+            }
             if let Ok(r) = self.client.get(self.url("/readyz")).send().await {
                 if r.status() == StatusCode::OK {
                     return;
