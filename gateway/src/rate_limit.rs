@@ -31,7 +31,8 @@ pub enum OutboundLimiter {
     /// atomic statement (`Registry::take_rate_tokens`). A fast quota is
     /// taken a few tokens at a time (what [`HOLD`] of it allows, at most
     /// [`MAX_BATCH`]), so a busy module costs one statement per batch
-    /// rather than per request; a slow one (under 200/s) one token each.
+    /// rather than per request; a slow one (under 40/s) or one whose burst
+    /// has no room for it takes one token per statement.
     Shared {
         /// The database the processes share.
         registry: Registry,
