@@ -140,14 +140,11 @@ async fn crash(binary: &Path, key: &MasterKey, url: &str, wasm: &[u8]) {
     doomed.kill();
     let deadline = killed + Duration::from_secs(60);
     let redelivered = loop {
-        let after: Vec<Duration> = {
-            let log = slow.log.lock().unwrap();
-            let mut seen = std::collections::HashMap::new();
-            for (signature, at) in log.iter().filter(|(_, at)| *at > killed) {
-                seen.entry(signature.clone()).or_insert(*at - killed);
-            }
-            seen.into_values().collect()
-        };
+        let after: Vec<Duration> = slow
+            .first_arrivals(Some(killed))
+            .into_values()
+            .map(|at| at - killed)
+            .collect();
         if after.len() == IN_FLIGHT || Instant::now() > deadline {
             break after;
         }

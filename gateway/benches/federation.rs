@@ -168,7 +168,7 @@ async fn throughput(label: &str, url: &str, users: usize, wasm: &[u8]) {
     }
     let deadline = Instant::now() + Duration::from_secs(60);
     let latencies = loop {
-        let arrivals = sink.arrivals.lock().unwrap().clone();
+        let arrivals = sink.first_arrivals(None);
         let lat: Vec<Duration> = answered
             .iter()
             .filter_map(|(s, at)| arrivals.get(s).map(|a| a.saturating_duration_since(*at)))
@@ -176,7 +176,6 @@ async fn throughput(label: &str, url: &str, users: usize, wasm: &[u8]) {
         if lat.len() == answered.len() || Instant::now() > deadline {
             break lat;
         }
-        drop(arrivals);
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let (p50, p99, _) = percentiles(latencies.clone());

@@ -368,20 +368,8 @@ async fn native_put(
 async fn upload_handoff(base: &str, wasm: &[u8]) {
     let manifest = json!({"id": "handoff", "name": "Handoff",
                           "grants": ["kv", "devices", "events", "timers", "clock"]});
-    let form = reqwest::multipart::Form::new()
-        .text("manifest", manifest.to_string())
-        .part(
-            "plugin",
-            reqwest::multipart::Part::bytes(wasm.to_vec()).file_name("handoff.wasm"),
-        );
-    let r = reqwest::Client::new()
-        .post(format!("{base}/v1/admin/services"))
-        .bearer_auth(ADMIN)
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    let url = format!("{base}/v1/admin/services");
+    common::admin_upload(&reqwest::Client::new(), &url, &manifest, wasm.to_vec()).await;
 }
 
 /// Users `{prefix}{i}` straight into the registry (argon2 would measure the

@@ -231,21 +231,13 @@ impl Node {
 
     /// Installs a service plugin as the admin.
     pub async fn install_service(&self, manifest: &serde_json::Value, wasm: Vec<u8>) {
-        let form = reqwest::multipart::Form::new()
-            .text("manifest", manifest.to_string())
-            .part(
-                "plugin",
-                reqwest::multipart::Part::bytes(wasm).file_name("service.wasm"),
-            );
-        let r = self
-            .client
-            .post(self.url("/v1/admin/services"))
-            .bearer_auth(ADMIN)
-            .multipart(form)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+        admin_upload(
+            &self.client,
+            &self.url("/v1/admin/services"),
+            manifest,
+            wasm,
+        )
+        .await;
     }
 
     /// A new user `name`, logged in: the session token.
@@ -290,6 +282,30 @@ impl Node {
     pub async fn stop(mut self) {
         let _ = self.stop.take().map(|s| s.send(()));
     }
+}
+
+/// Uploads a plugin with its manifest to an admin endpoint (modules or
+/// services) as the admin; it must be taken (201).
+pub async fn admin_upload(
+    client: &reqwest::Client,
+    url: &str,
+    manifest: &serde_json::Value,
+    wasm: Vec<u8>,
+) {
+    let form = reqwest::multipart::Form::new()
+        .text("manifest", manifest.to_string())
+        .part(
+            "plugin",
+            reqwest::multipart::Part::bytes(wasm).file_name("plugin.wasm"),
+        );
+    let r = client
+        .post(url)
+        .bearer_auth(ADMIN)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
 }
 
 /// Builds the tasks service plugin and returns the component.

@@ -14,25 +14,35 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Arrival time of each signature at the receiver.
-pub type Arrivals = Arc<Mutex<HashMap<String, Instant>>>;
+/// Every arrival of a signature at the receiver, in order.
+type Log = Arc<Mutex<Vec<(String, Instant)>>>;
 
 /// A network that counts what reaches it.
 pub struct Receiver {
     /// `http://127.0.0.1:PORT`.
     pub origin: String,
-    /// First arrival of each signature.
-    pub arrivals: Arrivals,
-    /// Every arrival of a signature, in order.
-    pub log: Arc<Mutex<Vec<(String, Instant)>>>,
+    log: Log,
     /// Requests received.
     pub count: Arc<AtomicUsize>,
 }
 
+impl Receiver {
+    /// The first arrival of each signature that arrived after `since`
+    /// (every one when `None`).
+    pub fn first_arrivals(&self, since: Option<Instant>) -> HashMap<String, Instant> {
+        let mut first = HashMap::new();
+        for (signature, at) in self.log.lock().unwrap().iter() {
+            if since.is_none_or(|since| *at > since) {
+                first.entry(signature.clone()).or_insert(*at);
+            }
+        }
+        first
+    }
+}
+
 #[derive(Clone)]
 struct Seen {
-    arrivals: Arrivals,
-    log: Arc<Mutex<Vec<(String, Instant)>>>,
+    log: Log,
     count: Arc<AtomicUsize>,
     hold: Duration,
 }
@@ -50,11 +60,6 @@ pub async fn receiver_holding(hold: Duration) -> Receiver {
         seen.count.fetch_add(1, Ordering::Relaxed);
         if let Ok(v) = serde_json::from_slice::<Value>(&body) {
             if let Some(s) = v["settings"]["signature"].as_str() {
-                seen.arrivals
-                    .lock()
-                    .unwrap()
-                    .entry(s.to_owned())
-                    .or_insert(now);
                 seen.log.lock().unwrap().push((s.to_owned(), now));
             }
         }
@@ -66,7 +71,6 @@ pub async fn receiver_holding(hold: Duration) -> Receiver {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let origin = format!("http://{}", listener.local_addr().unwrap());
     let seen = Seen {
-        arrivals: Arc::default(),
         log: Arc::default(),
         count: Arc::default(),
         hold,
@@ -75,7 +79,6 @@ pub async fn receiver_holding(hold: Duration) -> Receiver {
     tokio::spawn(async move { axum::serve(listener, app).await });
     Receiver {
         origin,
-        arrivals: seen.arrivals,
         log: seen.log,
         count: seen.count,
     }
@@ -92,20 +95,8 @@ pub fn manifest(id: &str, origin: &str, per_second: u32, burst: u32) -> Value {
 
 /// Uploads the webhook connector as module `manifest`.
 pub async fn upload(base: &str, manifest: &Value, wasm: &[u8]) {
-    let form = reqwest::multipart::Form::new()
-        .text("manifest", manifest.to_string())
-        .part(
-            "plugin",
-            reqwest::multipart::Part::bytes(wasm.to_vec()).file_name("p.wasm"),
-        );
-    let r = reqwest::Client::new()
-        .post(format!("{base}/v1/admin/modules"))
-        .bearer_auth(super::ADMIN)
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    let url = format!("{base}/v1/admin/modules");
+    super::admin_upload(&reqwest::Client::new(), &url, manifest, wasm.to_vec()).await;
 }
 
 /// Users `{prefix}{i}` straight into the registry (argon2 at 100,000
