@@ -57,6 +57,15 @@ for id in files handoff; do
   fi
 done
 echo "check-serve: $base/v1/services lists the bundled services: $services"
+# The reference connectors, installed at start for the demo networks.
+modules=$(curl -fsS "$base/v1/modules")
+for id in matrix xmpp webhook; do
+  if ! grep -q "\"id\":\"$id\"" <<<"$modules"; then
+    echo "check-serve: the bundled $id connector is not installed: $modules" >&2
+    exit 1
+  fi
+done
+echo "check-serve: $base/v1/modules lists the bundled connectors"
 kill -TERM "$pid"
 status=0
 wait "$pid" || status=$?

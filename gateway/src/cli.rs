@@ -136,6 +136,16 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     install_services: Vec<String>,
+    /// A connector to install at start, `MANIFEST.json=PLUGIN.wasm`
+    /// (repeatable; comma-separated in the variable); skipped when that
+    /// plugin is installed already (the module keeps the manifest it has,
+    /// which the operator may have changed), a new version when it changed.
+    #[arg(
+        long = "install-module",
+        env = "GATEWAY_INSTALL_MODULES",
+        value_delimiter = ','
+    )]
+    install_modules: Vec<String>,
 }
 
 /// An address (as a /32 or /128) or a CIDR block.
@@ -221,16 +231,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.jobs.workers.deadline = std::time::Duration::from_secs(args.media_job_deadline_secs);
     config.jobs.workers.memory_bytes = args.media_job_memory_mib << 20;
     for pair in &args.install_services {
-        let (manifest, plugin) = pair.split_once('=').with_context(|| {
-            format!("--install-service {pair}: expected MANIFEST.json=PLUGIN.wasm")
-        })?;
-        config.bundled_services.push(crate::config::BundledService {
-            source: pair.clone(),
-            manifest: std::fs::read_to_string(manifest)
-                .with_context(|| format!("--install-service: reading {manifest}"))?,
-            plugin: std::fs::read(plugin)
-                .with_context(|| format!("--install-service: reading {plugin}"))?,
-        });
+        config
+            .bundled_services
+            .push(bundled("--install-service", pair)?);
+    }
+    for pair in &args.install_modules {
+        config
+            .bundled_modules
+            .push(bundled("--install-module", pair)?);
     }
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -242,6 +250,20 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     crate::run(config, listener, shutdown_signal()).await?;
     tracing::info!("gateway stopped");
     Ok(())
+}
+
+/// Reads the `MANIFEST.json=PLUGIN.wasm` of `flag`.
+fn bundled(flag: &str, pair: &str) -> anyhow::Result<crate::config::Bundled> {
+    use anyhow::Context as _;
+    let (manifest, plugin) = pair
+        .split_once('=')
+        .with_context(|| format!("{flag} {pair}: expected MANIFEST.json=PLUGIN.wasm"))?;
+    Ok(crate::config::Bundled {
+        source: pair.to_owned(),
+        manifest: std::fs::read_to_string(manifest)
+            .with_context(|| format!("{flag}: reading {manifest}"))?,
+        plugin: std::fs::read(plugin).with_context(|| format!("{flag}: reading {plugin}"))?,
+    })
 }
 
 async fn shutdown_signal() {

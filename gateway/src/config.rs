@@ -60,7 +60,11 @@ pub struct Config {
     /// Service plugins installed at start unless the same plugin is installed
     /// already (`--install-service`; the README's first command brings the
     /// reference files and handoff services this way).
-    pub bundled_services: Vec<BundledService>,
+    pub bundled_services: Vec<Bundled>,
+    /// Connectors installed at start the same way (`--install-module`; the
+    /// README's first command brings the reference connectors, set up for
+    /// the demo networks on loopback).
+    pub bundled_modules: Vec<Bundled>,
     /// What "now" is (the system clock; tests inject their own).
     pub clock: SharedClock,
 }
@@ -80,24 +84,27 @@ impl std::fmt::Debug for Config {
             .field("blobs", &self.blobs)
             .field("jobs", &self.jobs)
             .field("bundled_services", &self.bundled_services)
+            .field("bundled_modules", &self.bundled_modules)
             .finish_non_exhaustive()
     }
 }
 
-/// A service plugin with its manifest, to install at start.
+/// A plugin (a service or a connector) with its manifest, to install at
+/// start.
 #[derive(Clone)]
-pub struct BundledService {
+pub struct Bundled {
     /// Where it was read from, for messages.
     pub source: String,
-    /// The manifest, as `POST /v1/admin/services` takes it (JSON).
+    /// The manifest, as `POST /v1/admin/services` or `POST
+    /// /v1/admin/modules` takes it (JSON).
     pub manifest: String,
     /// The `.wasm` component.
     pub plugin: Vec<u8>,
 }
 
-impl std::fmt::Debug for BundledService {
+impl std::fmt::Debug for Bundled {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BundledService")
+        f.debug_struct("Bundled")
             .field("source", &self.source)
             .field("plugin_bytes", &self.plugin.len())
             .finish_non_exhaustive()
@@ -258,6 +265,7 @@ impl Config {
             blobs: crate::blobs::BlobLimits::default(),
             jobs: crate::processing::jobs::JobsConfig::default(),
             bundled_services: Vec::new(),
+            bundled_modules: Vec::new(),
             clock: crate::clock::system(),
         })
     }

@@ -79,6 +79,9 @@ pub enum ConnectorsError {
     /// The manifest's config does not fit the fields the connector declares.
     #[error("manifest field config.{0}")]
     Config(crate::host::schema::FieldProblem),
+    /// A manifest given as text is not one.
+    #[error("invalid manifest: {0}")]
+    InvalidManifest(#[from] modules::ManifestError),
     /// A blocking task failed.
     #[error("internal: {0}")]
     Internal(String),
@@ -158,6 +161,28 @@ impl Connectors {
         );
         self.forget_library();
         Ok(module)
+    }
+
+    /// Installs `plugin` with `manifest` (JSON) unless that module is
+    /// supported with the same plugin already; `None` then, and the stored
+    /// manifest (which the operator may have changed since) stays. A module
+    /// the operator removed is installed again: stop passing it to keep it
+    /// out.
+    pub async fn ensure(
+        &self,
+        manifest: &str,
+        plugin: Vec<u8>,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Option<Module>, ConnectorsError> {
+        let manifest = Manifest::parse(manifest)?;
+        match self.registry.module(&manifest.id).await {
+            Ok(row) if row.enabled && row.plugin_digest == crate::secrets::sha256_hex(&plugin) => {
+                return Ok(None)
+            }
+            Ok(_) | Err(RegistryError::NotFound) => {}
+            Err(e) => return Err(e.into()),
+        }
+        self.install(manifest, plugin, now).await.map(Some)
     }
 
     fn remember(&self, id: &str, ready: Ready) {

@@ -65,6 +65,14 @@ pub enum RunError {
         /// Why it was refused.
         error: services::ServiceError,
     },
+    /// A connector given to install at start is refused.
+    #[error("bundled module {source_path}: {error}")]
+    BundledModule {
+        /// Where its manifest and plugin were read from.
+        source_path: String,
+        /// Why it was refused.
+        error: connectors::ConnectorsError,
+    },
     /// The blob store cannot be opened.
     #[error(transparent)]
     BlobStore(#[from] blobs::store::StoreError),
@@ -207,6 +215,15 @@ pub async fn assemble(config: Config) -> Result<Assembly, RunError> {
     Ok(Assembly { state, stop })
 }
 
+/// Says what became of a plugin given to install at start: its new
+/// version, or that the same plugin was installed already.
+fn log_bundled(kind: &str, source: &str, installed: Option<(String, i64)>) {
+    match installed {
+        Some((id, version)) => tracing::info!(%id, version, source, "bundled {kind} installed"),
+        None => tracing::info!(source, "bundled {kind} already installed"),
+    }
+}
+
 /// Serves the gateway on `listener` until `shutdown` completes, then stops
 /// accepting, lets in-flight requests finish and returns.
 pub async fn run(
@@ -216,7 +233,23 @@ pub async fn run(
 ) -> Result<(), RunError> {
     // The plugins' bytes are needed once: they do not stay in the shared config.
     let bundles = std::mem::take(&mut config.bundled_services);
+    let modules = std::mem::take(&mut config.bundled_modules);
     let Assembly { state, stop } = assemble(config).await?;
+    for bundle in modules {
+        let installed = state
+            .connectors
+            .ensure(&bundle.manifest, bundle.plugin, state.config.clock.now())
+            .await
+            .map_err(|error| RunError::BundledModule {
+                source_path: bundle.source.clone(),
+                error,
+            })?;
+        log_bundled(
+            "module",
+            &bundle.source,
+            installed.map(|m| (m.id, m.version)),
+        );
+    }
     for bundle in bundles {
         let installed = state
             .services
@@ -226,12 +259,11 @@ pub async fn run(
                 source_path: bundle.source.clone(),
                 error,
             })?;
-        match installed {
-            Some(row) => {
-                tracing::info!(service = %row.id, version = row.version, source = %bundle.source, "bundled service installed")
-            }
-            None => tracing::info!(source = %bundle.source, "bundled service already installed"),
-        }
+        log_bundled(
+            "service",
+            &bundle.source,
+            installed.map(|s| (s.id, s.version)),
+        );
     }
     let stopping = state.stopping.clone();
     let (federation, devices, services, jobs, registry) = (

@@ -172,6 +172,20 @@ fn a_trusted_proxy_must_be_an_address_or_a_block() {
 }
 
 #[test]
+fn a_module_to_install_must_name_a_manifest_and_a_plugin_that_exist() {
+    let said = refused(&["--install-module", "webhook.json"], &[]);
+    assert!(
+        said.contains("--install-module webhook.json: expected MANIFEST.json=PLUGIN.wasm"),
+        "{said}"
+    );
+    let said = refused(&["--install-module", "no-such.json=no-such.wasm"], &[]);
+    assert!(
+        said.contains("--install-module: reading no-such.json"),
+        "{said}"
+    );
+}
+
+#[test]
 fn a_service_to_install_must_name_a_manifest_and_a_plugin_that_exist() {
     let said = refused(&["--install-service", "plugins/files/manifest.json"], &[]);
     assert!(

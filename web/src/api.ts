@@ -201,6 +201,10 @@ export class Api {
       if (signal.aborted) return;
       throw new ApiError(0, "unreachable", `The event stream broke: ${String(e)}`);
     } finally {
+      // Ended by an error (a listener that threw, a broken connection):
+      // the HTTP stream is closed too, so it does not count against the
+      // user's open streams.
+      void reader.cancel().catch(() => undefined);
       reader.releaseLock();
     }
   }

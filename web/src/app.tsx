@@ -4,7 +4,7 @@
 // device token.
 import { createContext } from "preact";
 import { useContext, useEffect, useMemo, useRef, useState } from "preact/hooks";
-import { Api, type Module } from "./api";
+import { Api, describe, type Module } from "./api";
 import { Inbox, type InboxState } from "./inbox";
 import { forget, loadSession, logout, type Session } from "./session";
 import { Login } from "./pages/login";
@@ -37,9 +37,14 @@ const SECTIONS = [
 ] as const;
 type Section = (typeof SECTIONS)[number][0];
 
+/** The section a hash names, if any. */
+function sectionOf(hash: string): Section | undefined {
+  const name = hash.replace(/^#\/?/, "");
+  return SECTIONS.find(([id]) => id === name)?.[0];
+}
+
 function currentSection(): Section {
-  const name = location.hash.replace(/^#\/?/, "");
-  return (SECTIONS.find(([id]) => id === name)?.[0] ?? "change") as Section;
+  return sectionOf(location.hash) ?? "change";
 }
 
 export function App() {
@@ -75,6 +80,7 @@ function SignedIn({ session, onSignedOut }: { session: Session; onSignedOut: (wh
   const [inboxState, setInboxState] = useState<InboxState>(inbox.state);
   const [section, setSection] = useState<Section>(currentSection);
   const [modules, setModules] = useState<Module[]>([]);
+  const [modulesError, setModulesError] = useState<string | null>(null);
   const [modulesVersion, setModulesVersion] = useState(0);
 
   useEffect(() => {
@@ -86,14 +92,21 @@ function SignedIn({ session, onSignedOut }: { session: Session; onSignedOut: (wh
     };
   }, [inbox]);
   useEffect(() => {
-    const onHash = () => setSection(currentSection());
+    // A hash that names no section (an anchor) leaves the section as it is.
+    const onHash = () => {
+      const named = sectionOf(location.hash);
+      if (named) setSection(named);
+    };
     addEventListener("hashchange", onHash);
     return () => removeEventListener("hashchange", onHash);
   }, []);
   useEffect(() => {
     api.get<{ modules: Module[] }>("/v1/modules").then(
-      (r) => setModules(r.modules),
-      () => undefined,
+      (r) => {
+        setModules(r.modules);
+        setModulesError(null);
+      },
+      (e) => setModulesError(`The networks could not be read: ${describe(e)}`),
     );
   }, [api, modulesVersion]);
   // A new section moves the focus to its content (not on the first load, so
@@ -108,7 +121,14 @@ function SignedIn({ session, onSignedOut }: { session: Session; onSignedOut: (wh
   const ctx: Ctx = { api, session, inbox, modules, reloadModules: () => setModulesVersion((v) => v + 1) };
   return (
     <Context.Provider value={ctx}>
-      <a class="skip" href="#main">
+      <a
+        class="skip"
+        href="#main"
+        onClick={(e) => {
+          e.preventDefault();
+          document.getElementById("main")?.focus();
+        }}
+      >
         Skip to content
       </a>
       <header class="top">
@@ -147,6 +167,7 @@ function SignedIn({ session, onSignedOut }: { session: Session; onSignedOut: (wh
       </header>
       <Offers />
       <main id="main" tabIndex={-1}>
+        <ErrorLine error={modulesError} />
         {section === "change" && <ChangePage />}
         {section === "networks" && <NetworksPage />}
         {section === "devices" && <DevicesPage />}

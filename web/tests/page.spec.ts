@@ -156,6 +156,15 @@ test("an avatar above the limits shows what will be transcoded, then lands conve
   await expect(matrixRow.getByTestId("target-status")).toHaveText("delivered");
   await expect(matrixRow).toContainText("cut or converted to fit: avatar");
   await expect(delivery.getByTestId(`target-${env("WEBHOOK_MODULE")}`).getByTestId("target-status")).toHaveText("delivered");
+
+  // The avatar went with that change: the next one carries only what the user changed.
+  await expect(page.getByTestId("avatar-facts")).toHaveCount(0);
+  await expect(page.getByLabel("Avatar")).toHaveValue("");
+  await page.getByLabel("Mood").fill("calm");
+  await page.getByRole("button", { name: "Send to every network" }).click();
+  await expect(page.getByTestId("delivery")).toContainText("mood “calm”");
+  await expect(page.getByTestId("delivery")).not.toContainText("a new avatar");
+  await expect(page.getByTestId(`target-${env("WEBHOOK_MODULE")}`).getByTestId("target-status")).toHaveText("delivered");
 });
 
 test("a network that fails shows retrying with the reason, then failed; unbinding it", async () => {
@@ -286,6 +295,11 @@ test("the keyboard reaches everything: skip link, sections", async () => {
   await page.keyboard.press("Tab");
   await expect(page.getByRole("link", { name: "Networks" })).toBeFocused();
   await page.keyboard.press("Enter");
+  await expect(page.getByRole("heading", { level: 1, name: "Networks" })).toBeVisible();
+  // The skip link moves the focus to the content and stays in the section.
+  await page.getByRole("link", { name: "Skip to content" }).focus();
+  await page.keyboard.press("Enter");
+  await expect(page.locator("main")).toBeFocused();
   await expect(page.getByRole("heading", { level: 1, name: "Networks" })).toBeVisible();
 });
 

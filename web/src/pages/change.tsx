@@ -3,7 +3,7 @@
 // change's event stream; and the history of recent changes.
 import type { ComponentChildren } from "preact";
 import { useEffect, useMemo, useRef, useState } from "preact/hooks";
-import { describe, type Change, type Module, type Target } from "../api";
+import { ApiError, describe, type Change, type Module, type Target } from "../api";
 import { ErrorLine, When, useCtx } from "../app";
 import { avatarPlan, limitsLine, size, textPlan, type ImageFacts } from "../limits";
 import { useBindings } from "./networks";
@@ -31,7 +31,7 @@ export function ChangePage() {
 
 function ChangeForm({ onSent }: { onSent: (id: string) => void }) {
   const { api, modules } = useCtx();
-  const [bindings] = useBindings();
+  const [bindings, , bindingsError] = useBindings();
   const [signature, setSignature] = useState("");
   const [mood, setMood] = useState("");
   const [file, setFile] = useState<File | null>(null);
@@ -39,6 +39,7 @@ function ChangeForm({ onSent }: { onSent: (id: string) => void }) {
   const [preview, setPreview] = useState<string | null>(null);
   const [error, setError] = useState<string | null>(null);
   const [busy, setBusy] = useState(false);
+  const avatarInput = useRef<HTMLInputElement>(null);
   const loaded = useRef(false);
 
   // What was sent last: it fills the form once, and only fields that
@@ -53,7 +54,7 @@ function ChangeForm({ onSent }: { onSent: (id: string) => void }) {
         setSignature((s) => s || p.settings.signature || "");
         setMood((m) => m || p.settings.mood || "");
       },
-      () => undefined,
+      (e) => setError(`Your last settings could not be read: ${describe(e)}`),
     );
   }, [api]);
 
@@ -123,6 +124,12 @@ function ChangeForm({ onSent }: { onSent: (id: string) => void }) {
         { "idempotency-key": crypto.randomUUID() },
       );
       setProfile((p) => ({ ...p, ...settings }));
+      // The avatar went with this change; the next one sends it only if
+      // chosen again.
+      setFile(null);
+      setFacts(null);
+      setPreview(null);
+      if (avatarInput.current) avatarInput.current.value = "";
       onSent(receipt.id);
     } catch (err) {
       setError(describe(err));
@@ -134,6 +141,7 @@ function ChangeForm({ onSent }: { onSent: (id: string) => void }) {
   return (
     <form class="card change" onSubmit={submit} aria-labelledby="change-title">
       <h2 id="change-title">Your settings</h2>
+      <ErrorLine error={bindingsError && `Your accounts could not be read: ${bindingsError}`} />
       {bindings && bindings.length === 0 && (
         <p class="notice">
           No account bound yet: <a href="#/networks">bind one under Networks</a>.
@@ -155,7 +163,13 @@ function ChangeForm({ onSent }: { onSent: (id: string) => void }) {
       <input id="mood" maxLength={4096} value={mood} onInput={(e) => setMood(e.currentTarget.value)} />
       <Plans targets={targets} plan={(m) => textPlan(m, "mood", mood)} label="mood" />
       <label for="avatar">Avatar</label>
-      <input id="avatar" type="file" accept={MEDIA_TYPES.join(",")} onChange={(e) => choose(e.currentTarget.files?.[0] ?? null)} />
+      <input
+        id="avatar"
+        ref={avatarInput}
+        type="file"
+        accept={MEDIA_TYPES.join(",")}
+        onChange={(e) => choose(e.currentTarget.files?.[0] ?? null)}
+      />
       {facts && preview && (
         <div class="avatar-preview">
           <img src={preview} alt="The chosen avatar" width={96} height={96} />
@@ -247,6 +261,12 @@ function Delivery({ id, onFinal }: { id: string; onFinal: () => void }) {
           );
           pause = 1000;
         } catch (e) {
+          // Gone, or no longer ours to see (signed out): trying again
+          // cannot help.
+          if (e instanceof ApiError && e.status >= 400 && e.status < 500) {
+            setNote(`The live view stopped: ${describe(e)}`);
+            return;
+          }
           setNote(`Reconnecting: ${describe(e)}`);
         }
         if (!final && !abort.signal.aborted) {

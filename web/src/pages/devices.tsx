@@ -11,15 +11,21 @@ interface HistoryEntry {
   at: string;
 }
 
-export function useDevices(): Device[] {
+/** The user's devices, kept current; and why the last read failed, if it did. */
+export function useDevices(): [Device[], string | null] {
   const { api, inbox } = useCtx();
   const [devices, setDevices] = useState<Device[]>([]);
+  const [error, setError] = useState<string | null>(null);
   useEffect(() => {
     let alive = true;
     const load = () =>
       api.get<{ devices: Device[] }>("/v1/devices").then(
-        (r) => alive && setDevices(r.devices),
-        () => undefined,
+        (r) => {
+          if (!alive) return;
+          setDevices(r.devices);
+          setError(null);
+        },
+        (e) => alive && setError(`Your devices could not be read: ${describe(e)}`),
       );
     load();
     const timer = setInterval(load, 15_000);
@@ -30,12 +36,12 @@ export function useDevices(): Device[] {
       off();
     };
   }, [api, inbox]);
-  return devices;
+  return [devices, error];
 }
 
 export function DevicesPage() {
   const { api, session, inbox } = useCtx();
-  const devices = useDevices();
+  const [devices, devicesError] = useDevices();
   const [history, setHistory] = useState<HistoryEntry[]>([]);
   const [error, setError] = useState<string | null>(null);
   const [version, setVersion] = useState(0);
@@ -61,7 +67,7 @@ export function DevicesPage() {
   return (
     <>
       <h1>Devices</h1>
-      <ErrorLine error={error} />
+      <ErrorLine error={devicesError ?? error} />
       <ul class="rows" data-testid="devices">
         {devices.map((d) => (
           <li key={d.id} class="row" data-device={d.id}>

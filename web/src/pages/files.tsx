@@ -124,10 +124,15 @@ export function FilesPage() {
       },
     });
     setSending((list) => [{ key, name: file.name, sent: 0, total: file.size, state: "uploading", upload }, ...list]);
-    upload.findPreviousUploads().then((previous) => {
-      if (previous.length) upload.resumeFromPreviousUpload(previous[0]);
-      upload.start();
-    });
+    // A previous upload of the same file (this browser's storage) resumes
+    // where it stopped; storage that cannot be read only means a new one.
+    upload
+      .findPreviousUploads()
+      .catch(() => [])
+      .then((previous) => {
+        if (previous.length) upload.resumeFromPreviousUpload(previous[0]);
+        upload.start();
+      });
   }
 
   async function download(f: FileRecord) {

@@ -10,7 +10,7 @@ const BASE = "/v1/services/handoff";
 
 export function HandoffPage() {
   const { api, inbox } = useCtx();
-  const devices = useDevices();
+  const [devices] = useDevices();
   const [sessions, setSessions] = useState<HandoffSession[] | null>(null);
   const [open, setOpen] = useState<string | null>(null);
   const [error, setError] = useState<string | null>(null);
