@@ -147,6 +147,7 @@ async fn throughput(label: &str, url: &str, users: usize, wasm: &[u8]) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let persisted = started.elapsed();
+    let stages = stage_breakdown(&client, &worker.base).await;
 
     // 500 changes/s for 5 s with delivery running: commit -> first push.
     eprintln!("{label}: pacing 500 changes/s for 5 s");
@@ -187,6 +188,7 @@ async fn throughput(label: &str, url: &str, users: usize, wasm: &[u8]) {
         deliveries as f64 / drain.as_secs_f64(),
         deliveries as f64 / persisted.as_secs_f64()
     );
+    println!("  where the delivering node's time went (its stage metrics): {stages}");
     println!(
         "  at 500 changes/s: commit -> first push p50 {p50:.2?}, p99 {p99:.2?} ({} of {} arrived)",
         latencies.len(),
@@ -195,6 +197,41 @@ async fn throughput(label: &str, url: &str, users: usize, wasm: &[u8]) {
     worker.stop().await;
     api.stop().await;
     registry.close().await;
+}
+
+/// The delivery worker's stages from a node's `/metrics`: per stage, how
+/// many times it ran, its mean time and, for batches, their mean size.
+async fn stage_breakdown(client: &reqwest::Client, base: &str) -> String {
+    let text = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let value = |name: &str, stage: &str| {
+        let key = format!("{name}{{stage=\"{stage}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&key))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    ["claim", "push", "record"]
+        .iter()
+        .map(|stage| {
+            let count = value("gateway_delivery_stage_seconds_count", stage);
+            let mean = value("gateway_delivery_stage_seconds_sum", stage) / count.max(1.0);
+            let size = value("gateway_delivery_batch_size_sum", stage) / count.max(1.0);
+            let per = if *stage == "push" {
+                String::new()
+            } else {
+                format!(" of {size:.1} deliveries")
+            };
+            format!("{stage} {count:.0} × {:.2} ms{per}", mean * 1000.0)
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// 100 signature changes within 1 s to a network allowed 1 push/s.

@@ -19,6 +19,12 @@ pub struct Metrics {
     pub deliveries: IntCounterVec,
     /// Seconds from a change's commit to its delivery, by module.
     pub delivery_latency: HistogramVec,
+    /// Seconds a delivery worker spends per stage: `claim` (a batch claimed
+    /// with its bindings read), `push` (one connector call), `record` (a
+    /// batch of outcomes committed and announced).
+    pub delivery_stage: HistogramVec,
+    /// Deliveries per claimed batch and per recorded batch, by stage.
+    pub delivery_batch: HistogramVec,
     /// Deliveries not yet final (all processes sharing the database).
     pub queue_depth: IntGauge,
     /// Image decodes and transcodes run, by kind (`inspect`, `transcode`).
@@ -60,6 +66,25 @@ impl Metrics {
             ]),
             &["module"],
         )?;
+        let delivery_stage = HistogramVec::new(
+            HistogramOpts::new(
+                "gateway_delivery_stage_seconds",
+                "Time a delivery worker spends per stage (claim, push, record)",
+            )
+            .buckets(vec![
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+                5.0,
+            ]),
+            &["stage"],
+        )?;
+        let delivery_batch = HistogramVec::new(
+            HistogramOpts::new(
+                "gateway_delivery_batch_size",
+                "Deliveries per claimed or recorded batch",
+            )
+            .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]),
+            &["stage"],
+        )?;
         let queue_depth =
             IntGauge::new("gateway_delivery_queue_depth", "Deliveries not yet final")?;
         registry.register(Box::new(http_requests.clone()))?;
@@ -67,6 +92,8 @@ impl Metrics {
         registry.register(Box::new(changes.clone()))?;
         registry.register(Box::new(deliveries.clone()))?;
         registry.register(Box::new(delivery_latency.clone()))?;
+        registry.register(Box::new(delivery_stage.clone()))?;
+        registry.register(Box::new(delivery_batch.clone()))?;
         let image_jobs = IntCounterVec::new(
             Opts::new(
                 "gateway_image_jobs_total",
@@ -83,6 +110,8 @@ impl Metrics {
             changes,
             deliveries,
             delivery_latency,
+            delivery_stage,
+            delivery_batch,
             queue_depth,
             image_jobs,
         })

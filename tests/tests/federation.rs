@@ -151,6 +151,34 @@ async fn a_change_reaches_every_other_binding_with_status_per_target() {
 
     let list = w.gw.get_json("/v1/changes?limit=5", Some(&w.token)).await;
     assert_eq!(list["changes"][0]["id"], receipt["id"]);
+
+    // The operator sees where the worker's time went: two pushes, and the
+    // batches that claimed and recorded them (a recorded batch is counted
+    // just after its commit, which the status above may already show).
+    let record = "gateway_delivery_batch_size_sum{stage=\"record\"} 2";
+    let mut metrics = String::new();
+    for _ in 0..100 {
+        metrics = w.gw.get("/metrics", None).await.text().await.unwrap();
+        if metrics.contains(record) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let sample = |name: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("{name} missing: {metrics}"))
+    };
+    assert_eq!(
+        sample("gateway_delivery_stage_seconds_count{stage=\"push\"}"),
+        2.0
+    );
+    for stage in ["claim", "record"] {
+        let batch = format!("gateway_delivery_batch_size_sum{{stage=\"{stage}\"}}");
+        assert_eq!(sample(&batch), 2.0, "{stage}: {metrics}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -52,6 +52,7 @@ pub async fn run(federation: Arc<Federation>, mut stop: watch::Receiver<bool>) {
         let free = permits.available_permits();
         let mut claimed_all = false;
         if free > 0 {
+            let timer = Stage::start(&federation, "claim");
             let now = federation.clock.now();
             let lease = now + chrono_duration(federation.config.lease);
             match federation
@@ -63,6 +64,7 @@ pub async fn run(federation: Arc<Federation>, mut stop: watch::Receiver<bool>) {
                     claimed_all = claimed.len() == free;
                     in_flight.add(claimed.iter().map(|d| d.id.clone()));
                     let mut bindings = targets_of(&federation, &claimed).await;
+                    timer.batch(claimed.len());
                     for delivery in claimed {
                         let Ok(permit) = permits.clone().acquire_owned().await else {
                             break;
@@ -72,7 +74,9 @@ pub async fn run(federation: Arc<Federation>, mut stop: watch::Receiver<bool>) {
                         let finished = finished.clone();
                         let binding = bindings.remove(&delivery.binding_id);
                         tasks.spawn(async move {
+                            let timer = Stage::start(&federation, "push");
                             let outcome = push(&federation, &delivery, binding).await;
+                            timer.end();
                             let _ = finished.send(Finished {
                                 delivery,
                                 outcome,
@@ -215,6 +219,7 @@ async fn record(
     const MAX_BATCH: usize = 256;
     let mut batch = Vec::new();
     while super::next_batch(&outcomes, &mut batch, MAX_BATCH).await > 0 {
+        let timer = Stage::start(&federation, "record");
         let now = federation.clock.now();
         let items = batch
             .iter()
@@ -251,6 +256,7 @@ async fn record(
         if let Err(e) = federation.registry.announce_changes(&changes).await {
             tracing::debug!(error = %e, "outcomes not announced to other processes");
         }
+        timer.batch(batch.len());
         for (finished, recorded) in batch.drain(..).zip(recorded) {
             account(
                 &federation,
@@ -259,6 +265,44 @@ async fn record(
                 recorded,
                 now,
             );
+        }
+    }
+}
+
+/// Times one stage of the worker into `gateway_delivery_stage_seconds`.
+struct Stage<'a> {
+    federation: &'a Federation,
+    stage: &'static str,
+    started: std::time::Instant,
+}
+
+impl<'a> Stage<'a> {
+    fn start(federation: &'a Federation, stage: &'static str) -> Self {
+        Stage {
+            federation,
+            stage,
+            started: std::time::Instant::now(),
+        }
+    }
+
+    fn end(self) {
+        self.federation
+            .metrics
+            .delivery_stage
+            .with_label_values(&[self.stage])
+            .observe(self.started.elapsed().as_secs_f64());
+    }
+
+    /// Ends the stage for a batch of `size` deliveries (nothing is counted
+    /// for an empty one: an idle claim is not work).
+    fn batch(self, size: usize) {
+        if size > 0 {
+            self.federation
+                .metrics
+                .delivery_batch
+                .with_label_values(&[self.stage])
+                .observe(size as f64);
+            self.end();
         }
     }
 }
