@@ -160,7 +160,7 @@ test("an avatar above the limits shows what will be transcoded, then lands conve
   // The avatar went with that change: the next one carries only what the user changed.
   await expect(page.getByTestId("avatar-facts")).toHaveCount(0);
   await expect(page.getByLabel("Avatar")).toHaveValue("");
-  await page.getByLabel("Mood").fill("calm");
+  await page.getByLabel("Mood", { exact: true }).fill("calm");
   await page.getByRole("button", { name: "Send to every network" }).click();
   await expect(page.getByTestId("delivery")).toContainText("mood “calm”");
   await expect(page.getByTestId("delivery")).not.toContainText("a new avatar");
@@ -174,7 +174,7 @@ test("a network that fails shows retrying with the reason, then failed; unbindin
   await expect(page.getByTestId("bindings")).toContainText("alice-flaky");
 
   await go(page, "Change once");
-  await page.getByLabel("Mood").fill("busy");
+  await page.getByLabel("Mood", { exact: true }).fill("busy");
   await expect(page.locator('.plans [data-module="matrix"]')).toContainText("does not take a mood: not sent");
   await page.getByRole("button", { name: "Send to every network" }).click();
   const delivery = page.getByTestId("delivery");

@@ -66,7 +66,10 @@ function ChangeForm({ onSent }: { onSent: (id: string) => void }) {
     return modules.filter((m) => ids.has(m.id));
   }, [bindings, modules]);
 
+  // Two quick picks: only the last one's facts and preview count.
+  const picks = useRef(0);
   async function choose(f: File | null) {
+    const pick = ++picks.current;
     setError(null);
     setFacts(null);
     setPreview(null);
@@ -82,11 +85,12 @@ function ChangeForm({ onSent }: { onSent: (id: string) => void }) {
     }
     try {
       const bitmap = await createImageBitmap(f);
+      if (pick !== picks.current) return bitmap.close();
       setFacts({ type: f.type, bytes: f.size, width: bitmap.width, height: bitmap.height });
       bitmap.close();
       setPreview(URL.createObjectURL(f));
     } catch {
-      setError(`${f.name} does not open as an image.`);
+      if (pick === picks.current) setError(`${f.name} does not open as an image.`);
     }
   }
 
@@ -366,13 +370,19 @@ function History({ version, shown, onShow }: { version: number; shown: string | 
   const [next, setNext] = useState<string | null>(null);
   const [error, setError] = useState<string | null>(null);
   useEffect(() => {
+    // A reload started later wins: an older answer arriving last is dropped.
+    let current = true;
     api.get<{ changes: Change[]; next_before: string | null }>("/v1/changes?limit=10").then(
       (r) => {
+        if (!current) return;
         setChanges(r.changes);
         setNext(r.next_before);
       },
-      (e) => setError(describe(e)),
+      (e) => current && setError(describe(e)),
     );
+    return () => {
+      current = false;
+    };
   }, [api, version]);
   async function older() {
     if (!next) return;

@@ -46,11 +46,17 @@ export function DevicesPage() {
   const [error, setError] = useState<string | null>(null);
   const [version, setVersion] = useState(0);
   useEffect(() => {
+    // A reload started later wins: an older answer arriving last is dropped.
+    let current = true;
     api.get<{ entries: HistoryEntry[] }>("/v1/devices/history").then(
-      (r) => setHistory(r.entries.slice(0, 30)),
-      (e) => setError(describe(e)),
+      (r) => current && setHistory(r.entries.slice(0, 30)),
+      (e) => current && setError(describe(e)),
     );
-    return inbox.on((e) => e.kind.startsWith("device.") && setVersion((v) => v + 1));
+    const off = inbox.on((e) => e.kind.startsWith("device.") && setVersion((v) => v + 1));
+    return () => {
+      current = false;
+      off();
+    };
   }, [api, inbox, version]);
   const nameOf = (id: string) => devices.find((d) => d.id === id)?.name ?? id;
 

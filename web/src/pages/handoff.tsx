@@ -64,6 +64,8 @@ function Log({ id, version, nameOf }: { id: string; version: number; nameOf: (id
   const [entries, setEntries] = useState<LogEntry[]>([]);
   const [error, setError] = useState<string | null>(null);
   useEffect(() => {
+    // A reload started later wins: an older answer arriving last is dropped.
+    let current = true;
     (async () => {
       const all: LogEntry[] = [];
       let after: string | null = null;
@@ -75,8 +77,11 @@ function Log({ id, version, nameOf }: { id: string; version: number; nameOf: (id
         all.push(...page.entries);
         after = page.next_after;
       } while (after && all.length < 2000);
-      setEntries(all);
-    })().catch((e) => setError(describe(e)));
+      if (current) setEntries(all);
+    })().catch((e) => current && setError(describe(e)));
+    return () => {
+      current = false;
+    };
   }, [api, id, version]);
   return (
     <>
