@@ -70,6 +70,10 @@ const BEGIN_DURABLE: &str = "PRAGMA synchronous = FULL; BEGIN IMMEDIATE";
 /// Starts a bookkeeping transaction on SQLite (see
 /// `Registry::begin_bookkeeping`).
 const BEGIN_BOOKKEEPING: &str = "PRAGMA synchronous = NORMAL; BEGIN IMMEDIATE";
+/// Starts a bookkeeping transaction on PostgreSQL: its commit does not wait
+/// for the WAL flush, set in the same round trip as `BEGIN` (one statement
+/// fewer per claim and per batch of outcomes).
+const PG_BEGIN_BOOKKEEPING: &str = "BEGIN; SET LOCAL synchronous_commit = off";
 
 /// A transaction on a write connection.
 pub(crate) type WriteTx = sqlx::Transaction<'static, sqlx::Any>;
@@ -198,7 +202,7 @@ impl Registry {
         // can be lost on power loss; FULL syncs it at every commit. The
         // setting cannot change inside a transaction, hence before BEGIN, in
         // the same call.
-        self.begin_on_writer(BEGIN_DURABLE).await
+        self.begin_on_writer(BEGIN_DURABLE, "BEGIN").await
     }
 
     /// A write transaction whose commit need not wait for the WAL flush: for
@@ -206,27 +210,23 @@ impl Registry {
     /// means a delivery is claimed and pushed again (at-least-once). Change
     /// reports never use it: their `202` promises durability.
     pub(crate) async fn begin_bookkeeping(&self) -> Result<(WriteTx, Option<WriterGuard>)> {
-        let (mut tx, guard) = self.begin_on_writer(BEGIN_BOOKKEEPING).await?;
-        if self.backend == Backend::Postgres {
-            sqlx::query("SET LOCAL synchronous_commit = off")
-                .execute(&mut *tx)
-                .await?;
-        }
-        Ok((tx, guard))
+        self.begin_on_writer(BEGIN_BOOKKEEPING, PG_BEGIN_BOOKKEEPING)
+            .await
     }
 
-    /// A transaction on a write connection; `sqlite_begin` is the SQLite
-    /// statement list that starts it.
+    /// A transaction on a write connection, started by the statement list
+    /// of its backend (`sqlite_begin` or `postgres_begin`).
     async fn begin_on_writer(
         &self,
         sqlite_begin: &'static str,
+        postgres_begin: &'static str,
     ) -> Result<(WriteTx, Option<WriterGuard>)> {
         Ok(match self.backend {
             Backend::Sqlite => {
                 let guard = self.writer.clone().lock_owned().await;
                 (self.writes.begin_with(sqlite_begin).await?, Some(guard))
             }
-            Backend::Postgres => (self.writes.begin().await?, None),
+            Backend::Postgres => (self.writes.begin_with(postgres_begin).await?, None),
         })
     }
 
