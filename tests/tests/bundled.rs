@@ -104,16 +104,16 @@ fn wasm_custom_section(wasm: &mut Vec<u8>) {
 #[tokio::test]
 async fn a_bundled_service_its_manifest_does_not_grant_stops_the_start_with_the_reason() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = gateway::Config::new(dir.path()).unwrap();
-    config.bundled_services = vec![Bundled {
-        source: "files-without-grants".into(),
-        manifest: r#"{"id": "files", "name": "Files", "grants": ["kv"]}"#.into(),
-        plugin: service_plugin("files"),
-    }];
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let error = gateway::run(config, listener, std::future::pending())
-        .await
-        .expect_err("the start is refused");
+    let error = refused_start(
+        &dir,
+        "services",
+        Bundled {
+            source: "files-without-grants".into(),
+            manifest: r#"{"id": "files", "name": "Files", "grants": ["kv"]}"#.into(),
+            plugin: service_plugin("files"),
+        },
+    )
+    .await;
     let message = error.to_string();
     assert!(
         message.contains("bundled service files-without-grants"),
@@ -122,16 +122,16 @@ async fn a_bundled_service_its_manifest_does_not_grant_stops_the_start_with_the_
     assert!(message.contains("gateway:service/"), "{message}");
 
     // A manifest that is not one: the same, with the manifest's rule.
-    let mut config = gateway::Config::new(dir.path()).unwrap();
-    config.bundled_services = vec![Bundled {
-        source: "broken".into(),
-        manifest: r#"{"id": "files""#.into(),
-        plugin: service_plugin("files"),
-    }];
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let error = gateway::run(config, listener, std::future::pending())
-        .await
-        .expect_err("the start is refused");
+    let error = refused_start(
+        &dir,
+        "services",
+        Bundled {
+            source: "broken".into(),
+            manifest: r#"{"id": "files""#.into(),
+            plugin: service_plugin("files"),
+        },
+    )
+    .await;
     assert!(
         error.to_string().contains("bundled service broken"),
         "{error}"
@@ -213,16 +213,16 @@ async fn a_bundled_connector_is_installed_once_and_an_operators_manifest_survive
 async fn a_bundled_connector_whose_manifest_does_not_fit_stops_the_start_with_the_reason() {
     let dir = tempfile::tempdir().unwrap();
     // The webhook connector declares a `url` it needs in its config.
-    let mut config = gateway::Config::new(dir.path()).unwrap();
-    config.bundled_modules = vec![Bundled {
-        source: "webhook-without-url".into(),
-        manifest: r#"{"id": "webhook", "name": "Webhook", "config": {"secret": "s"}}"#.into(),
-        plugin: plugin("webhook_connector"),
-    }];
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let error = gateway::run(config, listener, std::future::pending())
-        .await
-        .expect_err("the start is refused");
+    let error = refused_start(
+        &dir,
+        "modules",
+        Bundled {
+            source: "webhook-without-url".into(),
+            manifest: r#"{"id": "webhook", "name": "Webhook", "config": {"secret": "s"}}"#.into(),
+            plugin: plugin("webhook_connector"),
+        },
+    )
+    .await;
     let message = error.to_string();
     assert!(
         message.contains("bundled module webhook-without-url"),
@@ -243,18 +243,32 @@ async fn a_bundled_connector_whose_manifest_does_not_fit_stops_the_start_with_th
             "bundled module",
         ),
     ] {
-        let mut config = gateway::Config::new(dir.path()).unwrap();
-        config.bundled_modules = vec![Bundled {
-            source: "broken".into(),
-            manifest: manifest.into(),
-            plugin: wasm,
-        }];
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let error = gateway::run(config, listener, std::future::pending())
-            .await
-            .expect_err("the start is refused");
+        let error = refused_start(
+            &dir,
+            "modules",
+            Bundled {
+                source: "broken".into(),
+                manifest: manifest.into(),
+                plugin: wasm,
+            },
+        )
+        .await;
         let message = error.to_string();
         assert!(message.contains("bundled module broken"), "{message}");
         assert!(message.contains(says), "{message}");
     }
+}
+
+/// Why `run()` refuses to start with `bundle` to install as one of `kind`
+/// (`services` or `modules`).
+async fn refused_start(dir: &tempfile::TempDir, kind: &str, bundle: Bundled) -> gateway::RunError {
+    let mut config = gateway::Config::new(dir.path()).unwrap();
+    match kind {
+        "services" => config.bundled_services = vec![bundle],
+        _ => config.bundled_modules = vec![bundle],
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    gateway::run(config, listener, std::future::pending())
+        .await
+        .expect_err("the start is refused")
 }
