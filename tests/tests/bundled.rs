@@ -106,7 +106,7 @@ async fn a_bundled_service_its_manifest_does_not_grant_stops_the_start_with_the_
     let dir = tempfile::tempdir().unwrap();
     let error = refused_start(
         &dir,
-        "services",
+        |c| &mut c.bundled_services,
         Bundled {
             source: "files-without-grants".into(),
             manifest: r#"{"id": "files", "name": "Files", "grants": ["kv"]}"#.into(),
@@ -124,7 +124,7 @@ async fn a_bundled_service_its_manifest_does_not_grant_stops_the_start_with_the_
     // A manifest that is not one: the same, with the manifest's rule.
     let error = refused_start(
         &dir,
-        "services",
+        |c| &mut c.bundled_services,
         Bundled {
             source: "broken".into(),
             manifest: r#"{"id": "files""#.into(),
@@ -215,7 +215,7 @@ async fn a_bundled_connector_whose_manifest_does_not_fit_stops_the_start_with_th
     // The webhook connector declares a `url` it needs in its config.
     let error = refused_start(
         &dir,
-        "modules",
+        |c| &mut c.bundled_modules,
         Bundled {
             source: "webhook-without-url".into(),
             manifest: r#"{"id": "webhook", "name": "Webhook", "config": {"secret": "s"}}"#.into(),
@@ -245,7 +245,7 @@ async fn a_bundled_connector_whose_manifest_does_not_fit_stops_the_start_with_th
     ] {
         let error = refused_start(
             &dir,
-            "modules",
+            |c| &mut c.bundled_modules,
             Bundled {
                 source: "broken".into(),
                 manifest: manifest.into(),
@@ -259,14 +259,15 @@ async fn a_bundled_connector_whose_manifest_does_not_fit_stops_the_start_with_th
     }
 }
 
-/// Why `run()` refuses to start with `bundle` to install as one of `kind`
-/// (`services` or `modules`).
-async fn refused_start(dir: &tempfile::TempDir, kind: &str, bundle: Bundled) -> gateway::RunError {
+/// Why `run()` refuses to start with `bundle` to install, in the list
+/// `bundles` picks (the services or the modules).
+async fn refused_start(
+    dir: &tempfile::TempDir,
+    bundles: fn(&mut gateway::Config) -> &mut Vec<Bundled>,
+    bundle: Bundled,
+) -> gateway::RunError {
     let mut config = gateway::Config::new(dir.path()).unwrap();
-    match kind {
-        "services" => config.bundled_services = vec![bundle],
-        _ => config.bundled_modules = vec![bundle],
-    }
+    bundles(&mut config).push(bundle);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     gateway::run(config, listener, std::future::pending())
         .await
